@@ -1,0 +1,1 @@
+"""Point clouds without any language model: file I/O, transforms and batched torch ops."""
