@@ -1,0 +1,377 @@
+"""Stage 2: Hierarchical Geometry Aggregation inside the LLM (enel-method.md §3).
+
+The authors never released this part; this module is our implementation of the paper's description, with
+the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
+
+* **Grouping** of the 128 geometric point tokens by their 3D coordinates, either by **FPS + kNN** (the v1
+  paper: 128 → 64 → 32 …, k = 16, 8 …) or by a **dynamic voxel grid** (v4: cell size
+  ``s_i = α·exp(Σ_{j≤i} β_j)``, ``β_j = γ·tanh(θ_j) + β_ctr``, clamped to ``[s_min, s_max]``, a variable number
+  of cells per sample). A hard voxel assignment gives θ no gradient, so θ is drawn once from N(0, 1) with a
+  recorded seed and stored in the config: the grid schedule is fixed per run (documented choice).
+* **Gated self-attention** inside each group: ``F' = tanh(α)·Attn(F) + F`` with α a learnable scalar starting
+  at 0, so adding aggregation to a stage-1 model changes nothing until training opens the gate. The attention
+  has its own projections with a bottleneck width (the authors' internal runs: 256). Padded slots of short
+  groups hold the group mean (the paper's rule) and are also masked out as keys, so a cloud's result never
+  depends on the largest group of its batch mates.
+* **Pooling** to one token per group: ``max``, ``mean`` or ``maxmean`` = ``(max + mean) / 2``. The paper sums
+  max and mean inside Point-PN, but in the LLM's residual stream the sum would double a token's scale; the
+  average keeps it (a group of one token pools to itself). The aggregated token's coordinate is the mean of
+  its members' coordinates; its RoPE position is the smallest member position.
+* **Propagation** copies each group's feature back to its members (grid unpooling). With FPS + kNN the groups
+  overlap, so every token receives the feature of its *nearest* centre. An optional residual adds the
+  pre-aggregation features back (the authors' final run had it off).
+* **Schedule**: layers are numbered from 1; ``aggregate_after: [1, 2, 3]`` aggregates at the end of layers 1–3.
+  A schedule written for ``reference_layers`` (the paper's 32) is mapped onto a backbone of depth L by
+  ``round_half_up(l · L / reference)``; a mapping that merges two events, or a schedule that does not close
+  (every aggregation propagated before the last layer, properly nested), is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..points import ops
+from . import layout as L
+
+__all__ = ["AggregationConfig", "HierarchicalAggregation", "GatedGroupAttention", "resolve_schedule"]
+
+
+def _paper_schedule() -> list[dict]:
+    return [
+        {"aggregate_after": [1, 2, 3], "propagate_after": [6, 7, 8]},
+        {"aggregate_after": [11, 12, 13], "propagate_after": [16, 17, 18]},
+    ]
+
+
+@dataclass
+class AggregationConfig:
+    """Settings of hierarchical geometry aggregation (off unless ``enabled``).
+
+    Attributes:
+        enabled: insert aggregation / propagation into the decoder.
+        grouping: ``"grid"`` (v4 dynamic grid sampling) or ``"fps"`` (v1 FPS + kNN).
+        schedule: blocks of ``{"aggregate_after": [...], "propagate_after": [...]}``, 1-based layer numbers,
+            written for a ``reference_layers``-deep backbone (the paper's 32-layer schedule by default).
+        reference_layers: the depth the schedule is written for; set it to the backbone's depth to use the
+            numbers as they are.
+        fps_centres: tokens kept by each FPS aggregation level (v1: 64, 32; a third level 16).
+        fps_k: neighbours per centre at each FPS level (v1: 16, 8).
+        grid_alpha, grid_min, grid_max: α and the clamp range ``[s_min, s_max]`` of the cell size.
+        grid_theta: θ_j per level; drawn from N(0, 1) with ``grid_theta_seed`` when left empty.
+        pooling: ``"max"``, ``"mean"`` or ``"maxmean"``.
+        gate: use the ``tanh(α)`` gate (off = the paper's "− gate mechanism" ablation, the attention output is
+            added with weight 1).
+        attn_heads, attn_dim: heads and bottleneck width of the in-group attention.
+        residual: add pre-aggregation features on propagation.
+    """
+
+    enabled: bool = False
+    grouping: str = "grid"
+    schedule: list[dict] = field(default_factory=_paper_schedule)
+    reference_layers: int = 32
+    fps_centres: list[int] = field(default_factory=lambda: [64, 32, 16])
+    fps_k: list[int] = field(default_factory=lambda: [16, 8, 4])
+    grid_alpha: float = 0.02
+    grid_min: float = 0.02
+    grid_max: float = 1.0
+    grid_theta: list[float] = field(default_factory=list)
+    grid_theta_seed: int = 0
+    pooling: str = "maxmean"
+    gate: bool = True
+    attn_heads: int = 4
+    attn_dim: int = 256
+    residual: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "AggregationConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown aggregation field(s) {unknown}; known fields: {sorted(known)}")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def levels(self) -> int:
+        """Aggregation levels per block (the paper's ``l``)."""
+        return max((len(b.get("aggregate_after", [])) for b in self.schedule), default=0)
+
+    def validate(self) -> None:
+        if self.grouping not in ("grid", "fps"):
+            raise ConfigError(f"aggregation grouping must be 'grid' or 'fps', not {self.grouping!r}")
+        if self.pooling not in ("max", "mean", "maxmean"):
+            raise ConfigError(f"aggregation pooling must be 'max', 'mean' or 'maxmean', not {self.pooling!r}")
+        if not 0 < self.grid_min <= self.grid_max:
+            raise ConfigError("grid cell sizes need 0 < grid_min <= grid_max")
+        if self.attn_dim % self.attn_heads:
+            raise ConfigError(f"attn_dim={self.attn_dim} is not divisible by attn_heads={self.attn_heads}")
+        for block in self.schedule:
+            if set(block) - {"aggregate_after", "propagate_after"}:
+                raise ConfigError(
+                    f"a schedule block has keys {sorted(block)}; use 'aggregate_after' and 'propagate_after'"
+                )
+            agg, prop = block.get("aggregate_after", []), block.get("propagate_after", [])
+            if len(agg) != len(prop) or not agg:
+                raise ConfigError(
+                    f"schedule block {block} does not close: every aggregation needs one propagation "
+                    f"({len(agg)} aggregations, {len(prop)} propagations)"
+                )
+        if self.grouping == "fps":
+            if len(self.fps_k) != len(self.fps_centres):
+                raise ConfigError("fps_centres and fps_k need one entry per aggregation level")
+            if self.enabled and self.levels > len(self.fps_centres):
+                raise ConfigError(
+                    f"the schedule aggregates {self.levels} times per block but fps_centres has only "
+                    f"{len(self.fps_centres)} levels"
+                )
+            prev = None
+            for c, k in zip(self.fps_centres, self.fps_k):
+                if c < 1 or k < 1 or (prev is not None and c > prev):
+                    raise ConfigError(f"fps_centres must shrink level by level and be ≥ 1, got {self.fps_centres}")
+                prev = c
+        if self.grid_theta and len(self.grid_theta) < self.levels:
+            raise ConfigError(f"grid_theta needs {self.levels} values, one per aggregation level")
+
+    # ---- grid schedule -----------------------------------------------------------------------------------
+    def thetas(self) -> list[float]:
+        if self.grid_theta:
+            return list(self.grid_theta)
+        g = torch.Generator().manual_seed(self.grid_theta_seed)
+        return torch.randn(self.levels, generator=g).tolist()
+
+    def cell_sizes(self) -> list[float]:
+        """``s_i`` for each aggregation level i = 1..l (the same for every block)."""
+        levels = self.levels
+        a = self.grid_alpha
+        lo, hi = math.log(self.grid_min / a), math.log(self.grid_max / a)
+        gamma = (hi - lo) / (2 * levels)
+        centre = (hi + lo) / (2 * levels)
+        sizes, total = [], 0.0
+        for theta in self.thetas()[:levels]:
+            total += gamma * math.tanh(theta) + centre
+            sizes.append(min(max(a * math.exp(total), self.grid_min), self.grid_max))
+        return sizes
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def resolve_schedule(cfg: AggregationConfig, num_layers: int) -> list[tuple[int, str, int, int]]:
+    """Map the schedule onto a backbone of ``num_layers`` layers and check that it closes.
+
+    Returns:
+        Events ``(layer_index, kind, block, level)`` sorted by layer, with 0-based ``layer_index`` (the event
+        runs at the end of that layer), ``kind`` in {"aggregate", "propagate"} and ``level`` the depth of the
+        aggregation stack the event creates (aggregate) or removes (propagate).
+    """
+    scale = num_layers / cfg.reference_layers
+    events = []
+    for b, block in enumerate(cfg.schedule):
+        for lvl, layer in enumerate(block["aggregate_after"]):
+            events.append((_round_half_up(layer * scale), "aggregate", b, lvl))
+        n = len(block["propagate_after"])
+        for i, layer in enumerate(block["propagate_after"]):
+            events.append((_round_half_up(layer * scale), "propagate", b, n - 1 - i))
+    layers = [e[0] for e in events]
+    hint = (f" (the schedule is written for {cfg.reference_layers} layers and mapped onto {num_layers}; "
+            f"give an explicit schedule with reference_layers={num_layers})")
+    if len(set(layers)) != len(layers):
+        raise ConfigError("aggregation schedule puts two events after the same layer" + hint)
+    if any(layer < 1 for layer in layers):
+        raise ConfigError("aggregation schedule has an event before layer 1" + hint)
+    if any(layer >= num_layers for layer in layers):
+        raise ConfigError(
+            f"aggregation schedule does not close: every aggregation must be propagated before the last layer "
+            f"({num_layers}), but events fall after layers {sorted(x for x in layers if x >= num_layers)}" + hint
+        )
+    events.sort()
+    stack: list[tuple[int, int]] = []
+    for layer, kind, b, lvl in events:
+        if kind == "aggregate":
+            if stack and stack[-1][0] != b:
+                raise ConfigError(f"aggregation block {b} starts before block {stack[-1][0]} is propagated" + hint)
+            if lvl != len(stack):
+                raise ConfigError(f"aggregation schedule of block {b} is out of order" + hint)
+            stack.append((b, lvl))
+        else:
+            if not stack or stack[-1] != (b, lvl):
+                raise ConfigError(
+                    f"aggregation schedule does not close: the propagation after layer {layer} has no matching "
+                    "aggregation (propagations must undo aggregations in reverse order)" + hint
+                )
+            stack.pop()
+    if stack:
+        raise ConfigError("aggregation schedule does not close: some aggregations are never propagated" + hint)
+    return [(layer - 1, kind, b, lvl) for layer, kind, b, lvl in events]
+
+
+class GatedGroupAttention(nn.Module):
+    """``F' = tanh(α)·Attn(F) + F`` inside each group; α is a scalar starting at 0.
+
+    Pre-norm (RMSNorm), multi-head attention with its own q/k/v/o projections through a bottleneck width.
+    """
+
+    def __init__(self, hidden: int, attn_dim: int, heads: int, gate: bool, eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.RMSNorm(hidden, eps=eps)
+        self.qkv = nn.Linear(hidden, 3 * attn_dim, bias=False)
+        self.out = nn.Linear(attn_dim, hidden, bias=False)
+        self.use_gate = gate
+        self.gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``groups (S, K, H)``, ``valid (S, K)`` bool → ``(S, K, H)``."""
+        s, k, _ = groups.shape
+        q, kk, v = self.qkv(self.norm(groups)).chunk(3, dim=-1)
+        shape = (s, k, self.heads, -1)
+        q, kk, v = (t.reshape(shape).transpose(1, 2) for t in (q, kk, v))
+        keep = valid | ~valid.any(-1, keepdim=True)  # a group with no valid slot attends to itself harmlessly
+        attn_mask = keep[:, None, None, :]
+        y = F.scaled_dot_product_attention(q, kk, v, attn_mask=attn_mask)
+        y = self.out(y.transpose(1, 2).reshape(s, k, -1))
+        g = torch.tanh(self.gate) if self.use_gate else torch.ones((), device=y.device, dtype=y.dtype)
+        return groups + g.to(y.dtype) * y
+
+
+def _pool(groups: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
+    """``groups (S, K, H)``, ``valid (S, K)`` → ``(S, H)`` over valid slots only."""
+    w = valid[..., None].to(groups.dtype)
+    count = w.sum(1).clamp(min=1)
+    mean = (groups * w).sum(1) / count
+    if how == "mean":
+        return mean
+    neg = torch.finfo(groups.dtype).min
+    mx = groups.masked_fill(~valid[..., None], neg).max(1).values
+    mx = torch.where(valid.any(1, keepdim=True), mx, mean)
+    return mx if how == "max" else 0.5 * (mx + mean)
+
+
+@dataclass
+class _Groups:
+    """Groups of fine block slots for one aggregation level.
+
+    members: ``(B, G, K)`` fine slot indices (``-1`` padding); member_valid ``(B, G, K)``;
+    group_valid ``(B, G)``; group_of ``(B, P)`` coarse slot per fine slot for propagation (-1 if invalid).
+    """
+
+    members: torch.Tensor
+    member_valid: torch.Tensor
+    group_valid: torch.Tensor
+    group_of: torch.Tensor
+
+
+def _grid_groups(centres: torch.Tensor, valid: torch.Tensor, size: float) -> _Groups:
+    vg = ops.voxel_group(centres, size, valid=valid)
+    members = vg.members
+    member_valid = members >= 0
+    group_valid = vg.counts > 0
+    return _Groups(members, member_valid, group_valid, vg.assignment)
+
+
+def _fps_groups(centres: torch.Tensor, valid: torch.Tensor, n_centres: int, k: int) -> _Groups:
+    if not bool(valid.all()):
+        raise ValueError("FPS grouping expects every token of the level to be valid")
+    p = centres.shape[1]
+    n_centres, k = min(n_centres, p), min(k, p)
+    fps_idx = ops.farthest_point_sample(centres, n_centres).to(centres.device)  # (B, G)
+    seeds = ops.gather(centres, fps_idx)
+    members, _ = ops.knn(seeds, centres, k)  # (B, G, k) overlapping groups
+    members = members.to(centres.device)
+    # the centre itself is the first member (distance 0, lower index among duplicates may differ)
+    assign, _ = ops.knn(centres, seeds, 1)  # nearest centre for propagation
+    batch = centres.shape[0]
+    return _Groups(
+        members,
+        torch.ones_like(members, dtype=torch.bool),
+        torch.ones(batch, n_centres, dtype=torch.bool, device=centres.device),
+        assign[..., 0].to(centres.device),
+    )
+
+
+class HierarchicalAggregation(nn.Module):
+    """Aggregation and propagation of point tokens between decoder layers.
+
+    One gated attention module per (block, level). :meth:`aggregate` and :meth:`propagate` work on a
+    :class:`~enel.model.layout.SequenceLayout` and the hidden states in it.
+    """
+
+    def __init__(self, cfg: AggregationConfig, hidden: int, num_layers: int, eps: float = 1e-6):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.events = resolve_schedule(cfg, num_layers)
+        self.blocks = len(cfg.schedule)
+        self.attn = nn.ModuleList(
+            [
+                GatedGroupAttention(hidden, cfg.attn_dim, cfg.attn_heads, cfg.gate, eps)
+                for _ in range(self.blocks * cfg.levels)
+            ]
+        )
+        self._cell_sizes = cfg.cell_sizes() if cfg.grouping == "grid" else []
+
+    def event_after(self, layer_idx: int) -> tuple[str, int, int] | None:
+        for layer, kind, b, lvl in self.events:
+            if layer == layer_idx:
+                return kind, b, lvl
+        return None
+
+    def _group(self, layout: L.SequenceLayout, level: int) -> _Groups:
+        centres = layout.point_centres
+        valid = layout.point_valid & layout.has_points[:, None]
+        if self.cfg.grouping == "grid":
+            return _grid_groups(centres, valid, self._cell_sizes[level])
+        return _fps_groups(centres, layout.point_valid, self.cfg.fps_centres[level], self.cfg.fps_k[level])
+
+    def aggregate(self, hidden: torch.Tensor, layout: L.SequenceLayout, block: int, level: int):
+        """Group, attend, pool and shrink. ``hidden (B, L, H)`` → ``(B, L', H)`` and the :class:`Transition`."""
+        groups = self._group(layout, level)
+        fine = layout.gather_block(hidden)  # (B, P, H)
+        batch, n_groups, k = groups.members.shape
+        h = fine.shape[-1]
+        idx = groups.members.clamp(min=0)
+        g_feats = ops.gather(fine, idx)  # (B, G, K, H)
+        mv = groups.member_valid
+        # the paper pads short groups with the group mean (pads are also masked as keys below)
+        w = mv[..., None].to(g_feats.dtype)
+        g_mean = (g_feats * w).sum(2, keepdim=True) / w.sum(2, keepdim=True).clamp(min=1)
+        g_feats = torch.where(mv[..., None], g_feats, g_mean.expand_as(g_feats))
+        flat = g_feats.reshape(batch * n_groups, k, h)
+        flat_valid = mv.reshape(batch * n_groups, k)
+        attended = self.attn[block * self.cfg.levels + level](flat, flat_valid)
+        pooled = _pool(attended, flat_valid, self.cfg.pooling).reshape(batch, n_groups, h)
+
+        # coordinates, positions and order of the aggregated tokens
+        c = ops.gather(layout.point_centres, idx)  # (B, G, K, 3)
+        cw = mv[..., None].to(c.dtype)
+        new_centres = (c * cw).sum(2) / cw.sum(2).clamp(min=1)
+        block_pos = torch.gather(layout.position_ids, 1, layout.block_index())  # (B, P)
+        pos = torch.gather(block_pos, 1, idx.reshape(batch, -1)).reshape(batch, n_groups, k)
+        big = torch.iinfo(pos.dtype).max
+        rep = pos.masked_fill(~mv, big).min(2).values  # (B, G)
+        rep = torch.where(groups.group_valid, rep, torch.full_like(rep, big))
+        order = torch.argsort(rep, dim=1, stable=True)  # valid groups first, by position
+        inverse = torch.argsort(order, dim=1)
+        pooled = torch.gather(pooled, 1, order[..., None].expand(-1, -1, h))
+        new_centres = torch.gather(new_centres, 1, order[..., None].expand(-1, -1, 3))
+        new_valid = torch.gather(groups.group_valid, 1, order)
+        new_pos = torch.where(new_valid, torch.gather(rep, 1, order), torch.zeros_like(rep))
+        group_of = torch.where(groups.group_of >= 0, torch.gather(inverse, 1, groups.group_of.clamp(min=0)),
+                               torch.full_like(groups.group_of, -1))
+        return L.shrink(layout, hidden, pooled, new_valid, new_pos, new_centres, group_of)
+
+    def propagate(self, hidden: torch.Tensor, transition: L.Transition) -> torch.Tensor:
+        """Copy each group's feature back to its members: ``(B, L', H)`` → ``(B, L, H)``."""
+        return L.regrow(transition, hidden, residual=self.cfg.residual)

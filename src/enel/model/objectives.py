@@ -1,0 +1,304 @@
+"""Stage 1: the self-supervised objectives that ride beside the caption loss (enel-method.md §2).
+
+Each objective is selected by :class:`ObjectiveConfig` and returns *named* loss terms, so training logs show
+them apart (``loss_ce`` comes from the model, the rest from here):
+
+* ``masked`` — masked modelling: a fraction of the 128 geometric tokens is replaced by a learnable mask token
+  appended *after* the visible ones; the outputs at the mask positions predict the masked tokens' projected
+  features (MSE, ``masked_target="feature"``) or point patches (Chamfer-L2, ``"patch"``) → ``loss_mask``.
+* ``reconstruction`` — every geometric token reconstructs its own k-point patch (Chamfer-L2,
+  ``recon_target="patch"``) or its projected feature (MSE, ``"feature"``) → ``loss_recon``.
+* ``contrastive`` — two random rigid transforms of each cloud, the same text; InfoNCE over the batch on the
+  mean-pooled point-token outputs → ``loss_contrast``.
+* ``distillation`` — MSE between the point-token outputs (through an alignment head) and a frozen teacher's
+  per-token features → ``loss_distill``.
+* ``hybrid`` (the default of the stage-1 recipes) — the Hybrid Semantic Loss: masking as above (30 %, never the
+  class token), masked positions regress the masked features (MSE), visible positions reconstruct their own
+  patches (Chamfer-L2) → ``loss_mask`` + ``loss_recon``.
+
+Masking happens only in training; evaluation and generation always see all tokens. Mask sampling is per
+sample and draws from the global torch RNG (or a passed generator), so seeded training is reproducible and a
+resumed run continues the same stream (the Trainer restores RNG states).
+
+Released-code details kept: the number of masked tokens is ``int(ratio · 128)`` (38 at 30 %); visible tokens
+keep their original order; targets are not detached (``detach_targets`` changes that); the patch head maps
+``H → H/2 → H/4 → 3k`` and the feature head ``H → H/4 → H`` (4096 → 2048 → 1024 → 243 and 4096 → 1024 → 4096
+at the paper's width). The optional per-layer positional encoding (§2.5) adds ``MLP(centre)`` to every point
+token before every decoder layer; mask tokens get the encoding of the centre they stand for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..points import ops
+
+__all__ = ["ObjectiveConfig", "PointObjectives", "PointBlock", "info_nce", "EmbeddingTeacher", "OBJECTIVES"]
+
+OBJECTIVES = ("none", "hybrid", "masked", "reconstruction", "contrastive", "distillation")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Which stage-1 objective runs beside the cross-entropy, and its settings.
+
+    Attributes:
+        name: one of ``none``, ``hybrid``, ``masked``, ``reconstruction``, ``contrastive``, ``distillation``.
+        mask_ratio: fraction of the geometric tokens masked (paper: 0.3; also tried 0.6).
+        masked_target: what masked tokens predict, ``feature`` (MSE) or ``patch`` (Chamfer-L2).
+        recon_target: what visible tokens reconstruct, ``patch`` (Chamfer-L2) or ``feature`` (MSE).
+        weight_ce, weight_mask, weight_recon, weight_contrast, weight_distill: loss weights (paper: all 1).
+        temperature: InfoNCE temperature.
+        max_translation: translation range of the contrastive views' rigid transforms.
+        head_layer: hidden states feeding the heads: ``-1`` the final ones after the final norm (paper), ``k ≥ 1``
+            the output of decoder layer k (e.g. the last trainable layer, an internal variant).
+        detach_targets: stop gradients through the feature targets (the released code does not).
+        per_layer_pe: add a positional encoding of each point token's 3D centre before every decoder layer.
+        teacher_dim: feature width of the distillation teacher.
+    """
+
+    name: str = "none"
+    mask_ratio: float = 0.3
+    masked_target: str = "feature"
+    recon_target: str = "patch"
+    weight_ce: float = 1.0
+    weight_mask: float = 1.0
+    weight_recon: float = 1.0
+    weight_contrast: float = 1.0
+    weight_distill: float = 1.0
+    temperature: float = 0.1
+    max_translation: float = 0.2
+    head_layer: int = -1
+    detach_targets: bool = False
+    per_layer_pe: bool = False
+    teacher_dim: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "ObjectiveConfig":
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown objective field(s) {unknown}; known fields: {sorted(known)}")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.name not in OBJECTIVES:
+            raise ConfigError(f"unknown stage-1 objective {self.name!r}; choose one of {list(OBJECTIVES)}")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}")
+        for key in ("masked_target", "recon_target"):
+            if getattr(self, key) not in ("feature", "patch"):
+                raise ConfigError(f"{key} must be 'feature' or 'patch', not {getattr(self, key)!r}")
+        if self.temperature <= 0:
+            raise ConfigError("temperature must be positive")
+        if self.name == "distillation" and self.teacher_dim <= 0:
+            raise ConfigError("the distillation objective needs teacher_dim, the width of the teacher's features")
+        if self.head_layer == 0 or self.head_layer < -1:
+            raise ConfigError("head_layer is -1 (final hidden states) or a 1-based decoder layer number")
+
+    @property
+    def masks(self) -> bool:
+        return self.name in ("hybrid", "masked")
+
+    @property
+    def active(self) -> bool:
+        return self.name != "none"
+
+
+@dataclass
+class PointBlock:
+    """The point tokens to splice for one batch, and what the objectives need afterwards.
+
+    Attributes:
+        features: ``(B, T, H)`` token features in sequence order (class token first).
+        centres: ``(B, T-1, 3)`` centre of each geometric slot in sequence order (masked slots: the centre of
+            the token they stand for).
+        n_visible: geometric tokens before the mask tokens (``T-1`` when nothing is masked).
+        masked_index: ``(B, M)`` original indices (0..127) of the masked tokens, in slot order.
+        visible_index: ``(B, V)`` original indices of the visible tokens, in slot order.
+        target_features: ``(B, 128, H)`` projected features of the geometric tokens (the feature targets).
+        patches: ``(B, 128, k, 3)`` the geometric tokens' patches (the patch targets).
+    """
+
+    features: torch.Tensor
+    centres: torch.Tensor
+    n_visible: int
+    masked_index: torch.Tensor | None
+    visible_index: torch.Tensor
+    target_features: torch.Tensor
+    patches: torch.Tensor
+
+
+def _mlp(dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims, dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric-free InfoNCE of the paper's Eq. 3: ``(B, D), (B, D) → scalar``; row i's positive is ``b[i]``."""
+    a = F.normalize(a.float(), dim=-1)
+    b = F.normalize(b.float(), dim=-1)
+    logits = a @ b.t() / temperature
+    return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
+
+
+class PointObjectives(nn.Module):
+    """Mask token, prediction heads and loss computation of the stage-1 objectives."""
+
+    def __init__(self, cfg: ObjectiveConfig, hidden: int, group_size: int):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.group_size = group_size
+        uses = self._uses()
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden)) if cfg.masks else None
+        self.feature_head = _mlp([hidden, max(hidden // 4, 16), hidden]) if "feature" in uses else None
+        self.patch_head = (
+            _mlp([hidden, max(hidden // 2, 16), max(hidden // 4, 16), 3 * group_size]) if "patch" in uses else None
+        )
+        self.contrast_head = _mlp([hidden, hidden]) if cfg.name == "contrastive" else None
+        self.distill_head = nn.Linear(hidden, cfg.teacher_dim) if cfg.name == "distillation" else None
+        self.pos_embed = _mlp([3, 128, hidden]) if cfg.per_layer_pe else None
+
+    def _uses(self) -> set[str]:
+        c = self.cfg
+        if c.name == "hybrid":
+            return {c.masked_target, c.recon_target}
+        if c.name == "masked":
+            return {c.masked_target}
+        if c.name == "reconstruction":
+            return {c.recon_target}
+        return set()
+
+    # ---- input side --------------------------------------------------------------------------------------
+    def num_masked(self, n_geometric: int) -> int:
+        return int(self.cfg.mask_ratio * n_geometric)
+
+    def sample_masks(self, batch: int, n_geometric: int, device, generator: torch.Generator | None = None):
+        """Per-sample random masks: ``(B, n)`` bool with exactly ``int(ratio · n)`` True per row."""
+        n_mask = self.num_masked(n_geometric)
+        noise = torch.rand(batch, n_geometric, generator=generator,
+                           device=generator.device if generator is not None else "cpu")
+        order = noise.argsort(dim=1)
+        mask = torch.zeros(batch, n_geometric, dtype=torch.bool)
+        mask.scatter_(1, order[:, :n_mask].cpu(), True)
+        return mask.to(device)
+
+    def prepare_block(
+        self, features: torch.Tensor, centres: torch.Tensor, patches: torch.Tensor, training: bool,
+        generator: torch.Generator | None = None,
+    ) -> PointBlock:
+        """Arrange the projected tokens for the splice, masking them when training with a masking objective.
+
+        Args:
+            features: ``(B, 1 + G, H)`` projected point tokens (class token first).
+            centres: ``(B, G, 3)``; patches: ``(B, G, k, 3)``.
+        """
+        batch, t, h = features.shape
+        g = t - 1
+        geo = features[:, 1:]
+        targets = geo.detach() if self.cfg.detach_targets else geo
+        all_idx = torch.arange(g, device=features.device).expand(batch, g)
+        if not (training and self.cfg.masks):
+            return PointBlock(features, centres, g, None, all_idx, targets, patches)
+        mask = self.sample_masks(batch, g, features.device, generator)
+        n_mask = self.num_masked(g)
+        # stable sort puts visible tokens first in their original order, then masked ones in original order
+        order = torch.argsort(mask.long(), dim=1, stable=True)
+        visible_index, masked_index = order[:, : g - n_mask], order[:, g - n_mask :]
+        visible = ops.gather(geo, visible_index)
+        mask_tokens = self.mask_token.to(geo.dtype).expand(batch, n_mask, h)
+        block = torch.cat([features[:, :1], visible, mask_tokens], dim=1)
+        block_centres = ops.gather(centres, order)
+        return PointBlock(block, block_centres, g - n_mask, masked_index, visible_index, targets, patches)
+
+    def positional(self, centres: torch.Tensor) -> torch.Tensor:
+        """``(B, P, 3) → (B, P, H)`` the per-layer positional encoding."""
+        return self.pos_embed(centres.to(self.pos_embed[0].weight.dtype))
+
+    # ---- output side -------------------------------------------------------------------------------------
+    def _predict(self, hidden: torch.Tensor, target: str, index: torch.Tensor, block: PointBlock):
+        """Loss of the ``target`` head on ``hidden (B, S, H)`` for original token indices ``index (B, S)``."""
+        if target == "feature":
+            pred = self.feature_head(hidden).float()
+            gt = ops.gather(block.target_features, index).float()
+            return F.mse_loss(pred, gt)
+        pred = self.patch_head(hidden).float().reshape(-1, self.group_size, 3)
+        gt = ops.gather(block.patches, index).reshape(-1, block.patches.shape[2], 3)
+        return ops.chamfer_l2(pred, gt)
+
+    def losses(self, geometric_hidden: torch.Tensor, block: PointBlock) -> dict[str, torch.Tensor]:
+        """Masked / reconstruction terms from the hidden states at the geometric slots ``(B, G, H)``."""
+        c = self.cfg
+        terms: dict[str, torch.Tensor] = {}
+        nv = block.n_visible
+        if c.name in ("hybrid", "masked") and block.masked_index is not None:
+            terms["loss_mask"] = self._predict(geometric_hidden[:, nv:], c.masked_target, block.masked_index, block)
+        if c.name == "hybrid":
+            terms["loss_recon"] = self._predict(geometric_hidden[:, :nv], c.recon_target, block.visible_index, block)
+        if c.name == "reconstruction":
+            terms["loss_recon"] = self._predict(geometric_hidden, c.recon_target, block.visible_index, block)
+        return terms
+
+    def contrastive_views(self, points: torch.Tensor, generator: torch.Generator | None = None):
+        """Two rigidly transformed copies of ``points (B, N, C)`` (xyz rotated + translated, colour kept)."""
+        from ..points.transforms import apply_rigid_torch, random_rigid_transforms
+
+        views = []
+        for _ in range(2):
+            rot, trans = random_rigid_transforms(points.shape[0], generator=generator,
+                                                 max_translation=self.cfg.max_translation,
+                                                 device=points.device, dtype=torch.float32)
+            xyz = apply_rigid_torch(points[..., :3].float(), rot, trans).to(points.dtype)
+            views.append(torch.cat([xyz, points[..., 3:]], dim=-1))
+        return views
+
+    def contrastive_loss(self, pooled_a: torch.Tensor, pooled_b: torch.Tensor) -> torch.Tensor:
+        return info_nce(self.contrast_head(pooled_a), self.contrast_head(pooled_b), self.cfg.temperature)
+
+    def distill_loss(self, geometric_hidden: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
+        """MSE between ``align(hidden) (B, G, D_t)`` and the teacher's ``(B, G, D_t)`` features."""
+        pred = self.distill_head(geometric_hidden).float()
+        return F.mse_loss(pred, teacher_features.float())
+
+
+class EmbeddingTeacher(nn.Module):
+    """A frozen point encoder usable as a distillation teacher: ``(points (B,N,C), centres (B,G,3)) → (B,G,D)``.
+
+    Wraps any module returning :class:`~enel.model.embedding.PointTokens` (e.g. a trained ENEL token embedding
+    or a PointLLM-style encoder adapter); its per-token features are moved onto the student's token centres by
+    nearest-centre lookup, so teachers with other token layouts plug in unchanged.
+    """
+
+    def __init__(self, encoder: nn.Module, project: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.encoder = encoder.eval().requires_grad_(False)
+        self.project = project
+
+    def train(self, mode: bool = True):  # a teacher stays in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(points)
+        feats = out.features[:, 1:]
+        if self.project is not None:
+            feats = self.project(feats)
+        idx, _ = ops.knn(centres.float(), out.centres.float(), 1)
+        return ops.gather(feats, idx[..., 0].to(feats.device))
