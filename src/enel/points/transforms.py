@@ -1,0 +1,212 @@
+"""Point-cloud transforms: normalisation, resampling and rigid motions.
+
+numpy functions work on one cloud ``(N, C)``; the torch functions work on batches ``(B, N, 3)`` and draw their
+randomness from a ``torch.Generator`` (used by the contrastive stage-1 objective). All are pure: the inputs
+are never modified.
+
+* :func:`pc_norm` — PointLLM's normalisation: centre on the centroid, scale into the unit sphere.
+* :func:`resample` — exactly ``n`` points: FPS or a seeded random subset down, seeded duplicates up.
+* :func:`random_rotation`, :func:`apply_rigid` — one uniform random rotation and ``x -> R x + t`` (numpy).
+* :func:`random_rigid_transforms`, :func:`apply_rigid_torch` — the batched torch versions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from enel.points.ops import farthest_point_sample_np
+
+__all__ = [
+    "pc_norm",
+    "resample",
+    "RESAMPLE_METHODS",
+    "random_rotation",
+    "apply_rigid",
+    "random_rigid_transforms",
+    "apply_rigid_torch",
+]
+
+RESAMPLE_METHODS: tuple[str, ...] = ("fps", "random")
+
+
+def pc_norm(xyz: np.ndarray) -> np.ndarray:
+    """PointLLM's ``pc_norm``: subtract the centroid, divide by the largest distance from it.
+
+    Args:
+        xyz: ``(N, 3)`` coordinates, ``N >= 1``.
+
+    Returns:
+        ``(N, 3)`` float32 inside the unit sphere, centroid at the origin, farthest point at radius 1.
+        A cloud whose points all coincide has radius 0: it is returned centred (all zeros) instead of being
+        divided by zero. :func:`enel.points.io.load_point_cloud` rejects such clouds before they get here.
+    """
+    pts = np.asarray(xyz, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] == 0:
+        raise ValueError(f"pc_norm expects (N, 3) coordinates with N >= 1, got shape {pts.shape}")
+    centred = pts - pts.mean(axis=0)
+    radius = float(np.sqrt((centred**2).sum(axis=1)).max())
+    if radius > 0:
+        centred = centred / radius
+    return centred.astype(np.float32)
+
+
+def resample(points: np.ndarray, n: int, *, method: str = "fps", seed: int = 0) -> np.ndarray:
+    """Exactly ``n`` points from a cloud.
+
+    Args:
+        points: ``(N, C)`` with xyz in the first three columns (extra columns such as rgb follow their point).
+        n: number of points wanted, ``n >= 1``.
+        method: how to go down (``N > n``): ``"fps"`` — farthest point sampling from index 0
+            (:func:`enel.points.ops.farthest_point_sample_np`, deterministic, output in FPS pick order), or
+            ``"random"`` — a random subset without replacement drawn with ``seed``, kept in input order.
+        seed: seeds the random subset and the duplicates.
+
+    Returns:
+        ``(n, C)`` of the input dtype. ``N == n``: a copy of the input. ``N < n`` (both methods): all ``N``
+        points in input order followed by ``n - N`` duplicates drawn uniformly with replacement with ``seed``;
+        duplicates are exact copies, so the cloud's shape is unchanged.
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3 or pts.shape[0] == 0:
+        raise ValueError(f"resample expects (N, C >= 3) points with N >= 1, got shape {pts.shape}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"resample needs a positive integer n, got {n!r}")
+    if method not in RESAMPLE_METHODS:
+        raise ValueError(f"unknown resample method {method!r}; choose one of {', '.join(RESAMPLE_METHODS)}")
+    count = pts.shape[0]
+    if count == n:
+        return pts.copy()
+    rng = np.random.default_rng(seed)
+    if count < n:
+        extra = rng.integers(0, count, size=n - count)
+        return np.concatenate([pts, pts[extra]], axis=0)
+    if method == "fps":
+        idx = farthest_point_sample_np(pts[:, :3], int(n), start=0)
+    else:
+        idx = np.sort(rng.choice(count, size=int(n), replace=False))
+    return pts[idx]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rigid transforms
+# ----------------------------------------------------------------------------------------------------------
+def _quaternion_to_matrix_np(q: np.ndarray) -> np.ndarray:
+    """Unit quaternions ``(..., 4)`` as ``(w, x, y, z)`` -> rotation matrices ``(..., 3, 3)``."""
+    w, x, y, z = np.moveaxis(q, -1, 0)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
+
+
+def _quaternion_to_matrix_torch(q: torch.Tensor) -> torch.Tensor:
+    """Unit quaternions ``(B, 4)`` as ``(w, x, y, z)`` -> rotation matrices ``(B, 3, 3)``."""
+    w, x, y, z = q.unbind(-1)
+    return torch.stack(
+        [
+            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            torch.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            torch.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """One rotation drawn uniformly (Haar measure) from SO(3).
+
+    A normalised 4-D Gaussian is a uniform unit quaternion, hence a uniform rotation.
+
+    Args:
+        rng: the numpy generator to draw from (``np.random.default_rng(seed)``).
+
+    Returns:
+        ``(3, 3)`` float64, orthonormal with determinant +1.
+    """
+    q = rng.standard_normal(4)
+    while (norm := float(np.linalg.norm(q))) < 1e-12:  # probability zero; redraw rather than divide by 0
+        q = rng.standard_normal(4)
+    return _quaternion_to_matrix_np(q / norm)
+
+
+def apply_rigid(xyz: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """``x -> R x + t`` for every point.
+
+    Args:
+        xyz: ``(N, 3)`` coordinates.
+        rotation: ``(3, 3)`` matrix ``R``.
+        translation: ``(3,)`` vector ``t``.
+
+    Returns:
+        ``(N, 3)``, float32 for float32 input, float64 otherwise.
+    """
+    pts = np.asarray(xyz)
+    rot = np.asarray(rotation, dtype=np.float64)
+    shift = np.asarray(translation, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or rot.shape != (3, 3) or shift.shape != (3,):
+        raise ValueError(
+            f"apply_rigid expects xyz (N, 3), rotation (3, 3), translation (3,), got {pts.shape}, {rot.shape}, {shift.shape}"
+        )
+    out = pts.astype(np.float64) @ rot.T + shift
+    return out.astype(np.float32 if pts.dtype == np.float32 else np.float64)
+
+
+def random_rigid_transforms(
+    batch: int,
+    *,
+    generator: torch.Generator | None = None,
+    max_translation: float = 0.2,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of random rigid motions: uniform rotations and bounded translations.
+
+    Args:
+        batch: number of transforms ``B``.
+        generator: the ``torch.Generator`` for the draws; a seeded generator gives the same transforms.
+            Numbers are drawn on the generator's device (CPU when ``None``) and then moved to ``device``.
+        max_translation: each translation component is uniform in ``[-max_translation, max_translation]``.
+        device: where the results live (default: the generator's device).
+        dtype: floating dtype of the results.
+
+    Returns:
+        ``(R, t)``: ``R (B, 3, 3)`` proper rotations (orthonormal, det +1, Haar-uniform) and ``t (B, 3)``.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+        raise ValueError(f"batch must be a non-negative integer, got {batch!r}")
+    if not max_translation >= 0:
+        raise ValueError(f"max_translation must be >= 0, got {max_translation!r}")
+    draw_device = generator.device if generator is not None else torch.device("cpu")
+    q = torch.randn(batch, 4, generator=generator, device=draw_device, dtype=torch.float64)
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    rotation = _quaternion_to_matrix_torch(q)
+    u = torch.rand(batch, 3, generator=generator, device=draw_device, dtype=torch.float64)
+    translation = (2.0 * u - 1.0) * max_translation
+    target = torch.device(device) if device is not None else draw_device
+    return rotation.to(device=target, dtype=dtype), translation.to(device=target, dtype=dtype)
+
+
+def apply_rigid_torch(xyz: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Batched ``x -> R_b x + t_b``.
+
+    Args:
+        xyz: ``(B, N, 3)`` coordinates.
+        R: ``(B, 3, 3)`` rotations.
+        t: ``(B, 3)`` translations.
+
+    Returns:
+        ``(B, N, 3)`` in the dtype of ``xyz`` (differentiable in all three inputs).
+    """
+    if xyz.dim() != 3 or xyz.shape[-1] != 3:
+        raise ValueError(f"apply_rigid_torch expects xyz (B, N, 3), got {tuple(xyz.shape)}")
+    batch = xyz.shape[0]
+    if R.shape != (batch, 3, 3) or t.shape != (batch, 3):
+        raise ValueError(
+            f"apply_rigid_torch expects R ({batch}, 3, 3) and t ({batch}, 3), got {tuple(R.shape)}, {tuple(t.shape)}"
+        )
+    return xyz @ R.to(xyz.dtype).transpose(1, 2) + t.to(xyz.dtype).unsqueeze(1)
