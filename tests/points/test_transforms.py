@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from enel.errors import PointCloudError
 from enel.points.ops import farthest_point_sample_np
 from enel.points.transforms import (
     apply_rigid,
@@ -50,7 +51,7 @@ def test_pc_norm_zero_radius_is_centred_not_nan():
 
 @pytest.mark.parametrize("shape", [(5, 6), (5,), (0, 3)])
 def test_pc_norm_rejects_wrong_shapes(shape):
-    with pytest.raises(ValueError, match="pc_norm expects"):
+    with pytest.raises(PointCloudError, match="pc_norm expects"):
         pc_norm(np.zeros(shape, np.float32))
 
 
@@ -112,7 +113,7 @@ def test_resample_same_size_returns_a_copy():
     ],
 )
 def test_resample_rejects_bad_arguments(points, n, method, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(PointCloudError, match=match):
         resample(points, n, method=method)
 
 

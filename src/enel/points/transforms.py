@@ -2,7 +2,9 @@
 
 numpy functions work on one cloud ``(N, C)``; the torch functions work on batches ``(B, N, 3)`` and draw their
 randomness from a ``torch.Generator`` (used by the contrastive stage-1 objective). All are pure: the inputs
-are never modified.
+are never modified. Bad arguments to :func:`pc_norm` and :func:`resample` (which see user data and flags)
+raise :class:`~enel.errors.PointCloudError` (a ``ValueError``); shape errors in the rigid transforms, which
+only code calls, raise ``ValueError``.
 
 * :func:`pc_norm` — PointLLM's normalisation: centre on the centroid, scale into the unit sphere.
 * :func:`resample` — exactly ``n`` points: FPS or a seeded random subset down, seeded duplicates up.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from enel.errors import PointCloudError
 from enel.points.ops import farthest_point_sample_np
 
 __all__ = [
@@ -43,7 +46,7 @@ def pc_norm(xyz: np.ndarray) -> np.ndarray:
     """
     pts = np.asarray(xyz, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] == 0:
-        raise ValueError(f"pc_norm expects (N, 3) coordinates with N >= 1, got shape {pts.shape}")
+        raise PointCloudError(f"pc_norm expects (N, 3) coordinates with N >= 1, got shape {pts.shape}")
     centred = pts - pts.mean(axis=0)
     radius = float(np.sqrt((centred**2).sum(axis=1)).max())
     if radius > 0:
@@ -69,11 +72,11 @@ def resample(points: np.ndarray, n: int, *, method: str = "fps", seed: int = 0) 
     """
     pts = np.asarray(points)
     if pts.ndim != 2 or pts.shape[1] < 3 or pts.shape[0] == 0:
-        raise ValueError(f"resample expects (N, C >= 3) points with N >= 1, got shape {pts.shape}")
+        raise PointCloudError(f"resample expects (N, C >= 3) points with N >= 1, got shape {pts.shape}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"resample needs a positive integer n, got {n!r}")
+        raise PointCloudError(f"resample needs a positive integer n, got {n!r}")
     if method not in RESAMPLE_METHODS:
-        raise ValueError(f"unknown resample method {method!r}; choose one of {', '.join(RESAMPLE_METHODS)}")
+        raise PointCloudError(f"unknown resample method {method!r}; choose one of {', '.join(RESAMPLE_METHODS)}")
     count = pts.shape[0]
     if count == n:
         return pts.copy()
