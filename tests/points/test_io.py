@@ -644,7 +644,7 @@ def test_wrong_column_count_text(tmp_path):
         load_point_cloud(four)
     ragged = tmp_path / "ragged.txt"
     ragged.write_text("0 0 0\n1 1 1\n2 2\n")
-    with _raises(ragged, "different numbers of columns", "data row 3"):
+    with _raises(ragged, "different numbers of columns", "line 3"):
         load_point_cloud(ragged)
     middle = tmp_path / "middle.txt"
     middle.write_text("0 0 0\n1 1 1\nhello world\n")

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -483,6 +485,7 @@ def _raw_from_npz(p: Path, archive) -> _Raw:
 
 
 _TEXT_SEPARATORS = re.compile(r"[,;\s]+")
+_COMMA_SEMICOLON_TO_SPACE = str.maketrans(",;", "  ")
 
 
 def _read_text(p: Path) -> _Raw:
@@ -496,42 +499,71 @@ def _read_text(p: Path) -> _Raw:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise _fail(p, "is not a text file (it holds non-UTF-8 bytes); expected one 'x y z [r g b]' line per point") from None
+    lines = text.splitlines()
     notes: list[str] = []
-    rows: list[list[float]] = []
-    header = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        content = line.split("#", 1)[0].strip()
-        if not content:
-            continue
-        tokens = [t for t in _TEXT_SEPARATORS.split(content) if t]
-        try:
-            rows.append([float(t) for t in tokens])
-        except ValueError:
-            if not rows:
-                header += 1
-                continue
-            raise _fail(p, f"line {number} is not a row of numbers: {content[:60]!r}") from None
+    first, header = _first_numeric_line(lines)
     if header:
         notes.append(f"{header} header line(s) skipped")
-    if len(rows) > 1 and len(rows[0]) == 1 and len(rows[1]) > 1 and float(rows[0][0]).is_integer():
-        count = int(rows.pop(0)[0])
-        notes.append(f"first line is a point count ({count}): skipped")
-        if count != len(rows):
-            notes.append(f"the point count {count} differs from the {len(rows)} rows read")
-    if not rows:
+    if first is None:
         raise _fail(p, "contains no points")
-    widths = {len(r) for r in rows}
-    if len(widths) > 1:
-        first = len(rows[0])
-        bad = next(i for i, r in enumerate(rows) if len(r) != first)
-        raise _fail(p, f"rows have different numbers of columns ({first} in the first row, {len(rows[bad])} in data row {bad + 1})")
-    arr = np.asarray(rows, dtype=np.float64)
+    second, _ = _first_numeric_line(lines, first + 1)
+    head = _numbers(lines[first])
+    if second is not None and len(head) == 1 and len(_numbers(lines[second])) > 1 and head[0].is_integer():
+        notes.append(f"first line is a point count ({int(head[0])}): skipped")
+        first = second
+    arr = _parse_rows(p, lines, first)
+    if notes and notes[-1].startswith("first line is a point count") and int(head[0]) != len(arr):
+        notes.append(f"the point count {int(head[0])} differs from the {len(arr)} rows read")
     if p.suffix.lower() == ".pts" and arr.shape[1] in (4, 7):
         arr = np.delete(arr, 3, axis=1)
         notes.append("column 4 (Leica PTS intensity) ignored")
     raw = _raw_from_array(arr, p, "file")
     raw.notes[:0] = notes
     return raw
+
+
+def _numbers(line: str) -> list[float] | None:
+    """The numbers of one text line (``[]`` for a blank or comment line), or ``None`` if it is not numeric."""
+    content = line.split("#", 1)[0].strip()
+    try:
+        return [float(t) for t in _TEXT_SEPARATORS.split(content) if t]
+    except ValueError:
+        return None
+
+
+def _first_numeric_line(lines: list[str], start: int = 0) -> tuple[int | None, int]:
+    """Index of the first line of numbers at or after ``start``, and how many non-numeric lines came before."""
+    skipped = 0
+    for index in range(start, len(lines)):
+        values = _numbers(lines[index])
+        if values is None:
+            skipped += 1
+        elif values:
+            return index, skipped
+    return None, skipped
+
+
+def _parse_rows(p: Path, lines: list[str], first: int) -> np.ndarray:
+    """Lines ``first..`` as an ``(N, C)`` float64 array: numpy's C parser, or a line-by-line diagnosis."""
+    body = "\n".join(lines[first:]).translate(_COMMA_SEMICOLON_TO_SPACE)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.loadtxt(StringIO(body), dtype=np.float64, comments="#", ndmin=2)
+    except ValueError:
+        pass
+    width = None
+    for number in range(first, len(lines)):
+        values = _numbers(lines[number])
+        if values is None:
+            raise _fail(p, f"line {number + 1} is not a row of numbers: {lines[number].strip()[:60]!r}")
+        if not values:
+            continue
+        if width is None:
+            width = len(values)
+        elif len(values) != width:
+            raise _fail(p, f"rows have different numbers of columns ({width} in the first row, {len(values)} in line {number + 1})")
+    raise _fail(p, "could not parse the rows of numbers")  # pragma: no cover - loadtxt failed on valid rows
 
 
 def _read_ply(p: Path, mesh_points: int, seed: int, default_colour) -> _Raw:
