@@ -236,7 +236,8 @@ def test_pcd_binary_packed_float_rgb(tmp_path, xyz, rgb8):
         table[axis] = xyz[:, i]
     table["rgb"] = _packed(rgb8).view(np.float32)
     path = tmp_path / "binary.pcd"
-    path.write_bytes(_pcd_header(["x", "y", "z", "rgb"], [4, 4, 4, 4], ["F", "F", "F", "F"], N, "binary") + table.tobytes())
+    header = _pcd_header(["x", "y", "z", "rgb"], [4, 4, 4, 4], ["F", "F", "F", "F"], N, "binary")
+    path.write_bytes(header + table.tobytes())
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
@@ -264,7 +265,8 @@ def test_pcd_binary_separate_uchar_rgb(tmp_path, xyz, rgb8):
     for i, c in enumerate("rgb"):
         table[c] = rgb8[:, i]
     path = tmp_path / "sep.pcd"
-    header = _pcd_header(["x", "y", "z", "r", "g", "b"], [4, 4, 4, 1, 1, 1], ["F", "F", "F", "U", "U", "U"], N, "binary")
+    fields, sizes, types = ["x", "y", "z", "r", "g", "b"], [4, 4, 4, 1, 1, 1], ["F", "F", "F", "U", "U", "U"]
+    header = _pcd_header(fields, sizes, types, N, "binary")
     path.write_bytes(header + table.tobytes())
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
@@ -279,7 +281,8 @@ def test_pcd_ascii_packed_rgb_both_pcl_styles(tmp_path, xyz, rgb8, style):
         tokens = [str(int(v)) for v in packed]
     rows = "".join(f"{x!r} {y!r} {z!r} {c}\n" for (x, y, z), c in zip(xyz.tolist(), tokens))
     path = tmp_path / "ascii.pcd"
-    path.write_bytes(_pcd_header(["x", "y", "z", "rgb"], [4, 4, 4, 4], ["F", "F", "F", "F"], N, "ascii") + rows.encode())
+    header = _pcd_header(["x", "y", "z", "rgb"], [4, 4, 4, 4], ["F", "F", "F", "F"], N, "ascii")
+    path.write_bytes(header + rows.encode())
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
@@ -289,7 +292,8 @@ def test_pcd_ascii_without_colour_drops_nan_points(tmp_path, xyz):
     rows = [f"{x!r} {y!r} {z!r}" for x, y, z in xyz.tolist()]
     rows[3] = "nan nan nan"  # PCL's invalid point (organised clouds)
     path = tmp_path / "nan.pcd"
-    path.write_bytes(_pcd_header(["x", "y", "z"], [4, 4, 4], ["F", "F", "F"], N, "ascii") + ("\n".join(rows) + "\n").encode())
+    header = _pcd_header(["x", "y", "z"], [4, 4, 4], ["F", "F", "F"], N, "ascii")
+    path.write_bytes(header + ("\n".join(rows) + "\n").encode())
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, np.delete(xyz, 3, axis=0))
     assert cloud.colour_source.startswith("default")
@@ -586,6 +590,7 @@ def test_file_over_the_size_limit(tmp_path, xyz):
     [
         ("zero.ply", b"", r"file is empty \(0 bytes\)"),
         ("header_only.xyz", b"x y z\n", "contains no points"),
+        ("none.pcd", _pcd_header(["x", "y", "z"], [4, 4, 4], ["F", "F", "F"], 0, "ascii"), "contains no points"),
         ("none.ply", None, "contains no points"),
         ("none.npy", None, "contains no points"),
     ],

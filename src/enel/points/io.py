@@ -172,7 +172,8 @@ def _finish(raw: _Raw, *, label: object, path: Path | None, default_colour, sour
         raise _fail(label, "contains a single point; a point cloud needs at least two distinct points")
     if float(np.ptp(xyz, axis=0).max()) == 0.0:
         raise _fail(
-            label, f"all {n} points are identical at {_fmt_triple(xyz[0])}; a point cloud needs at least two distinct points"
+            label,
+            f"all {n} points are identical at {_fmt_triple(xyz[0])}; a point cloud needs at least two distinct points",
         )
 
     if raw.rgb is None:
@@ -498,7 +499,9 @@ def _read_text(p: Path) -> _Raw:
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise _fail(p, "is not a text file (it holds non-UTF-8 bytes); expected one 'x y z [r g b]' line per point") from None
+        raise _fail(
+            p, "is not a text file (it holds non-UTF-8 bytes); expected one 'x y z [r g b]' line per point"
+        ) from None
     lines = text.splitlines()
     notes: list[str] = []
     first, header = _first_numeric_line(lines)
@@ -562,7 +565,11 @@ def _parse_rows(p: Path, lines: list[str], first: int) -> np.ndarray:
         if width is None:
             width = len(values)
         elif len(values) != width:
-            raise _fail(p, f"rows have different numbers of columns ({width} in the first row, {len(values)} in line {number + 1})")
+            raise _fail(
+                p,
+                f"rows have different numbers of columns ({width} in the first row, "
+                f"{len(values)} in line {number + 1})",
+            )
     raise _fail(p, "could not parse the rows of numbers")  # pragma: no cover - loadtxt failed on valid rows
 
 
@@ -642,7 +649,7 @@ def _read_pcd(p: Path) -> _Raw:
         fields["blue"] = (packed & 255).astype(np.uint8)
     raw = _raw_from_fields(fields, p)
     invalid = np.isnan(raw.xyz).any(axis=1)
-    if invalid.all():
+    if len(invalid) and invalid.all():
         raise _fail(p, f"all {len(invalid)} points are invalid (NaN coordinates)")
     if invalid.any():
         keep = ~invalid
@@ -712,7 +719,8 @@ def _pcd_ascii_columns(p: Path, body: bytes, n: int, names, types, counts) -> di
         elif kind == "F":
             columns[name] = col.astype(np.float64)
         else:
-            columns[name] = col.astype(np.int64).astype(np.uint8 if name in ("r", "g", "b", "red", "green", "blue") else np.int64)
+            is_channel = name in ("r", "g", "b", "red", "green", "blue")
+            columns[name] = col.astype(np.int64).astype(np.uint8 if is_channel else np.int64)
     return columns
 
 
@@ -786,7 +794,9 @@ def _sample_meshes(p: Path, meshes, n: int, seed: int, default_colour) -> _Raw:
         faces.append(f + offset)
         offset += len(v)
         starts.append(starts[-1] + len(f))
-    combined = trimesh.Trimesh(vertices=np.concatenate(vertices), faces=np.concatenate(faces), process=False, validate=False)
+    combined = trimesh.Trimesh(
+        vertices=np.concatenate(vertices), faces=np.concatenate(faces), process=False, validate=False
+    )
     area = float(combined.area_faces.sum())
     if not np.isfinite(area) or area <= 0:
         raise _fail(p, "the mesh surface has zero area (every face is degenerate), so no points can be sampled")
@@ -813,7 +823,9 @@ def _sample_meshes(p: Path, meshes, n: int, seed: int, default_colour) -> _Raw:
     if not coloured.all():
         fill = _check_default_colour(default_colour)
         rgb[~coloured] = fill
-        raw.notes.append(f"{int((~coloured).sum())} points lie on parts without colour: filled with {_fmt_triple(fill)}")
+        raw.notes.append(
+            f"{int((~coloured).sum())} points lie on parts without colour: filled with {_fmt_triple(fill)}"
+        )
     raw.rgb = rgb
     raw.colour_scale = 1.0
     raw.colour_source = " + ".join(sources)

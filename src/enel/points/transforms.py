@@ -153,7 +153,8 @@ def apply_rigid(xyz: np.ndarray, rotation: np.ndarray, translation: np.ndarray) 
     shift = np.asarray(translation, dtype=np.float64)
     if pts.ndim != 2 or pts.shape[1] != 3 or rot.shape != (3, 3) or shift.shape != (3,):
         raise ValueError(
-            f"apply_rigid expects xyz (N, 3), rotation (3, 3), translation (3,), got {pts.shape}, {rot.shape}, {shift.shape}"
+            "apply_rigid expects xyz (N, 3), rotation (3, 3), translation (3,), "
+            f"got {pts.shape}, {rot.shape}, {shift.shape}"
         )
     out = pts.astype(np.float64) @ rot.T + shift
     return out.astype(np.float32 if pts.dtype == np.float32 else np.float64)
