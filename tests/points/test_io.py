@@ -212,6 +212,14 @@ def test_ply_points_without_colour(tmp_path, xyz, text):
     assert cloud.colour_source.startswith("default")
 
 
+def test_ply_uchar_scale_comes_from_the_type_not_the_values(tmp_path, xyz):
+    # 8-bit colours that happen to be all 0 or 1 are still 0-255 values: 1 means 1/255, not full intensity
+    path = tmp_path / "dark.ply"
+    _write_ply(path, xyz, np.random.default_rng(3).integers(0, 2, (N, 3)).astype(np.uint8))
+    cloud = load_point_cloud(path)
+    assert cloud.rgb.max() == pytest.approx(1 / 255)
+
+
 def test_ply_float_and_ushort_colours(tmp_path, xyz, rgb8):
     floats = tmp_path / "float.ply"
     _write_ply(floats, xyz, (rgb8 / 255.0).astype(np.float32), colour_type="<f4")
