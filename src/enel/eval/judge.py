@@ -319,7 +319,17 @@ class ChatClient:
 
     # retries ----------------------------------------------------------------------------------------------
     def complete(self, messages: list[dict], params: Mapping[str, Any] | None = None) -> ChatReply:
-        """Send one chat completion, retrying time-outs, 429 and 5xx with back-off; 4xx fail at once."""
+        """Send one chat completion, retrying time-outs, 429 and 5xx with back-off; 4xx fail at once.
+
+        A final failure also sets ``self.stop``, so that other threads sharing this client stop sending.
+        """
+        try:
+            return self._complete(messages, params)
+        except JudgeError:
+            self.stop.set()
+            raise
+
+    def _complete(self, messages: list[dict], params: Mapping[str, Any] | None) -> ChatReply:
         body = json.dumps({"model": self.endpoint.model, "messages": messages, **(params or {})}).encode()
         policy = self.retry
         connect_failures = 0
@@ -927,9 +937,17 @@ def run_judge(results: str | os.PathLike | ResultsFile, eval_type: str | None = 
     except BaseException as exc:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+        errors = []
         for fut, record in futures.items():
-            if fut.done() and not fut.cancelled() and fut.exception() is None and _key(record) not in stored:
-                accept(record, fut.result())
+            if not fut.done() or fut.cancelled():
+                continue
+            if fut.exception() is None:
+                if _key(record) not in stored:
+                    accept(record, fut.result())
+            elif not isinstance(fut.exception(), _Stopped):
+                errors.append(fut.exception())
+        if isinstance(exc, _Stopped) and errors:  # another worker's failure stopped this one: report it
+            exc = errors[0]
         if stored or tmp.exists():
             atomic_write_json(tmp, output(complete=False))
             hint = f"{len(stored)}/{len(rf.results)} judged items saved to {tmp}; rerun the same command to resume"
@@ -937,7 +955,7 @@ def run_judge(results: str | os.PathLike | ResultsFile, eval_type: str | None = 
             hint = "nothing was judged yet"
         if isinstance(exc, JudgeError):
             raise type(exc)(f"{exc} — {hint}") from None
-        raise
+        raise exc
     pool.shutdown(wait=True)
     doc = output(complete=True)
     atomic_write_json(out, doc)
