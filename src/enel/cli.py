@@ -17,6 +17,7 @@ from .errors import EnelError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,6 +93,172 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# inference: init, caption, classify, ask, chat
+# ----------------------------------------------------------------------------------------------------------
+def _assistant(args: argparse.Namespace):
+    from .inference import Assistant
+    from .paths import default_model_dir
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    settings = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+                    top_p=args.top_p, top_k=args.top_k, num_beams=args.beams, seed=args.seed)
+    return Assistant.from_folder(model_dir, **settings), model_dir
+
+
+def _clouds(args, assistant):
+    from .inference import prepare_cloud
+
+    n = args.points or assistant.num_points
+    out = []
+    for f in args.files:
+        points, cloud = prepare_cloud(f, n, seed=args.seed)
+        out.append((f, points, cloud))
+    return out
+
+
+def _answer_files(args: argparse.Namespace, questions: list[str]) -> int:
+    import numpy as np
+
+    assistant, model_dir = _assistant(args)
+    meta = assistant.metadata()
+    if not args.json and not assistant.trained:
+        print(f"warning: {meta['warning']}", file=sys.stderr)
+    records = []
+    clouds = _clouds(args, assistant)
+    for start in range(0, len(clouds), args.batch_size):
+        chunk = clouds[start : start + args.batch_size]
+        for q in questions:
+            answers = assistant.ask(np.stack([c[1] for c in chunk]), [q] * len(chunk))
+            for (f, pts, cloud), a in zip(chunk, answers):
+                records.append({"file": str(f), "prompt": q, "output": a, "points": int(pts.shape[0]),
+                                "colour": cloud.colour_source, "notes": cloud.notes})
+    if args.json:
+        print(json.dumps({"model": str(model_dir), **meta, "results": records}, indent=1))
+    else:
+        for r in records:
+            prefix = f"{r['file']}: " if len(args.files) > 1 or len(questions) > 1 else ""
+            tag = f"[{r['prompt'].strip()}] " if len(questions) > 1 else ""
+            print(f"{prefix}{tag}{r['output']}")
+    return 0
+
+
+def cmd_caption(args: argparse.Namespace) -> int:
+    from .inference import PROMPTS
+
+    return _answer_files(args, [args.prompt or PROMPTS["caption"]])
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .inference import PROMPTS
+
+    prompts = {"what": [PROMPTS["what"]], "completion": [PROMPTS["completion"]],
+               "both": [PROMPTS["what"], PROMPTS["completion"]]}[args.prompt]
+    return _answer_files(args, prompts)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    args.files = [args.file]
+    return _answer_files(args, [args.question])
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from .inference import prepare_cloud
+
+    assistant, model_dir = _assistant(args)
+    if not assistant.trained:
+        print(f"warning: {assistant.metadata()['warning']}", file=sys.stderr)
+    path = args.file
+    print("enel chat: type a question; 'exit' for a new object; Ctrl-D to quit.")
+    while True:
+        if path is None:
+            try:
+                path = input("point cloud file> ").strip()
+            except EOFError:
+                print()
+                return 0
+            if not path:
+                path = None
+                continue
+        try:
+            points, cloud = prepare_cloud(path, args.points or assistant.num_points, seed=args.seed)
+        except EnelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            path = None
+            continue
+        print(f"[{path}: {cloud.xyz.shape[0]} points, colour: {cloud.colour_source}]")
+        history: list[tuple[str, str]] = []
+        while True:
+            try:
+                q = input("you> ").strip()
+            except EOFError:
+                print()
+                return 0
+            if not q:
+                continue
+            if q.lower() == "exit":
+                path = None
+                break
+            print("enel> ", end="", flush=True)
+            answer = ""
+            for piece in assistant.stream(points, q, history):
+                answer += piece
+                print(piece, end="", flush=True)
+            print()
+            history.append((q, answer.strip()))
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .inference import init_model
+
+    path = init_model(args.out, backbone=args.backbone, point_config=args.config, seed=args.seed)
+    print(f"initialised an untrained ENEL model in {path} (backbone {args.backbone}, {args.config} embedding)")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data, train, quickstart
+# ----------------------------------------------------------------------------------------------------------
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from .data.procedural import synthesize
+
+    manifest = synthesize(args.out, objects_per_category=args.objects_per_category, seed=args.seed,
+                          num_points=args.points, force=args.force)
+    print(json.dumps(manifest, indent=1) if args.json else f"procedural dataset ready in {args.out}")
+    return 0
+
+
+def cmd_data_convert_modelnet(args: argparse.Namespace) -> int:
+    from .data.modelnet import convert_modelnet
+
+    if not args.allow_pickle:
+        raise EnelError(
+            "converting the ModelNet40 pickle unpickles it, which can run code from the file: pass --allow-pickle "
+            "if you trust it (enel uses a restricted unpickler that only admits numpy arrays and lists)"
+        )
+    out = convert_modelnet(args.pickle, args.out, allow_pickle=True)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train.recipe import load_recipe
+    from .train.run import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    final = train(recipe, resume=args.resume)
+    print(f"model: {final}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from .train.quickstart import quickstart
+
+    quickstart(out=args.out, data_dir=args.data, minutes=args.minutes, objects_per_category=args.objects_per_category,
+               seed=args.seed, backbone=args.backbone, force=args.force)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # parser
 # ----------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +277,85 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_tokens)
+
+    def generation_flags(sp):
+        sp.add_argument("--model", help="model folder (default: the quickstart's, runs/quickstart/model)")
+        sp.add_argument("--points", type=int, default=None, help="resample clouds to N points (default: the model's)")
+        sp.add_argument("--seed", type=int, default=0, help="seeds resampling and sampled decoding")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.add_argument("--max-new-tokens", type=int, default=64)
+        sp.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+        sp.add_argument("--temperature", type=float, default=1.0)
+        sp.add_argument("--top-p", type=float, default=0.95)
+        sp.add_argument("--top-k", type=int, default=50)
+        sp.add_argument("--beams", type=int, default=1, help="beam search width")
+        sp.add_argument("--batch-size", type=int, default=4)
+
+    s = sub.add_parser("caption", help="caption point clouds or meshes")
+    s.add_argument("files", nargs="+", help="point cloud or mesh files (.npy .npz .ply .pcd .xyz .txt .pts .obj .off .stl .glb .gltf)")
+    s.add_argument("--prompt", default=None, help='instruction (default: "Caption this 3D model in detail.")')
+    generation_flags(s)
+    s.set_defaults(func=cmd_caption)
+
+    s = sub.add_parser("classify", help='name the objects ("What is this?" / "This is an object of ")')
+    s.add_argument("files", nargs="+")
+    s.add_argument("--prompt", choices=["what", "completion", "both"], default="what")
+    generation_flags(s)
+    s.set_defaults(func=cmd_classify)
+
+    s = sub.add_parser("ask", help="ask one question about a point cloud")
+    s.add_argument("file")
+    s.add_argument("question")
+    generation_flags(s)
+    s.set_defaults(func=cmd_ask)
+
+    s = sub.add_parser("chat", help="multi-turn chat about point clouds in the terminal")
+    s.add_argument("file", nargs="?", help="first object (asked for when omitted)")
+    generation_flags(s)
+    s.set_defaults(func=cmd_chat)
+
+    s = sub.add_parser("init", help="create a freshly initialised (untrained) model folder")
+    s.add_argument("out", help="folder to write")
+    s.add_argument("--backbone", default="smollm2", help="smollm2, tiny-llama, tiny-qwen2 or a local HF folder")
+    s.add_argument("--config", choices=["small", "paper"], default="small", help="point embedding preset")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("data", help="datasets: synthesise the procedural data, convert ModelNet40")
+    dsub = s.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("synth", help="write the procedural 3D instruction dataset in PointLLM's layout")
+    d.add_argument("--out", default="data/procedural")
+    d.add_argument("--objects-per-category", type=int, default=60)
+    d.add_argument("--points", type=int, default=8192)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--force", action="store_true", help="regenerate even if the folder holds the same dataset")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_data_synth)
+    d = dsub.add_parser("convert-modelnet", help="PointLLM's modelnet40_test_8192pts_fps.dat → a pickle-free .npz")
+    d.add_argument("pickle")
+    d.add_argument("out")
+    d.add_argument("--allow-pickle", action="store_true", help="confirm you trust the pickle (it is unpickled once)")
+    d.set_defaults(func=cmd_data_convert_modelnet)
+
+    s = sub.add_parser("train", help="train one stage from a recipe (see configs/)")
+    s.add_argument("--recipe", required=True, help="a bundled recipe name (e.g. smollm2_stage1) or a YAML path")
+    s.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.batch_size=4")
+    s.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("quickstart", help="the main job: data → stage 1 → stage 2 → evaluation on the embedded default")
+    s.add_argument("--out", default="runs/quickstart")
+    s.add_argument("--data", default="data/procedural")
+    s.add_argument("--minutes", type=float, default=30.0, help="training budget for both stages together")
+    s.add_argument("--objects-per-category", type=int, default=60)
+    s.add_argument("--backbone", default="smollm2")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--force", action="store_true", help="retrain even if a finished stage exists")
+    s.set_defaults(func=cmd_quickstart)
+
+    from .eval.commands import register as register_eval
+
+    register_eval(sub)
     return p
 
 

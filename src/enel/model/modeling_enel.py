@@ -470,6 +470,9 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
 
         loss, terms = None, None
         if labels is not None:
+            # the point block is input, never a target (the backbone's lm_head can't even emit these ids)
+            for tid in self.model.point_token_ids.as_tuple():
+                labels = labels.masked_fill(labels == tid, -100)
             loss_ce = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size)
             terms = {"loss_ce": loss_ce}
             loss = obj.cfg.weight_ce * loss_ce if train_obj else loss_ce

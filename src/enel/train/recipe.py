@@ -1,0 +1,253 @@
+"""Training recipes: dataclasses loaded from YAML, with ``section.key=value`` overrides from the command line.
+
+A recipe names everything one training stage needs: where the model starts (a backbone for stage 1, a stage-1
+folder for stage 2), the objective or aggregation settings, the data, the optimiser and the trainer settings.
+Bundled recipes live in ``configs/`` (``enel train --recipe smollm2_stage1``); any YAML path works too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from ..errors import ConfigError
+
+__all__ = ["Recipe", "DataSection", "OptimSection", "TrainSection", "load_recipe", "bundled_recipes", "RECIPE_DIR"]
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DataSection:
+    """Where the PointLLM-layout data lives.
+
+    Attributes:
+        root: dataset folder (``enel data synth`` output or a PointLLM data folder); other paths are relative to it.
+        anno: annotation JSON files used for training.
+        points: folder of the ``{object_id}_8192.npy`` files.
+        point_file_pattern: file name of one object's cloud.
+        conversation_types: keep only these PointLLM conversation types (None: all).
+        preview: a benchmark GT JSON whose first objects get captioned during training (periodic check).
+        num_points: resample clouds to this many points (None: the model's ``point_config.num_points``).
+        max_length: longest token sequence; longer conversations are cut after the point block.
+        synthesize: for the procedural data: objects per category to generate when ``root`` is missing (0: never).
+    """
+
+    root: str = "data/procedural"
+    anno: list[str] = field(default_factory=lambda: ["anno/brief_train.json"])
+    points: str = "8192_npy"
+    point_file_pattern: str = "{object_id}_8192.npy"
+    conversation_types: list[str] | None = None
+    preview: str | None = "anno/benchmark_val_GT.json"
+    num_points: int | None = None
+    max_length: int = 512
+    synthesize: int = 0
+
+
+@dataclass
+class OptimSection:
+    """Optimiser and schedule: AdamW, cosine with warm-up, separate rates for new modules and LLM weights."""
+
+    lr_new: float = 4e-4
+    lr_llm: float = 4e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainSection:
+    """Trainer settings (mapped onto ``transformers.TrainingArguments``)."""
+
+    output_dir: str = "runs/train"
+    epochs: float = 3.0
+    max_steps: int = -1
+    max_minutes: float | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    bf16: str = "auto"
+    gradient_checkpointing: bool = False
+    save_steps: int = 100
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    preview_every: int = 0
+    preview_samples: int = 3
+    seed: int = 0
+    dataloader_workers: int = 0
+    fsdp: str = ""
+    fsdp_config: dict | None = None
+    deepspeed: str | None = None
+    ddp_backend: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class Recipe:
+    """One training stage.
+
+    Attributes:
+        name: a label for logs and the model's ``training_state``.
+        stage: 1 (LLM-embedded semantic encoding) or 2 (hierarchical geometry aggregation / instruction tuning).
+        backbone: stage 1 starts from this backbone (``smollm2``, ``tiny-llama``, a local HF folder).
+        init_from: start from this ENEL model folder instead (stage 2: the stage-1 output).
+        point_config: embedding preset (``small`` / ``paper``) or a dict of fields (only for a new model).
+        conversation_template: ``chat`` or ``vicuna_v1_1`` (only for a new model).
+        objective: stage-1 objective settings (``ObjectiveConfig`` fields).
+        aggregation: stage-2 aggregation settings (``AggregationConfig`` fields).
+        trainable_layers: stage 1: the first K decoder layers train (paper: 4).
+    """
+
+    name: str = "recipe"
+    stage: int = 1
+    backbone: str = "smollm2"
+    init_from: str | None = None
+    point_config: str | dict = "small"
+    conversation_template: str = "chat"
+    objective: dict = field(default_factory=lambda: {"name": "hybrid"})
+    aggregation: dict = field(default_factory=lambda: {"enabled": False})
+    trainable_layers: int = 4
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def validate(self) -> None:
+        if self.stage not in (1, 2):
+            raise ConfigError(f"recipe stage must be 1 or 2, not {self.stage!r}")
+        if self.stage == 2 and self.objective.get("name", "none") != "none":
+            raise ConfigError("stage 2 turns the stage-1 objectives off: set objective.name=none")
+        if self.train.bf16 not in ("auto", "true", "false", True, False):
+            raise ConfigError(f"train.bf16 must be auto, true or false, not {self.train.bf16!r}")
+        if self.train.batch_size < 1 or self.train.grad_accum < 1:
+            raise ConfigError("train.batch_size and train.grad_accum must be at least 1")
+        if self.optim.lr_new <= 0 or self.optim.lr_llm < 0:
+            raise ConfigError("learning rates must be positive")
+        if not self.data.anno:
+            raise ConfigError("data.anno lists no annotation file to train on")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_SECTIONS = {"data": DataSection, "optim": OptimSection, "train": TrainSection}
+
+
+def _coerce(value: str, current):
+    """Parse an override value: YAML scalars (numbers, bools, null, lists) with the current type as a hint."""
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse override value {value!r}: {exc}") from None
+    if isinstance(current, str) and not isinstance(parsed, str) and parsed is not None:
+        return value
+    return parsed
+
+
+def _check_types(obj, where: str) -> None:
+    """Coerce numeric strings (YAML 1.1 reads ``1e-4`` as a string) and refuse values of the wrong type."""
+    for f in fields(obj):
+        default = f.default if f.default is not dataclasses.MISSING else None
+        value = getattr(obj, f.name)
+        if value is None or default is None or isinstance(default, bool):
+            if isinstance(default, bool) and not isinstance(value, bool):
+                raise ConfigError(f"{where}.{f.name} must be true or false, not {value!r}")
+            continue
+        if isinstance(default, (int, float)):
+            try:
+                number = float(value) if isinstance(default, float) else int(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}.{f.name} must be a number, not {value!r}") from None
+            if isinstance(default, int) and float(value) != number:
+                raise ConfigError(f"{where}.{f.name} must be a whole number, not {value!r}")
+            setattr(obj, f.name, number)
+
+
+def _build(data: dict, source: str) -> Recipe:
+    known = {f.name for f in fields(Recipe)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown recipe key(s) {unknown}; known keys: {sorted(known)}")
+    kwargs = dict(data)
+    for name, cls in _SECTIONS.items():
+        section = kwargs.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{source}: '{name}' must be a mapping")
+        sec_known = {f.name for f in fields(cls)}
+        bad = sorted(set(section) - sec_known)
+        if bad:
+            raise ConfigError(f"{source}: unknown key(s) {bad} in '{name}'; known: {sorted(sec_known)}")
+        try:
+            kwargs[name] = cls(**section)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: bad '{name}' section: {exc}") from None
+    try:
+        recipe = Recipe(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for name in _SECTIONS:
+        _check_types(getattr(recipe, name), f"{source}: {name}")
+    _check_types(recipe, source)
+    recipe.validate()
+    return recipe
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key=value`` / ``section.key=value`` strings to a recipe dict (a new dict is returned)."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    defaults = asdict(Recipe())
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.batch_size=4)")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if parts[0] not in defaults:
+            raise ConfigError(f"override {item!r}: unknown key {parts[0]!r}; known: {sorted(defaults)}")
+        target, default = data, defaults
+        for p in parts[:-1]:
+            if not isinstance(default, dict) or p not in default:
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+            target = target.setdefault(p, {})
+            default = default[p]
+        leaf = parts[-1]
+        if isinstance(default, dict) and parts[0] in _SECTIONS and leaf not in default:
+            raise ConfigError(f"override {item!r}: unknown key {leaf!r}; known: {sorted(default)}")
+        target[leaf] = _coerce(value, default.get(leaf) if isinstance(default, dict) else None)
+    return data
+
+
+def bundled_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    candidate = RECIPE_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    raise ConfigError(f"recipe {str(name_or_path)!r} not found: give a YAML path or one of {bundled_recipes()}")
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe (a bundled name or a YAML path) and apply overrides."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of recipe keys")
+    return _build(apply_overrides(data, overrides or []), str(path))
+
+
+def recipe_from_dict(data: dict, overrides: list[str] | None = None) -> Recipe:
+    return _build(apply_overrides(data, overrides or []), "recipe")
+
+
+def replace(recipe: Recipe, **changes) -> Recipe:
+    return dataclasses.replace(recipe, **changes)

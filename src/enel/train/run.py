@@ -1,0 +1,257 @@
+"""Run one training stage from a :class:`~enel.train.recipe.Recipe` (``enel train --recipe …``).
+
+Stage 1 builds a new ENEL model around a backbone (or continues an ENEL folder) and trains the first K layers,
+the point embedding, projector, special tokens and the objective heads; stage 2 loads a stage-1 folder, turns
+the objectives off, adds the aggregation and fine-tunes everything. The final model is written atomically to
+``<output_dir>/model`` with its tokenizer and a ``training_state`` recording what it has seen.
+
+Multi-process: launch the same command with ``torchrun --nproc_per_node N -m enel.cli train …`` (or
+``accelerate launch``); the ``Trainer`` sets up DDP (gloo on CPUs, NCCL on GPUs), and ``train.fsdp`` /
+``train.deepspeed`` pass through to ``TrainingArguments`` (see ``docs/training.md``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from .recipe import Recipe
+
+__all__ = ["train", "build_model", "build_datasets", "training_arguments", "last_checkpoint", "bf16_available"]
+
+
+def bf16_available() -> bool:
+    """bf16 autocast pays off: a CUDA GPU with bf16, or a CPU with AVX-512 bf16 / AMX."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported()) or bool(getattr(torch.cpu, "_is_amx_tile_supported",
+                                                                           lambda: False)())
+    except Exception:  # pragma: no cover - private API moved
+        return False
+
+
+def _use_bf16(setting) -> bool:
+    if setting in (True, "true"):
+        return True
+    if setting in (False, "false"):
+        return False
+    return bf16_available()
+
+
+def _root(recipe: Recipe) -> Path:
+    return Path(recipe.data.root).expanduser()
+
+
+def build_model(recipe: Recipe):
+    """The model and tokenizer this recipe starts from, with the stage's freezing rules applied."""
+    from ..model import EnelForCausalLM
+    from .freezing import apply_stage
+
+    if recipe.stage == 1:
+        if recipe.init_from:
+            model, tokenizer = _load_with(recipe.init_from, objective_config=recipe.objective)
+        else:
+            model, tokenizer = EnelForCausalLM.from_backbone(
+                recipe.backbone,
+                point_config=recipe.point_config,
+                objective_config=recipe.objective,
+                conversation_template=recipe.conversation_template,
+                seed=recipe.train.seed,
+            )
+    else:
+        if not recipe.init_from:
+            raise ConfigError("a stage-2 recipe needs init_from: the folder of a stage-1 model")
+        model, tokenizer = _load_with(
+            recipe.init_from, objective_config={"name": "none"}, aggregation_config=recipe.aggregation
+        )
+    report = apply_stage(model, recipe.stage, trainable_layers=recipe.trainable_layers)
+    return model, tokenizer, report
+
+
+def _load_with(folder, **config_overrides):
+    from transformers import AutoTokenizer
+
+    from ..errors import ModelLoadError
+    from ..model import EnelForCausalLM
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise ModelLoadError(f"init_from={folder} holds no ENEL model (no config.json); train stage 1 first")
+    model = EnelForCausalLM.from_pretrained(folder, dtype=torch.float32, **config_overrides)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+def build_datasets(recipe: Recipe, model, tokenizer):
+    """The training dataset and the clouds used for caption previews."""
+    from ..data.pointllm import PointLLMDataset, load_benchmark_gt
+
+    root = _root(recipe)
+    num_points = recipe.data.num_points or model.config.point.num_points
+    missing = [a for a in recipe.data.anno if not (root / a).is_file()]
+    if missing:
+        raise ConfigError(
+            f"annotation file(s) {missing} not found under {root}; generate the procedural data with "
+            "`enel data synth` or point data.root at a PointLLM data folder"
+        )
+    dataset = PointLLMDataset(
+        anno_paths=[root / a for a in recipe.data.anno],
+        point_dir=root / recipe.data.points,
+        tokenizer=tokenizer,
+        template=model.config.conversation_template,
+        num_point_tokens=model.config.num_point_tokens,
+        num_points=num_points,
+        conversation_types=recipe.data.conversation_types,
+        max_length=recipe.data.max_length,
+        point_file_pattern=recipe.data.point_file_pattern,
+        seed=recipe.train.seed,
+    )
+    previews = []
+    if recipe.data.preview and recipe.train.preview_every and (root / recipe.data.preview).is_file():
+        from ..data.pointllm import load_point_file
+
+        for rec in load_benchmark_gt(root / recipe.data.preview)[: recipe.train.preview_samples]:
+            pts = load_point_file(rec["object_id"], root / recipe.data.points, num_points=num_points,
+                                  pattern=recipe.data.point_file_pattern)
+            previews.append({"object_id": rec["object_id"], "points": pts, "ground_truth": rec["ground_truth"]})
+    return dataset, previews
+
+
+def training_arguments(recipe: Recipe, max_steps: int | None = None):
+    from transformers import TrainingArguments
+
+    t, o = recipe.train, recipe.optim
+    return TrainingArguments(
+        output_dir=t.output_dir,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=max_steps if max_steps is not None else t.max_steps,
+        learning_rate=o.lr_new,
+        weight_decay=o.weight_decay,
+        lr_scheduler_type=o.scheduler,
+        warmup_ratio=o.warmup_ratio,
+        max_grad_norm=o.max_grad_norm,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        bf16=_use_bf16(t.bf16),
+        gradient_checkpointing=t.gradient_checkpointing,
+        seed=t.seed,
+        data_seed=t.seed,
+        dataloader_num_workers=t.dataloader_workers,
+        report_to=[],
+        remove_unused_columns=False,
+        fsdp=t.fsdp or "",
+        fsdp_config=t.fsdp_config,
+        deepspeed=t.deepspeed,
+        ddp_backend=t.ddp_backend or (None if torch.cuda.is_available() else "gloo"),
+        ddp_find_unused_parameters=True,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir`` (incomplete ones are ignored)."""
+    from .trainer import is_complete_checkpoint
+
+    out = Path(output_dir)
+    if not out.is_dir():
+        return None
+    steps = []
+    for p in out.iterdir():
+        if p.is_dir() and p.name.startswith("checkpoint-") and p.name[11:].isdigit() and is_complete_checkpoint(p):
+            steps.append((int(p.name[11:]), p))
+    return str(max(steps)[1]) if steps else None
+
+
+def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None, log=print) -> Path:
+    """Train one stage; returns the folder of the final model (``<output_dir>/model``)."""
+    from transformers import set_seed
+
+    from ..inference import save_model
+    from .trainer import CaptionPreviewCallback, EnelTrainer, TimeBudgetCallback
+
+    recipe.validate()
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    set_seed(recipe.train.seed)
+    out = Path(recipe.train.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = last_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        log(f"[enel] --resume: no complete checkpoint in {out}; starting from the beginning")
+
+    model, tokenizer, report = build_model(recipe)
+    log(f"[enel] stage {recipe.stage} ({recipe.name}): {report}")
+    dataset, previews = build_datasets(recipe, model, tokenizer)
+    log(f"[enel] {len(dataset)} training samples from {', '.join(recipe.data.anno)}")
+
+    from ..data.collate import EnelCollator
+
+    collator = EnelCollator(
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        point_start_token_id=model.config.point_start_token_id,
+    )
+    args = training_arguments(recipe, max_steps=max_steps)
+    callbacks = []
+    if recipe.train.max_minutes:
+        callbacks.append(TimeBudgetCallback(recipe.train.max_minutes))
+    if previews and not (recipe.train.fsdp or recipe.train.deepspeed):
+        callbacks.append(CaptionPreviewCallback(model, tokenizer, previews, recipe.train.preview_every,
+                                                out / "previews.jsonl"))
+    trainer = EnelTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        lr_new=recipe.optim.lr_new,
+        lr_llm=recipe.optim.lr_llm,
+    )
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    minutes = (time.time() - start) / 60
+    final = out / "model"
+    if trainer.is_world_process_zero():
+        state = dict(model.config.training_state or {})
+        history = list(state.get("history", []))
+        history.append({"stage": recipe.stage, "recipe": recipe.name, "steps": trainer.state.global_step,
+                        "minutes": round(minutes, 2), "loss": round(float(result.training_loss), 4)})
+        model.config.training_state = {
+            "stage": recipe.stage,
+            "steps": sum(h["steps"] for h in history),
+            "history": history,
+        }
+        save_model(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module, tokenizer, final)
+        (out / "train_summary.json").write_text(json.dumps({
+            "recipe": recipe.to_dict(),
+            "global_step": trainer.state.global_step,
+            "train_loss": result.training_loss,
+            "minutes": minutes,
+            "seconds_per_step": minutes * 60 / max(1, trainer.state.global_step - _start_step(checkpoint)),
+            "log_history": trainer.state.log_history,
+        }, indent=1, default=str))
+        log(f"[enel] stage {recipe.stage} done: {trainer.state.global_step} steps in {minutes:.1f} min → {final}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return final
+
+
+def _start_step(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    try:
+        return int(Path(checkpoint).name.split("-")[-1])
+    except ValueError:
+        return 0
+

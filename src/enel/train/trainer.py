@@ -1,0 +1,163 @@
+"""The Hugging Face ``Trainer`` for ENEL: per-group learning rates, each loss term logged, atomic checkpoints,
+a time budget, and a periodic look at generated captions.
+
+Everything else (DDP / FSDP / DeepSpeed through ``torchrun`` or ``accelerate launch``, gradient accumulation,
+bf16 autocast, the cosine schedule, resuming with RNG states) is the stock ``Trainer``'s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
+
+__all__ = ["EnelTrainer", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
+
+MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "point_clouds", "position_ids")
+_COMPLETE = "enel-checkpoint-complete"
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    return (Path(path) / _COMPLETE).is_file()
+
+
+class EnelTrainer(Trainer):
+    """``Trainer`` with ENEL's optimiser groups, loss-term logging and atomic checkpoints.
+
+    Args:
+        lr_new: learning rate of the new modules (point embedding, projector, special tokens, heads, aggregation).
+        lr_llm: learning rate of the backbone's trainable weights.
+    """
+
+    def __init__(self, *args, lr_new: float, lr_llm: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lr_new = lr_new
+        self.lr_llm = lr_llm
+        self.model_accepts_loss_kwargs = False  # our loss is a plain mean, not a token-count-normalised sum
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_counts: dict[str, int] = defaultdict(int)
+
+    # ---- optimiser ---------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            from .freezing import parameter_groups
+
+            groups = parameter_groups(
+                self.model, lr_new=self.lr_new, lr_llm=self.lr_llm, weight_decay=self.args.weight_decay
+            )
+            self.optimizer = torch.optim.AdamW(
+                groups, lr=self.lr_new, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon
+            )
+        return self.optimizer
+
+    # ---- loss --------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
+        outputs = model(**inputs)
+        loss = outputs.loss
+        if model.training and outputs.loss_terms:
+            for name, value in outputs.loss_terms.items():
+                self._term_sums[name] += float(value.detach().float())
+                self._term_counts[name] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict, start_time: float | None = None) -> None:
+        if "loss" in logs and self._term_counts:
+            for name, total in self._term_sums.items():
+                logs[name] = round(total / max(1, self._term_counts[name]), 4)
+            self._term_sums.clear()
+            self._term_counts.clear()
+        super().log(logs, start_time)
+
+    # ---- atomic checkpoints ------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        """Write ``checkpoint-N`` into a staging folder, mark it complete, then rename it into place.
+
+        A run killed while saving leaves at most a staging folder behind, never a half-written
+        ``checkpoint-N`` that ``--resume`` could pick up.
+        """
+        real_out = self.args.output_dir
+        staging = os.path.join(real_out, ".staging")
+        name = f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
+        self.args.output_dir = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = real_out
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        if self.args.should_save:
+            src, dst = os.path.join(staging, name), os.path.join(real_out, name)
+            Path(src, _COMPLETE).write_text(json.dumps({"global_step": self.state.global_step}))
+            shutil.rmtree(dst, ignore_errors=True)
+            os.replace(src, dst)
+            rotate_checkpoints(output_dir=real_out, save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Stop training (and save) once ``minutes`` of wall time have passed since training began."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60.0
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.start is not None and time.time() - self.start > self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+
+class CaptionPreviewCallback(TrainerCallback):
+    """Every ``every`` steps, caption a few held-out clouds and log them next to the ground truth."""
+
+    def __init__(self, model, tokenizer, samples: list[dict], every: int, log_path: str | os.PathLike):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.samples = samples  # each: {"object_id", "points" (N, 6) float32, "ground_truth"}
+        self.every = every
+        self.log_path = Path(log_path)
+
+    def preview(self, step: int) -> list[dict]:
+        from ..inference import PROMPTS, Assistant, GenerationSettings
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            assistant = Assistant(self.model, self.tokenizer, GenerationSettings(max_new_tokens=40))
+            clouds = np.stack([s["points"] for s in self.samples])
+            answers = assistant.ask(clouds, [PROMPTS["caption"]] * len(self.samples))
+        finally:
+            self.model.train(was_training)
+        records = [
+            {"step": step, "object_id": s["object_id"], "ground_truth": s["ground_truth"], "model_output": a}
+            for s, a in zip(self.samples, answers)
+        ]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "a") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        return records
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0 and state.is_world_process_zero and self.samples:
+            for r in self.preview(state.global_step):
+                print(f"[preview step {r['step']}] {r['object_id']}: {r['model_output']!r}  (gt: {r['ground_truth']!r})",
+                      flush=True)
+        return control
