@@ -19,8 +19,8 @@ GT = "the cat sat on the mat"  # 6 tokens
 
 @pytest.fixture(scope="module")
 def sbert():
-    """The bundled all-MiniLM-L6-v2, loaded once for this module."""
-    return M.SentenceEncoder()
+    """The bundled all-MiniLM-L6-v2, loaded once per process."""
+    return M.load_sentence_encoder()
 
 
 # ---------------------------------------------------------------------------------------------- BLEU
@@ -194,7 +194,7 @@ def test_label_index_accepts_names_and_rejects_unknown():
 def test_cli_metrics_writes_pointllm_layout(tmp_path, capsys, monkeypatch, sbert):
     from enel.eval import commands
 
-    monkeypatch.setattr(M, "SentenceEncoder", lambda path=None: sbert)  # reuse the loaded model
+    monkeypatch.setattr(M, "load_sentence_encoder", lambda path=None: sbert)  # reuse the loaded model
     cap = tmp_path / "caps.json"
     write_results(cap, ResultsFile(prompt="Caption this 3D model in detail.",
                                    results=[make_record("a", GT, "the cat sat on a mat")]))

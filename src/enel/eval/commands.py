@@ -89,13 +89,13 @@ def add_metrics_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .metrics import (SentenceEncoder, SimCSEEncoder, classify_closed_set, compute_metrics,
-                          default_metrics_path, is_modelnet_results, write_metrics)
+    from .metrics import (SimCSEEncoder, classify_closed_set, compute_metrics, default_metrics_path,
+                          is_modelnet_results, load_sentence_encoder, write_metrics)
     from .results import read_results
 
     paths = _check_inputs(args.results)
     files = [read_results(p) for p in paths]  # validate everything before loading models
-    sbert = None if args.no_sbert else SentenceEncoder(args.sbert)
+    sbert = None if args.no_sbert else load_sentence_encoder(args.sbert)
     simcse = SimCSEEncoder(args.simcse) if args.simcse else None
     report = {}
     for path, rf in zip(paths, files):

@@ -175,6 +175,12 @@ class SimCSEEncoder:
         return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
+@lru_cache(maxsize=4)
+def load_sentence_encoder(path: str | None = None) -> SentenceEncoder:
+    """A :class:`SentenceEncoder`, loaded once per path per process (``None`` = bundled all-MiniLM-L6-v2)."""
+    return SentenceEncoder(path)
+
+
 def pair_cosines(encoder: Any, left: Sequence[str], right: Sequence[str]) -> list[float]:
     """Cosine similarity ×100 between ``left[i]`` and ``right[i]`` with one batched encode."""
     if len(left) != len(right):
@@ -193,7 +199,7 @@ def _as_encoder(spec: Any, kind: str) -> Any:
     if hasattr(spec, "encode"):
         return spec
     if kind == "sbert":
-        return SentenceEncoder(spec)
+        return load_sentence_encoder(None if spec is None else str(spec))
     return None if spec is None else SimCSEEncoder(spec)
 
 
