@@ -396,3 +396,12 @@ def test_cli_judge(tmp_path, capsys):
     assert report["summary"]["accuracy"] == 100.0 and report["summary"]["requests_this_run"] == 3
     assert report["summary"]["cost_usd"] == pytest.approx((3 * 10 * 1 + 3 * 2 * 2) / 1e6)
     assert report["out"] == str(tmp_path / "res_evaluated_judge-x.json")
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+    path = write(tmp_path, [make_record("a", "gt", "out")])
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache folder should be")
+    with FakeOpenAI(lambda b, a, n: Action(content="T#x")) as srv:
+        with pytest.raises(ConfigError, match="cannot write the judge cache .*--no-cache"):
+            judge(path, srv, cache_dir=blocker)

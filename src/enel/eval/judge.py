@@ -291,6 +291,8 @@ class ChatClient:
             reason = exc.reason
             if isinstance(reason, TimeoutError):
                 raise _Retryable(f"no reply within {self.timeout:g} s") from None
+            if isinstance(reason, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+                raise _Retryable(f"connection dropped ({type(reason).__name__})") from None
             raise JudgeConnectionError(
                 f"cannot reach the judge server at {self.endpoint.url} ({reason}); start it or fix "
                 f"--base-url / {ENV_BASE_URL}") from None
@@ -392,13 +394,17 @@ class JudgeCache:
             return ChatReply(content=doc["content"], prompt_tokens=int(doc["prompt_tokens"]),
                              completion_tokens=int(doc["completion_tokens"]),
                              usage_reported=bool(doc.get("usage_reported", True)), cached=True)
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):  # unreadable = a miss
             return None
 
     def put(self, key: str, reply: ChatReply) -> None:
         doc = {"content": reply.content, "prompt_tokens": reply.prompt_tokens,
                "completion_tokens": reply.completion_tokens, "usage_reported": reply.usage_reported}
-        atomic_write_json(self._path(key), doc, indent=None)
+        try:
+            atomic_write_json(self._path(key), doc, indent=None)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the judge cache in {self.root} ({exc.strerror or exc}); "
+                              "pass a writable --cache-dir or --no-cache") from None
 
 
 # --------------------------------------------------------------------------------------------------------
