@@ -140,7 +140,7 @@ class Endpoint:
 
 
 def normalize_base_url(url: str) -> str:
-    """``http://h:8000`` → ``http://h:8000/v1``; ``…/v1/chat/completions`` → ``…/v1``; trailing ``/`` dropped."""
+    """``http://h:8000`` → ``http://h:8000/v1``; ``…/v1/chat/completions`` → ``…/v1``; no trailing ``/``."""
     url = url.strip().rstrip("/")
     if url.endswith("/chat/completions"):
         url = url[: -len("/chat/completions")]
@@ -756,8 +756,8 @@ def _load_previous(paths: Sequence[Path], settings: JudgeSettings) -> dict:
         if not isinstance(stored, dict) or "settings" not in stored:
             raise ConfigError(f"{path} was not written by enel's judge; move it away or pass another --out")
         if stored["settings"] != settings.fingerprint():
-            raise ConfigError(f"{path} was judged with other settings ({_settings_diff(stored['settings'], settings)}); "
-                              "delete it or pass another --out")
+            diff = _settings_diff(stored["settings"], settings)
+            raise ConfigError(f"{path} was judged with other settings ({diff}); delete it or pass another --out")
         return {_key(item): item for item in doc.get("results", []) if "judge_replies" in item}
     return {}
 
