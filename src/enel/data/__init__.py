@@ -1,0 +1,1 @@
+"""Datasets: PointLLM-format loaders, ModelNet40, the built-in procedural 3D dataset, collation."""
