@@ -148,7 +148,7 @@ class AggregationConfig:
         if self.grid_theta:
             return list(self.grid_theta)
         g = torch.Generator().manual_seed(self.grid_theta_seed)
-        return torch.randn(self.levels, generator=g).tolist()
+        return torch.randn(self.levels, generator=g, device="cpu").tolist()  # explicit: from_pretrained builds on meta
 
     def cell_sizes(self) -> list[float]:
         """``s_i`` for each aggregation level i = 1..l (the same for every block)."""
@@ -220,7 +220,13 @@ def resolve_schedule(cfg: AggregationConfig, num_layers: int) -> list[tuple[int,
 class GatedGroupAttention(nn.Module):
     """``F' = tanh(α)·Attn(F) + F`` inside each group; α is a scalar starting at 0.
 
-    Pre-norm (RMSNorm), multi-head attention with its own q/k/v/o projections through a bottleneck width.
+    Pre-norm (RMSNorm), multi-head attention with its own q/k/v/o projections through a bottleneck width
+    ``attn_dim``. Only real members attend and are attended to; padded slots of short groups are masked out as
+    keys, so a group's result never depends on the size of the largest group of the batch.
+
+    Cost: the norm and the q/k/v projection run once per *token* of the fine block (``B·P`` rows), not once per
+    group slot (``B·G·K`` rows, eight times more for the v1 FPS level 128 → 64 × k 16, whose groups overlap);
+    the output projection runs on the real member slots only. The result is the same as projecting every slot.
     """
 
     def __init__(self, hidden: int, attn_dim: int, heads: int, gate: bool, eps: float = 1e-6):
@@ -232,18 +238,38 @@ class GatedGroupAttention(nn.Module):
         self.use_gate = gate
         self.gate = nn.Parameter(torch.zeros(()))
 
-    def forward(self, groups: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """``groups (S, K, H)``, ``valid (S, K)`` bool → ``(S, K, H)``."""
-        s, k, _ = groups.shape
-        q, kk, v = self.qkv(self.norm(groups)).chunk(3, dim=-1)
-        shape = (s, k, self.heads, -1)
-        q, kk, v = (t.reshape(shape).transpose(1, 2) for t in (q, kk, v))
-        keep = valid | ~valid.any(-1, keepdim=True)  # a group with no valid slot attends to itself harmlessly
-        attn_mask = keep[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, kk, v, attn_mask=attn_mask)
-        y = self.out(y.transpose(1, 2).reshape(s, k, -1))
-        g = torch.tanh(self.gate) if self.use_gate else torch.ones((), device=y.device, dtype=y.dtype)
-        return groups + g.to(y.dtype) * y
+    def forward(self, tokens: torch.Tensor, members: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Attend inside every group and add the gated result to each member.
+
+        Args:
+            tokens: ``(B, P, H)`` hidden states of the fine point block.
+            members: ``(B, G, K)`` int64 indices into ``P`` of each group's members (ignored where not ``valid``).
+            valid: ``(B, G, K)`` bool, real member slots.
+
+        Returns:
+            ``(B, G, K, H)``: ``F + tanh(α)·Attn(F)`` at real member slots, where ``F`` is the member's hidden
+            state; other slots hold the state of token ``members.clamp(min=0)`` (finite, to be masked by the caller).
+        """
+        batch, n_groups, k = members.shape
+        hidden = tokens.shape[-1]
+        idx = members.clamp(min=0)
+        feats = ops.gather(tokens, idx)  # (B, G, K, H)
+        qkv = ops.gather(self.qkv(self.norm(tokens)), idx)  # (B, G, K, 3·D): projected once per token
+        qkv = qkv.reshape(batch * n_groups, k, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, kk, v = qkv.unbind(0)  # (B·G, heads, K, D/heads)
+        flat_valid = valid.reshape(batch * n_groups, k)
+        keep = flat_valid | ~flat_valid.any(-1, keepdim=True)  # a group with no real slot attends to itself
+        y = F.scaled_dot_product_attention(q, kk, v, attn_mask=keep[:, None, None, :])
+        y = y.transpose(1, 2).reshape(batch * n_groups * k, -1)  # (B·G·K, D)
+        if bool(flat_valid.all()):
+            o = self.out(y)
+        else:  # the output projection on real slots only (padding can be most of a grid level's slots)
+            rows = flat_valid.reshape(-1).nonzero().squeeze(1)
+            real = self.out(y.index_select(0, rows))
+            o = real.new_zeros(y.shape[0], hidden).index_copy(0, rows, real)
+        o = o.reshape(batch, n_groups, k, hidden)
+        g = torch.tanh(self.gate) if self.use_gate else torch.ones((), device=o.device, dtype=o.dtype)
+        return feats + g.to(feats.dtype) * o.to(feats.dtype)
 
 
 def _pool(groups: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
@@ -281,23 +307,26 @@ def _grid_groups(centres: torch.Tensor, valid: torch.Tensor, size: float) -> _Gr
     return _Groups(members, member_valid, group_valid, vg.assignment)
 
 
-def _fps_groups(centres: torch.Tensor, valid: torch.Tensor, n_centres: int, k: int) -> _Groups:
-    if not bool(valid.all()):
-        raise ValueError("FPS grouping expects every token of the level to be valid")
+def _fps_groups(centres: torch.Tensor, has_points: torch.Tensor, n_centres: int, k: int) -> _Groups:
+    """FPS + kNN groups (v1): ``centres (B, P, 3)``, ``has_points (B,)`` → :class:`_Groups` with ``G = n_centres``.
+
+    Every block slot of a sample with a cloud is a real token at every FPS level (the count per level is fixed),
+    so only samples without a cloud (text-only rows of a mixed batch) have no groups.
+    """
     p = centres.shape[1]
     n_centres, k = min(n_centres, p), min(k, p)
     fps_idx = ops.farthest_point_sample(centres, n_centres).to(centres.device)  # (B, G)
     seeds = ops.gather(centres, fps_idx)
-    members, _ = ops.knn(seeds, centres, k)  # (B, G, k) overlapping groups
+    members, _ = ops.knn(seeds, centres, k)  # (B, G, k) overlapping groups, the centre first
     members = members.to(centres.device)
-    # the centre itself is the first member (distance 0, lower index among duplicates may differ)
-    assign, _ = ops.knn(centres, seeds, 1)  # nearest centre for propagation
-    batch = centres.shape[0]
+    assign, _ = ops.knn(centres, seeds, 1)  # nearest centre of every token, for propagation
+    has = has_points.to(centres.device)
+    group_of = torch.where(has[:, None], assign[..., 0].to(centres.device), torch.full_like(assign[..., 0], -1))
     return _Groups(
         members,
-        torch.ones_like(members, dtype=torch.bool),
-        torch.ones(batch, n_centres, dtype=torch.bool, device=centres.device),
-        assign[..., 0].to(centres.device),
+        has[:, None, None].expand_as(members).clone(),
+        has[:, None].expand(-1, n_centres).clone(),
+        group_of,
     )
 
 
@@ -330,30 +359,38 @@ class HierarchicalAggregation(nn.Module):
 
     def _group(self, layout: L.SequenceLayout, level: int) -> _Groups:
         centres = layout.point_centres
-        valid = layout.point_valid & layout.has_points[:, None]
+        if centres is None:
+            raise ValueError("aggregation needs the point token coordinates (layout.point_centres)")
+        has = layout.has_points
         if self.cfg.grouping == "grid":
-            return _grid_groups(centres, valid, self._cell_sizes[level])
-        return _fps_groups(centres, layout.point_valid, self.cfg.fps_centres[level], self.cfg.fps_k[level])
+            return _grid_groups(centres, layout.point_valid & has[:, None], self._cell_sizes[level])
+        if not bool(layout.point_valid[has].all()):
+            raise ValueError("FPS grouping expects every block slot of a sample with a cloud to hold a token")
+        return _fps_groups(centres, has, self.cfg.fps_centres[level], self.cfg.fps_k[level])
 
     def aggregate(self, hidden: torch.Tensor, layout: L.SequenceLayout, block: int, level: int):
-        """Group, attend, pool and shrink. ``hidden (B, L, H)`` → ``(B, L', H)`` and the :class:`Transition`."""
+        """Group, attend, pool and shrink the point block.
+
+        Args:
+            hidden: ``(B, L, H)`` in ``layout``.
+            block, level: which aggregation (selects the attention module and, for the grid, the cell size).
+
+        Returns:
+            ``(hidden', transition)``: ``hidden' (B, L', H)`` in ``transition.coarse``, where the block of ``P``
+            slots became one of ``G`` slots (the largest group count in the batch), one per group, ordered by
+            position.
+        """
         groups = self._group(layout, level)
         fine = layout.gather_block(hidden)  # (B, P, H)
         batch, n_groups, k = groups.members.shape
         h = fine.shape[-1]
-        idx = groups.members.clamp(min=0)
-        g_feats = ops.gather(fine, idx)  # (B, G, K, H)
         mv = groups.member_valid
-        # the paper pads short groups with the group mean (pads are also masked as keys below)
-        w = mv[..., None].to(g_feats.dtype)
-        g_mean = (g_feats * w).sum(2, keepdim=True) / w.sum(2, keepdim=True).clamp(min=1)
-        g_feats = torch.where(mv[..., None], g_feats, g_mean.expand_as(g_feats))
-        flat = g_feats.reshape(batch * n_groups, k, h)
-        flat_valid = mv.reshape(batch * n_groups, k)
-        attended = self.attn[block * self.cfg.levels + level](flat, flat_valid)
-        pooled = _pool(attended, flat_valid, self.cfg.pooling).reshape(batch, n_groups, h)
+        attended = self.attn[block * self.cfg.levels + level](fine, groups.members, mv)  # (B, G, K, H)
+        pooled = _pool(attended.reshape(batch * n_groups, k, h), mv.reshape(batch * n_groups, k), self.cfg.pooling)
+        pooled = pooled.reshape(batch, n_groups, h)
 
         # coordinates, positions and order of the aggregated tokens
+        idx = groups.members.clamp(min=0)
         c = ops.gather(layout.point_centres, idx)  # (B, G, K, 3)
         cw = mv[..., None].to(c.dtype)
         new_centres = (c * cw).sum(2) / cw.sum(2).clamp(min=1)

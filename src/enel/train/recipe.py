@@ -138,6 +138,8 @@ _SECTIONS = {"data": DataSection, "optim": OptimSection, "train": TrainSection}
 
 def _coerce(value: str, current):
     """Parse an override value: YAML scalars (numbers, bools, null, lists) with the current type as a hint."""
+    if isinstance(current, str):  # string fields take the text as it is (patterns like {object_id}_8192.npy)
+        return None if value in ("null", "None", "~") else value
     try:
         parsed = yaml.safe_load(value) if value != "" else ""
     except yaml.YAMLError as exc:

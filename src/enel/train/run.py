@@ -118,7 +118,7 @@ def build_datasets(recipe: Recipe, model, tokenizer):
 
         for rec in load_benchmark_gt(root / recipe.data.preview)[: recipe.train.preview_samples]:
             pts = load_point_file(rec["object_id"], root / recipe.data.points, num_points=num_points,
-                                  pattern=recipe.data.point_file_pattern)
+                                  point_file_pattern=recipe.data.point_file_pattern, seed=recipe.train.seed)
             previews.append({"object_id": rec["object_id"], "points": pts, "ground_truth": rec["ground_truth"]})
     return dataset, previews
 
@@ -136,7 +136,7 @@ def training_arguments(recipe: Recipe, max_steps: int | None = None):
         learning_rate=o.lr_new,
         weight_decay=o.weight_decay,
         lr_scheduler_type=o.scheduler,
-        warmup_ratio=o.warmup_ratio,
+        warmup_steps=float(o.warmup_ratio),  # a float in [0, 1) is a ratio of the total steps
         max_grad_norm=o.max_grad_norm,
         logging_steps=t.logging_steps,
         save_strategy="steps",
@@ -149,14 +149,19 @@ def training_arguments(recipe: Recipe, max_steps: int | None = None):
         dataloader_num_workers=t.dataloader_workers,
         report_to=[],
         remove_unused_columns=False,
-        fsdp=t.fsdp or "",
+        fsdp=t.fsdp or None,
         fsdp_config=t.fsdp_config,
         deepspeed=t.deepspeed,
-        ddp_backend=t.ddp_backend or (None if torch.cuda.is_available() else "gloo"),
+        ddp_backend=t.ddp_backend or ("gloo" if _distributed() and not torch.cuda.is_available() else None),
         ddp_find_unused_parameters=True,
         use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False,
     )
+
+
+def _distributed() -> bool:
+    """Launched by torchrun / accelerate with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
@@ -197,10 +202,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
 
     from ..data.collate import EnelCollator
 
-    collator = EnelCollator(
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        point_start_token_id=model.config.point_start_token_id,
-    )
+    collator = EnelCollator.from_tokenizer(tokenizer, return_extras=False)
     args = training_arguments(recipe, max_steps=max_steps)
     callbacks = []
     if recipe.train.max_minutes:
@@ -218,6 +220,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         lr_new=recipe.optim.lr_new,
         lr_llm=recipe.optim.lr_llm,
     )
+    if recipe.train.max_minutes and (max_steps is None or max_steps < 0) and recipe.train.max_steps < 0:
+        trainer.args.max_steps = _plan_steps(trainer, recipe, out, resume_from=checkpoint, log=log)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     minutes = (time.time() - start) / 60
@@ -245,6 +249,51 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return final
+
+
+def _time_steps(trainer, n: int = 3) -> float:
+    """Seconds per optimiser step of this trainer's model and data, measured on ``n`` batches (first is warm-up)."""
+    model = trainer.model
+    model.train()
+    loader = trainer.get_train_dataloader()
+    rng = torch.get_rng_state()
+    times = []
+    try:
+        for i, batch in enumerate(loader):
+            if i >= n:
+                break
+            t0 = time.perf_counter()
+            with trainer.autocast_smart_context_manager():
+                loss = trainer.compute_loss(model, batch)
+            loss.backward()
+            times.append(time.perf_counter() - t0)
+    finally:
+        model.zero_grad(set_to_none=True)
+        torch.set_rng_state(rng)
+    steady = times[1:] or times
+    return sum(steady) / len(steady) * trainer.args.gradient_accumulation_steps
+
+
+def _plan_steps(trainer, recipe: Recipe, out: Path, resume_from: str | None, log) -> int:
+    """Turn ``train.max_minutes`` into ``max_steps`` (so the cosine schedule spans the budget), once per run.
+
+    The plan is stored in ``<output_dir>/enel_plan.json`` and reused when the run resumes.
+    """
+    import math
+
+    plan_file = out / "enel_plan.json"
+    if resume_from and plan_file.is_file():
+        return int(json.loads(plan_file.read_text())["max_steps"])
+    per_step = _time_steps(trainer) * 1.1  # the optimiser step and logging are not in the measurement
+    budget_steps = max(1, int(recipe.train.max_minutes * 60 * 0.95 / per_step))
+    world = max(1, trainer.args.world_size)
+    epoch_steps = math.ceil(len(trainer.train_dataset) / (recipe.train.batch_size * recipe.train.grad_accum * world))
+    steps = min(budget_steps, max(1, int(epoch_steps * recipe.train.epochs)))
+    plan_file.write_text(json.dumps({"max_steps": steps, "seconds_per_step": per_step,
+                                     "budget_minutes": recipe.train.max_minutes, "epoch_steps": epoch_steps}))
+    log(f"[enel] {per_step:.2f} s/step measured: {steps} steps fit {recipe.train.max_minutes:g} min "
+        f"({steps / epoch_steps:.2f} epochs)")
+    return steps
 
 
 def _start_step(checkpoint: str | None) -> int:

@@ -1,0 +1,1 @@
+"""Training: recipes, the Trainer subclass, and the freezing rules of each stage."""
