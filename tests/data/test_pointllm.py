@@ -204,6 +204,13 @@ def test_use_color_false_keeps_six_channels_with_zero_colour_and_accepts_xyz_fil
     coloured = PointLLMDataset(anno, pts, tok, num_point_tokens=NPT)
     with pytest.raises(DatasetError, match=r"xyzonly_8192\.npy: expected an \(N, 6\).*use_color=False"):
         coloured[0]
+    # a coloured file: the colour is zeroed, the geometry is the same as with colour
+    write_cloud(pts, "rgb", seed=5)
+    anno2 = write_json(tmp_path / "b.json", [brief("rgb")])
+    plain = PointLLMDataset(anno2, pts, tok, num_point_tokens=NPT, use_color=False)[0]["point_cloud"]
+    full = PointLLMDataset(anno2, pts, tok, num_point_tokens=NPT)[0]["point_cloud"]
+    assert plain.shape == (300, 6) and not plain[:, 3:].any() and full[:, 3:].any()
+    assert torch.equal(plain[:, :3], full[:, :3])
 
 
 def test_bad_point_file_contents_raise_naming_the_file(tmp_path, tok):
@@ -362,7 +369,7 @@ def test_load_point_file_by_id_and_by_path_matches_the_dataset(layout, tok):
                          resample_method="random", seed=3)
     by_id = load_point_file("b2", layout["pts"], 32, resample_method="random", seed=3)
     by_path = load_point_file(layout["pts"] / "b2_8192.npy")
-    assert torch.equal(by_id, ds[1]["point_cloud"])
-    assert by_path.shape == (300, 6) and by_path.dtype == torch.float32
+    assert isinstance(by_id, np.ndarray) and np.array_equal(by_id, ds[1]["point_cloud"].numpy())
+    assert by_path.shape == (300, 6) and by_path.dtype == np.float32
     with pytest.raises(DatasetError, match=r"zz_8192\.npy: point file not found"):
         load_point_file("zz", layout["pts"])

@@ -203,7 +203,7 @@ def load_point_file(
     resample_method: str = "fps",
     seed: int = 0,
     point_file_pattern: str = DEFAULT_POINT_FILE_PATTERN,
-) -> torch.Tensor:
+) -> np.ndarray:
     """One cloud as the model takes it, by object id or by path (used by evaluation).
 
     Args:
@@ -214,7 +214,8 @@ def load_point_file(
             per object exactly as in :class:`PointLLMDataset`, so evaluation sees the training-time points.
 
     Returns:
-        ``(num_points or N, 6)`` float32 tensor, normalised with :func:`pc_norm`.
+        ``(num_points or N, 6)`` float32 numpy array, normalised with :func:`pc_norm` (the dataset item's
+        ``point_cloud`` as numpy; :func:`enel.inference.prepare_cloud` returns the same layout).
     """
     text = os.fspath(path_or_id)
     as_path = Path(text)
@@ -225,9 +226,8 @@ def load_point_file(
         _check_pattern(point_file_pattern)
         _check_object_id(text, "load_point_file")
         object_id, path = text, _point_path(point_dir, point_file_pattern, text)
-    arr = read_point_array(path, use_color=use_color, num_points=num_points, resample_method=resample_method,
-                           seed=_object_seed(seed, object_id))
-    return torch.from_numpy(arr)
+    return read_point_array(path, use_color=use_color, num_points=num_points, resample_method=resample_method,
+                            seed=_object_seed(seed, object_id))
 
 
 # ----------------------------------------------------------------------------------------------------------
