@@ -198,7 +198,7 @@ _SPECS = [
           ["eating meals", "holding plates, books and other items", "working and playing board games"],
           ["in a dining room", "in a kitchen", "in an office"]),
     _spec("tree", ("tree",),
-          [G("foliage", ("foliage",), ("green", "yellow", "orange", "red", "pink")),
+          [G("foliage", ("foliage",), ("green", "yellow", "red", "pink")),
            G("trunk", ("trunk",), ("brown", "gray"))],
           ["providing shade", "producing oxygen and giving shade", "decorating a landscape"],
           ["in a forest", "in a park", "in a garden"]),

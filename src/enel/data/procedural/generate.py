@@ -194,10 +194,14 @@ def _assign_colours(spec: CategorySpec, geom: Geometry, rng: np.random.Generator
     out: dict[str, str] = {}
     used: list[str] = []
     for i, g in enumerate(groups):
-        if i > 0 and share and used[0] in g.colours:
+        allowed = list(g.colours)
+        for name in g.parts:
+            if name in geom.palette:
+                allowed = [c for c in allowed if c in geom.palette[name]] or allowed
+        if i > 0 and share and used[0] in allowed:
             c = used[0]
         else:
-            fresh = [c for c in g.colours if c not in used] or list(g.colours)
+            fresh = [c for c in allowed if c not in used] or allowed
             c = fresh[int(rng.integers(len(fresh)))]
         used.append(c)
         for name in g.parts:
@@ -453,7 +457,7 @@ def synthesize(out_dir, *, objects_per_category: int = 60, seed: int = 0, num_po
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc="procedural objects", unit="obj")
+        bar = tqdm(total=total, desc="procedural objects", unit="obj", mininterval=2.0)
     try:
         for label, cat in enumerate(cats):
             bounds = np.cumsum([sizes[s] for s in SPLITS])

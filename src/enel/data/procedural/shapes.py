@@ -87,12 +87,15 @@ class Geometry:
     ``nouns``: object-specific names that replace the category's default nouns ("sailboat"); every one must be
     a synonym of the category (tested). ``traits``: object-level adjectives ("tall", "low").
     ``extra_counts``: countable facts that are not whole parts, e.g. ``{"slats": 4}`` for a slatted back.
+    ``palette``: part name -> colours this variant allows (narrows the category's colour group, e.g. a pine
+    tree's foliage is green even though autumn-coloured broadleaf crowns are allowed).
     """
 
     parts: list[Part]
     nouns: tuple[str, ...] = ()
     traits: tuple[str, ...] = ()
     extra_counts: dict[str, int] = field(default_factory=dict)
+    palette: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def part(self, name: str) -> Part:
         for p in self.parts:
@@ -440,7 +443,7 @@ def build_sofa(r: np.random.Generator) -> Geometry:
     parts.append(Part("seat cushion", cushions, where="on the seat", countable=True))
     legs = [cylinder(0.03, foot, (sx * (w / 2 - 0.08), sy * (d / 2 - 0.08), foot / 2), top_scale=1.3,
                      sections=12) for sx in (-1, 1) for sy in (-1, 1)]
-    parts.append(Part("leg", legs, adjectives=("short",), where="under the frame", countable=True))
+    parts.append(Part("leg", legs, adjectives=("short",), where="under the base", countable=True))
     return Geometry(parts, traits=("long",) if w > 2.1 else ())
 
 
@@ -1003,7 +1006,8 @@ def build_tree(r: np.random.Generator) -> Geometry:
             cones.append(cylinder(rr, hh, (0, 0, z + hh / 2), top_scale=0.0, sections=20))
             z += hh * 0.5
         parts.insert(0, Part("foliage", cones, shape="conical", where="above the trunk", mass=True))
-        return Geometry(parts, nouns=("pine tree", "tree"), extra_counts={"tiers": n} if n > 1 else {})
+        return Geometry(parts, nouns=("pine tree", "tree"), extra_counts={"tiers": n} if n > 1 else {},
+                        palette={"foliage": ("green",)})
     crown = r.uniform(0.55, 0.85)
     n = _pick(r, (1, 3, 4))
     if n == 1:
