@@ -461,9 +461,12 @@ def _qa_shape(f: ObjectFacts, rng, other_nouns) -> QA:
     p = _pick(rng, _shape_parts(f))
     q = _pick(rng, (f"What shape {p.be} the {p.noun}?", f"Describe the shape of the {p.noun}.",
                     f"What does the {p.noun} of this {f.noun} look like?"))
+    if p.many:
+        has = part_phrase(p, rng, adjective=False, colour=False) + f", all {p.shape}"
+    else:
+        has = a_an(f"{p.shape} {p.name}")
     a = _pick(rng, (f"The {p.noun} {p.be} {p.shape}.", f"{'They are' if p.many else 'It is'} {p.shape}.",
-                    f"It has {part_phrase(p, rng, adjective=False, colour=False) if p.many else a_an(p.shape + ' ' + p.name)}"
-                    + (f", all {p.shape}." if p.many else ".")))
+                    f"It has {has}."))
     return QA("shape", q, a, p.shape)
 
 

@@ -868,7 +868,8 @@ def build_boat(r: np.random.Generator) -> Geometry:
         deck_z = D + 0.15 * max(0, u - 0.6) / 0.4
         sections.append(np.array([(half, deck_z), (-half, deck_z), (-0.35 * half, 0.0), (0.35 * half, 0.0)]))
     hull, deck = loft(sections, xs, split_edge=0)
-    parts = [Part("hull", [hull], where="at the bottom", shape="pointed"), Part("deck", [deck], where="on top of the hull")]
+    parts = [Part("hull", [hull], where="at the bottom", shape="pointed"),
+             Part("deck", [deck], where="on top of the hull")]
     if r.random() < 0.5:
         mh = r.uniform(0.9, 1.3) * L
         mx = r.uniform(0.0, 0.12) * L
@@ -903,7 +904,8 @@ def build_bicycle(r: np.random.Generator) -> Geometry:
         frame += [rod(rh + off, bb + off / 2, fr * 0.7), rod(rh + off, st, fr * 0.7), rod(hb, fh + off * 0.8, fr * 0.8)]
     wheels = [torus(R, r.uniform(0.018, 0.028), c, axis="y") for c in (rh, fh)]
     wheels += [cylinder(0.03, 0.08, c, axis="y", sections=12) for c in (rh, fh)]
-    seat = [ellipsoid((0.13, 0.06, 0.03), st + np.array([-0.02, 0, 0.1])), rod(st, st + np.array([-0.02, 0, 0.08]), 0.013)]
+    seat = [ellipsoid((0.13, 0.06, 0.03), st + np.array([-0.02, 0, 0.1])),
+            rod(st, st + np.array([-0.02, 0, 0.08]), 0.013)]
     bar_top = ht + np.array([0.02, 0, 0.12])
     bar = [rod(ht, bar_top, 0.014), rod(bar_top + np.array([0, -0.25, 0]), bar_top + np.array([0, 0.25, 0]), 0.013)]
     return Geometry([Part("frame", frame, where="between the wheels"),
@@ -1082,9 +1084,9 @@ def build_snowman(r: np.random.Generator) -> Geometry:
                           where="on the head"))
     if r.random() < 0.6:
         mc, mr = centers[-2], radii[-2]
-        parts.append(Part("arm", [rod((s * 0.8 * mr, 0, mc + 0.1 * mr), (s * (mr + 0.45), 0, mc + 0.5 * mr + 0.2), 0.015,
-                                      sections=8) for s in (-1, 1)], adjectives=("thin",), where="on the sides",
-                          countable=True))
+        arms = [rod((s * 0.8 * mr, 0, mc + 0.1 * mr), (s * (mr + 0.45), 0, mc + 0.5 * mr + 0.2), 0.015, sections=8)
+                for s in (-1, 1)]
+        parts.append(Part("arm", arms, adjectives=("thin",), where="on the sides", countable=True))
     if r.random() < 0.5:
         k = _pick(r, (2, 3))
         mc, mr = centers[-2] if n == 3 else centers[0], radii[-2] if n == 3 else radii[0]
