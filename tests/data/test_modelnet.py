@@ -93,7 +93,7 @@ def test_pickle_refused_without_opt_in(tmp_path):
             load_modelnet_pickle(path, allow_pickle=flag)
         message = str(err.value)
         assert "unpickling" in message and "arbitrary code" in message
-        assert "allow_pickle=True" in message and "enel data convert-modelnet" in message
+        assert "allow_pickle=True" in message and "enel data convert-modelnet" in message and "--allow-pickle" in message
     with pytest.raises(UnsafePickleError):
         ModelNetDataset(path)
     with pytest.raises(UnsafePickleError):

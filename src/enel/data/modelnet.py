@@ -110,7 +110,7 @@ def _refusal(path: Path) -> str:
     return (
         f"{path}: refusing to unpickle without allow_pickle=True. PointLLM's ModelNet40 file is a Python pickle, "
         "and unpickling a file can run arbitrary code. If you trust its source, convert it once to a pickle-free "
-        f"archive — `enel data convert-modelnet {path} modelnet40_test_8192pts.npz`, or in Python "
+        f"archive — `enel data convert-modelnet {path} modelnet40_test_8192pts.npz --allow-pickle`, or in Python "
         "enel.data.modelnet.convert_modelnet(path, out_path, allow_pickle=True) — and load the .npz from then on; "
         "or pass allow_pickle=True to load the pickle directly (it is read with a numpy-only unpickler either way)."
     )
