@@ -245,8 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.run import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    final = train(recipe, resume=args.resume)
-    print(f"model: {final}")
+    outcome = train(recipe, resume=args.resume)
+    print(f"model: {outcome.model_dir} ({outcome.global_step} steps)")
     return 0
 
 

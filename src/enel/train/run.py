@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ import torch
 from ..errors import ConfigError
 from .recipe import Recipe
 
-__all__ = ["train", "build_model", "build_datasets", "training_arguments", "last_checkpoint", "bf16_available"]
+__all__ = ["train", "TrainOutcome", "build_model", "build_datasets", "training_arguments", "last_checkpoint", "bf16_available"]
 
 
 def bf16_available() -> bool:
@@ -143,7 +144,7 @@ def training_arguments(recipe: Recipe, max_steps: int | None = None):
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
         bf16=_use_bf16(t.bf16),
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         seed=t.seed,
         data_seed=t.seed,
         dataloader_num_workers=t.dataloader_workers,
@@ -178,8 +179,17 @@ def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return str(max(steps)[1]) if steps else None
 
 
-def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None, log=print) -> Path:
-    """Train one stage; returns the folder of the final model (``<output_dir>/model``)."""
+@dataclass
+class TrainOutcome:
+    """What :func:`train` leaves: the final model folder, the step count and the trained model in memory."""
+
+    model_dir: Path
+    global_step: int
+    model: object
+
+
+def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None, log=print) -> TrainOutcome:
+    """Train one stage; the final model is written to ``<output_dir>/model`` (by the main process)."""
     from transformers import set_seed
 
     from ..inference import save_model
@@ -194,6 +204,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     checkpoint = last_checkpoint(out) if resume else None
     if resume and checkpoint is None:
         log(f"[enel] --resume: no complete checkpoint in {out}; starting from the beginning")
+    elif checkpoint:
+        log(f"[enel] resuming from {checkpoint}")
 
     model, tokenizer, report = build_model(recipe)
     log(f"[enel] stage {recipe.stage} ({recipe.name}): {report}")
@@ -240,6 +252,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         (out / "train_summary.json").write_text(json.dumps({
             "recipe": recipe.to_dict(),
             "global_step": trainer.state.global_step,
+            "resumed_from": checkpoint,
             "train_loss": result.training_loss,
             "minutes": minutes,
             "seconds_per_step": minutes * 60 / max(1, trainer.state.global_step - _start_step(checkpoint)),
@@ -248,7 +261,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         log(f"[enel] stage {recipe.stage} done: {trainer.state.global_step} steps in {minutes:.1f} min → {final}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
-    return final
+    return TrainOutcome(final, trainer.state.global_step, model)
 
 
 def _time_steps(trainer, n: int = 3) -> float:
