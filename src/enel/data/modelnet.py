@@ -169,7 +169,9 @@ def _check_structure(data, path: Path, num_classes: int) -> tuple[np.ndarray, np
         raise DatasetError(f"{path}: points and labels must be sequences, found {type(points).__name__} and "
                            f"{type(labels).__name__}")
     if len(points) != len(labels) or not len(points):
-        raise DatasetError(f"{path}: {len(points)} point sets but {len(labels)} labels; expected equal, non-zero counts")
+        raise DatasetError(
+            f"{path}: {len(points)} point sets but {len(labels)} labels; expected equal, non-zero counts"
+        )
     return _check_points(points, path), _check_labels(labels, path, num_classes)
 
 

@@ -102,7 +102,9 @@ def _object_seed(seed: int, object_id: str) -> int:
 def _check_resample_args(num_points, resample_method) -> None:
     if num_points is not None and (isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer))
                                    or num_points < 1):
-        raise DatasetError(f"num_points must be a positive integer or None (keep the stored points), got {num_points!r}")
+        raise DatasetError(
+            f"num_points must be a positive integer or None (keep the stored points), got {num_points!r}"
+        )
     if resample_method not in RESAMPLE_METHODS:
         raise DatasetError(f"resample_method must be one of {', '.join(RESAMPLE_METHODS)}, got {resample_method!r}")
 
@@ -149,7 +151,8 @@ def read_point_array(
     need = 6 if use_color else 3
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < need:
         what = "xyz + rgb" if use_color else "xyz"
-        hint = " (use_color=False feeds xyz-only files with black colour)" if use_color and arr.ndim == 2 and arr.shape[1] >= 3 else ""
+        xyz_only = use_color and arr.ndim == 2 and arr.shape[1] >= 3
+        hint = " (use_color=False feeds xyz-only files with black colour)" if xyz_only else ""
         raise DatasetError(f"{path}: expected an (N, {need}) {what} array, found shape {arr.shape}{hint}")
     cols = arr[:, :need]
     if not np.isfinite(cols).all():
@@ -252,7 +255,9 @@ def _check_record(rec, path: Path, index: int) -> tuple[str, str, list[dict]]:
     """Validate one record's schema; returns ``(object_id, conversation_type, conversations)``."""
     where = f"{path} record {index}"
     if not isinstance(rec, dict):
-        raise DatasetError(f"{where}: expected an object with 'object_id' and 'conversations', found {type(rec).__name__}")
+        raise DatasetError(
+            f"{where}: expected an object with 'object_id' and 'conversations', found {type(rec).__name__}"
+        )
     object_id = rec.get("object_id")
     if not isinstance(object_id, str) or not object_id:
         raise DatasetError(f"{where}: 'object_id' must be a non-empty string, found {object_id!r}")
@@ -409,7 +414,9 @@ class PointLLMDataset(Dataset):
                 conversation_types = [conversation_types]
             conversation_types = tuple(conversation_types)
             if not conversation_types or not all(isinstance(t, str) for t in conversation_types):
-                raise DatasetError(f"conversation_types must be a non-empty list of strings, got {conversation_types!r}")
+                raise DatasetError(
+                    f"conversation_types must be a non-empty list of strings, got {conversation_types!r}"
+                )
         self.point_dir = Path(point_dir)
         self.tokenizer = tokenizer
         self.num_point_tokens = num_point_tokens
@@ -478,7 +485,8 @@ class PointLLMDataset(Dataset):
                     name = self.point_file_pattern.format(object_id=object_id)
                     found = (name in existing) if existing is not None else (self.point_dir / name).is_file()
                     if not found:
-                        self._skip("missing_point_file", where, object_id, f"point file {self.point_dir / name} not found")
+                        self._skip("missing_point_file", where, object_id,
+                                   f"point file {self.point_dir / name} not found")
                         continue
                 if self.encode_upfront:
                     try:
