@@ -151,7 +151,18 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric-free InfoNCE of the paper's Eq. 3: ``(B, D), (B, D) → scalar``; row i's positive is ``b[i]``."""
+    """InfoNCE of the paper's Eq. 3 (one direction, a → b), on L2-normalised vectors.
+
+    ``L = mean_i −log( exp(a_i·b_i / τ) / Σ_j exp(a_i·b_j / τ) )``: row i's positive is ``b[i]``, the other rows
+    of ``b`` are its negatives.
+
+    Args:
+        a, b: ``(B, D)``; normalised here, so only directions matter.
+        temperature: τ > 0.
+
+    Returns:
+        A scalar fp32 tensor.
+    """
     a = F.normalize(a.float(), dim=-1)
     b = F.normalize(b.float(), dim=-1)
     logits = a @ b.t() / temperature
@@ -191,8 +202,17 @@ class PointObjectives(nn.Module):
         return int(self.cfg.mask_ratio * n_geometric)
 
     def sample_masks(self, batch: int, n_geometric: int, device, generator: torch.Generator | None = None):
-        """Per-sample random masks: ``(B, n)`` bool with exactly ``int(ratio · n)`` True per row."""
+        """Per-sample random masks: ``(B, n)`` bool with exactly ``int(ratio · n)`` True per row.
+
+        Each row is an independent uniform draw of ``int(ratio · n)`` of the ``n`` geometric tokens (the class
+        token is not among them); the draws come from ``generator`` (default: the global RNG).
+        """
         n_mask = self.num_masked(n_geometric)
+        if n_mask < 1:
+            raise ConfigError(
+                f"mask_ratio={self.cfg.mask_ratio} masks no token of {n_geometric} (int(ratio · {n_geometric}) = 0); "
+                f"raise it to at least 1/{n_geometric}"
+            )
         noise = torch.rand(batch, n_geometric, generator=generator,
                            device=generator.device if generator is not None else "cpu")
         order = noise.argsort(dim=1)

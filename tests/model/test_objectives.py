@@ -1,0 +1,462 @@
+"""Stage-1 objectives (enel-method.md §2): masking mechanics, heads, losses, and that each objective learns.
+
+Point configs are narrower than the ``small`` preset so the whole file runs in well under a minute on two
+shared cores: ``POINTS_129`` keeps the paper's token layout (1024 → 512 / 256 / 128 centres, 129 tokens) with
+thin widths, ``POINTS_33`` (256 → 128 / 64 / 32 centres, 33 tokens) drives the 50-step overfitting runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from enel.data.conversation import encode_conversation
+from enel.errors import ConfigError
+from enel.model import EnelForCausalLM
+from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
+from enel.model.objectives import EmbeddingTeacher, ObjectiveConfig, PointObjectives, info_nce
+from enel.points import ops
+from enel.points.ops import chamfer_l2
+from enel.train.freezing import apply_stage, parameter_groups
+
+POINTS_129 = {"embed_dim": 12, "group_size": 8, "projector_hidden": [64], "num_points": 512}
+POINTS_33 = {"embed_dim": 12, "group_size": 8, "projector_hidden": [64], "num_points": 256, "input_points": 256}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny tensors: a second OpenMP thread only adds contention on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+def make_model(objective: dict, points: dict = POINTS_33, backbone: str = "tiny-llama"):
+    model, tok = EnelForCausalLM.from_backbone(backbone, point_config=points, objective_config=objective, seed=0)
+    return model, tok
+
+
+def make_clouds(batch: int, n_points: int, seed: int = 0) -> torch.Tensor:
+    """``(B, N, 6)``: xyz uniform in [-1, 1]³, each cloud with its own base colour (+ a little noise)."""
+    g = torch.Generator().manual_seed(seed)
+    pc = torch.rand(batch, n_points, 6, generator=g)
+    pc[..., :3] = pc[..., :3] * 2 - 1
+    base = torch.rand(batch, 1, 3, generator=g)
+    pc[..., 3:] = (base + 0.1 * pc[..., 3:]).clamp(0, 1)
+    return pc
+
+
+ANSWERS = ["A red chair.", "A small blue table.", "A lamp.", "A green car with four wheels."]
+
+
+def make_batch(tok, n_tokens: int, batch: int, *, padding: str = "right", prefixes=None, answers=None):
+    """Token ids, attention mask and labels (-100 on padding and non-answers) for ``batch`` conversations.
+
+    ``prefixes[i]`` is text put before ``<point>`` in sample i, so ``<point_start>`` moves.
+    """
+    prefixes = prefixes or [""] * batch
+    answers = answers or [ANSWERS[i % len(ANSWERS)] for i in range(batch)]
+    encs = [
+        encode_conversation(
+            tok,
+            [{"from": "human", "value": prefixes[i] + "<point>\nWhat is this?"}, {"from": "gpt", "value": answers[i]}],
+            template="chat",
+            num_point_tokens=n_tokens,
+        )
+        for i in range(batch)
+    ]
+    length = max(len(e.input_ids) for e in encs)
+    ids = torch.full((batch, length), tok.pad_token_id)
+    labels = torch.full((batch, length), -100)
+    mask = torch.zeros(batch, length, dtype=torch.long)
+    for i, e in enumerate(encs):
+        n = len(e.input_ids)
+        sl = slice(0, n) if padding == "right" else slice(length - n, length)
+        ids[i, sl] = torch.tensor(e.input_ids)
+        labels[i, sl] = torch.tensor(e.labels)
+        mask[i, sl] = 1
+    return ids, mask, labels
+
+
+def point_start(ids: torch.Tensor, model) -> torch.Tensor:
+    return (ids == model.config.point_start_token_id).long().argmax(1)
+
+
+# ---- Chamfer-L2 and InfoNCE ------------------------------------------------------------------------------
+def _chamfer_numpy(a: np.ndarray, b: np.ndarray) -> float:
+    """Brute force: squared distances, min per point, mean over every point of every set, both directions."""
+    fwd, bwd = [], []
+    for s in range(a.shape[0]):
+        for p in a[s]:
+            fwd.append(min(float(((p - q) ** 2).sum()) for q in b[s]))
+        for q in b[s]:
+            bwd.append(min(float(((q - p) ** 2).sum()) for p in a[s]))
+    return float(np.mean(fwd) + np.mean(bwd))
+
+
+def test_chamfer_l2_matches_numpy_brute_force():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 7, 3))
+    b = rng.normal(size=(3, 11, 3)) * 0.5 + 0.2
+    got = chamfer_l2(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
+    assert float(got) == pytest.approx(_chamfer_numpy(a, b), rel=1e-5)
+    # a set against a permutation of itself is at distance 0; the measure is symmetric
+    perm = torch.tensor(a[:, ::-1].copy(), dtype=torch.float32)
+    assert float(chamfer_l2(torch.tensor(a, dtype=torch.float32), perm)) == pytest.approx(0.0, abs=1e-6)
+    ta, tb = torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
+    assert float(chamfer_l2(ta, tb)) == pytest.approx(float(chamfer_l2(tb, ta)), rel=1e-6)
+
+
+def test_info_nce_matches_its_formula():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    tau = 0.2
+    an, bn = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    sim = an @ bn.t() / tau
+    expected = -(sim.diag() - sim.logsumexp(dim=1)).mean()
+    assert float(info_nce(a, b, tau)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def _invariant_descriptor(views: torch.Tensor) -> torch.Tensor:
+    """A rigid-motion-invariant summary of ``(B, N, 6)`` clouds: centroid-distance quantiles + mean colour."""
+    xyz = views[..., :3]
+    d = (xyz - xyz.mean(1, keepdim=True)).norm(dim=-1)
+    q = torch.quantile(d, torch.linspace(0.05, 0.95, 10), dim=1).t()
+    return torch.cat([q - q.mean(1, keepdim=True), views[..., 3:].mean(1)], dim=1)
+
+
+def test_info_nce_is_lower_for_two_views_of_one_cloud_than_for_two_clouds():
+    obj = PointObjectives(ObjectiveConfig(name="contrastive"), hidden=16, group_size=8)
+    g = torch.Generator().manual_seed(3)
+    clouds = make_clouds(4, 512, seed=3)
+    clouds[..., :3] *= torch.tensor([1.0, 0.6, 0.8, 0.4]).view(4, 1, 1)  # different shapes too
+    view_a, view_b = obj.contrastive_views(clouds, generator=g)
+    # the views are rigid motions of the clouds: distances kept, colour untouched, coordinates moved
+    for v in (view_a, view_b):
+        exact = "donot_use_mm_for_euclid_dist"
+        assert torch.allclose(torch.cdist(v[..., :3], v[..., :3], compute_mode=exact),
+                              torch.cdist(clouds[..., :3], clouds[..., :3], compute_mode=exact), atol=1e-5)
+        assert torch.equal(v[..., 3:], clouds[..., 3:])
+    assert not torch.allclose(view_a[..., :3], view_b[..., :3], atol=1e-2)
+    fa, fb = _invariant_descriptor(view_a), _invariant_descriptor(view_b)
+    same = info_nce(fa, fb, 0.1)  # positives: two views of one cloud
+    other = info_nce(fa, fb.roll(1, dims=0), 0.1)  # "positives": views of two different clouds
+    assert float(same) < 0.5 * float(other)
+
+
+# ---- masking ---------------------------------------------------------------------------------------------
+def _block_inputs(batch: int, hidden: int = 32, g: int = 128, k: int = 4, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    feats = torch.randn(batch, 1 + g, hidden, generator=gen)
+    centres = torch.randn(batch, g, 3, generator=gen)
+    patches = torch.randn(batch, g, k, 3, generator=gen)
+    return feats, centres, patches
+
+
+@pytest.mark.parametrize("ratio,expected", [(0.3, 38), (0.6, 76)])
+def test_hybrid_masks_int_ratio_times_128_per_sample_and_never_the_class_token(ratio, expected):
+    obj = PointObjectives(ObjectiveConfig(name="hybrid", mask_ratio=ratio), hidden=32, group_size=4)
+    with torch.no_grad():
+        obj.mask_token.fill_(7.0)  # recognisable
+    feats, centres, patches = _block_inputs(6)
+    block = obj.prepare_block(feats, centres, patches, training=True, generator=torch.Generator().manual_seed(1))
+    assert expected == int(ratio * 128)
+    assert block.features.shape == (6, 129, 32)  # the count stays 129
+    assert block.masked_index.shape == (6, expected) and block.n_visible == 128 - expected
+    assert torch.equal(block.features[:, 0], feats[:, 0])  # class token first, untouched
+    for b in range(6):
+        vis, msk = block.visible_index[b].tolist(), block.masked_index[b].tolist()
+        assert sorted(vis + msk) == list(range(128))  # a partition of the 128 geometric tokens
+        assert vis == sorted(vis) and msk == sorted(msk)  # original order kept
+        # visible tokens first (their own features), then the mask tokens
+        assert torch.equal(block.features[b, 1 : 1 + len(vis)], feats[b, 1:][vis])
+        assert torch.all(block.features[b, 1 + len(vis) :] == 7.0)
+        # each slot carries the centre of the token it holds or stands for
+        assert torch.equal(block.centres[b], centres[b][vis + msk])
+    assert not torch.equal(block.masked_index[0], block.masked_index[1])  # drawn per sample
+
+
+def test_mask_sampling_is_seeded():
+    obj = PointObjectives(ObjectiveConfig(name="hybrid"), hidden=8, group_size=4)
+    m1 = obj.sample_masks(4, 128, "cpu", torch.Generator().manual_seed(5))
+    m2 = obj.sample_masks(4, 128, "cpu", torch.Generator().manual_seed(5))
+    m3 = obj.sample_masks(4, 128, "cpu", torch.Generator().manual_seed(6))
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3)
+    assert m1.sum(1).tolist() == [38] * 4
+    torch.manual_seed(11)
+    g1 = obj.sample_masks(4, 128, "cpu")
+    torch.manual_seed(11)
+    assert torch.equal(g1, obj.sample_masks(4, 128, "cpu"))  # the global RNG, when seeded, too
+
+
+def test_a_mask_ratio_that_masks_nothing_is_refused():
+    obj = PointObjectives(ObjectiveConfig(name="masked", mask_ratio=0.005), hidden=8, group_size=4)
+    feats, centres, patches = _block_inputs(2, hidden=8)
+    with pytest.raises(ConfigError, match="masks no token"):
+        obj.prepare_block(feats, centres, patches, training=True)
+
+
+def test_mask_tokens_sit_after_the_visible_tokens_in_the_sequence_at_any_offset():
+    """Left padding and different prompt lengths: every sample's block is cls, 90 visible, 38 mask tokens."""
+    model, tok = make_model({"name": "hybrid"}, POINTS_129)
+    with torch.no_grad():
+        model.model.objectives.mask_token.fill_(0.25)
+    ids, mask, _ = make_batch(tok, 129, 3, padding="left", prefixes=["", "Look at this object: ", "Hi. "])
+    starts = point_start(ids, model)
+    assert len(set(starts.tolist())) == 3  # three different offsets
+    model.train()
+    out = model.model(input_ids=ids, attention_mask=mask, point_clouds=make_clouds(3, 512),
+                      output_hidden_states=True, point_generator=torch.Generator().manual_seed(0))
+    emb = out.hidden_states[0]  # the input of the first decoder layer
+    block = out.point_block
+    assert block.masked_index.shape == (3, 38)
+    for b, s in enumerate(starts.tolist()):
+        assert int(ids[b, s + 130]) == model.config.point_end_token_id
+        assert torch.allclose(emb[b, s + 1 : s + 92], block.features[b, :91])  # cls + 90 visible
+        assert torch.all(emb[b, s + 92 : s + 130] == 0.25)  # the 38 mask tokens, appended
+        vis = ops.gather(block.target_features[b : b + 1], block.visible_index[b : b + 1])[0]
+        assert torch.allclose(emb[b, s + 2 : s + 92], vis)
+
+
+def test_evaluation_and_generation_see_all_129_tokens():
+    model, tok = make_model({"name": "hybrid"}, POINTS_129)
+    with torch.no_grad():
+        model.model.objectives.mask_token.fill_(0.25)
+    ids, mask, labels = make_batch(tok, 129, 2)
+    clouds = make_clouds(2, 512)
+    seen = []
+    model.model.register_forward_hook(lambda mod, args, out: seen.append(out.point_block))
+    model.eval()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels)
+        tokens = model.model.embed_points(clouds)
+        projected = model.model.point_projector(tokens.features)
+    assert set(out.loss_terms) == {"loss_ce"}  # no objective outside training
+    block = seen[-1]
+    assert block.masked_index is None and block.n_visible == 128
+    assert torch.allclose(block.features, projected)
+    assert not torch.any(block.features == 0.25)
+    from enel.data.conversation import build_prompt, tokenize_prompts
+
+    prompt = build_prompt(tok, "What is this?", template="chat", num_point_tokens=129)
+    enc = tokenize_prompts(tok, [prompt], "chat")
+    seen.clear()
+    with torch.no_grad():
+        model.generate(**enc, point_clouds=clouds[:1], max_new_tokens=2, do_sample=False)
+    assert seen[0] is not None and seen[0].masked_index is None and seen[0].features.shape[1] == 129
+
+
+# ---- named terms, weights, layer choice ----------------------------------------------------------------
+OBJECTIVE_TERMS = [
+    ({"name": "none"}, {"loss_ce"}),
+    ({"name": "hybrid"}, {"loss_ce", "loss_mask", "loss_recon"}),
+    ({"name": "hybrid", "masked_target": "patch", "recon_target": "feature"}, {"loss_ce", "loss_mask", "loss_recon"}),
+    ({"name": "masked", "masked_target": "feature"}, {"loss_ce", "loss_mask"}),
+    ({"name": "masked", "masked_target": "patch", "mask_ratio": 0.6}, {"loss_ce", "loss_mask"}),
+    ({"name": "reconstruction", "recon_target": "patch"}, {"loss_ce", "loss_recon"}),
+    ({"name": "reconstruction", "recon_target": "feature"}, {"loss_ce", "loss_recon"}),
+    ({"name": "contrastive"}, {"loss_ce", "loss_contrast"}),
+    ({"name": "distillation"}, {"loss_ce", "loss_distill"}),
+]
+WEIGHTS = {"loss_ce": "weight_ce", "loss_mask": "weight_mask", "loss_recon": "weight_recon",
+           "loss_contrast": "weight_contrast", "loss_distill": "weight_distill"}
+
+
+def _teacher_dim() -> int:
+    return PointEmbeddingConfig.from_dict(POINTS_33).output_dim
+
+
+def _attach_teacher(model) -> None:
+    torch.manual_seed(1)
+    model.set_distillation_teacher(EmbeddingTeacher(PointTokenEmbedding(PointEmbeddingConfig.from_dict(POINTS_33))))
+
+
+def _objective_id(objective: dict) -> str:
+    return "-".join(str(v) for v in objective.values())
+
+
+@pytest.mark.parametrize("objective,terms", OBJECTIVE_TERMS, ids=[_objective_id(o) for o, _ in OBJECTIVE_TERMS])
+def test_each_objective_returns_its_named_terms_and_weights_them(objective, terms):
+    objective = dict(objective)
+    if objective["name"] == "distillation":
+        objective["teacher_dim"] = _teacher_dim()
+    weights = {"weight_ce": 0.5, "weight_mask": 2.0, "weight_recon": 3.0, "weight_contrast": 1.5,
+               "weight_distill": 0.25}
+    model, tok = make_model({**objective, **weights})
+    if objective["name"] == "distillation":
+        _attach_teacher(model)
+    ids, mask, labels = make_batch(tok, 33, 2)
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask, point_clouds=make_clouds(2, 256), labels=labels)
+    assert set(out.loss_terms) == terms
+    for value in out.loss_terms.values():
+        assert value.dim() == 0 and torch.isfinite(value) and float(value.detach()) > 0
+    if objective["name"] == "none":
+        expected = out.loss_terms["loss_ce"]
+    else:
+        expected = sum(weights[WEIGHTS[k]] * v for k, v in out.loss_terms.items())
+    assert float(out.loss.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+
+
+def test_distillation_without_a_teacher_is_a_config_error():
+    model, tok = make_model({"name": "distillation", "teacher_dim": _teacher_dim()})
+    ids, mask, labels = make_batch(tok, 33, 2)
+    model.train()
+    with pytest.raises(ConfigError, match="teacher"):
+        model(input_ids=ids, attention_mask=mask, point_clouds=make_clouds(2, 256), labels=labels)
+
+
+def test_head_layer_picks_the_hidden_states_that_feed_the_heads():
+    """With CE weighted 0, the heads fed from layer 1 leave the (trainable) layer 2 without gradient."""
+    grads = {}
+    for head_layer in (1, -1):
+        model, tok = make_model({"name": "hybrid", "head_layer": head_layer, "weight_ce": 0.0})
+        apply_stage(model, 1, trainable_layers=2)
+        ids, mask, labels = make_batch(tok, 33, 2)
+        model.train()
+        out = model(input_ids=ids, attention_mask=mask, point_clouds=make_clouds(2, 256), labels=labels,
+                    point_generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        layers = model.model.language_model.layers
+        grads[head_layer] = [sum(float(p.grad.abs().sum()) for p in layers[i].parameters()) for i in (0, 1)]
+    assert grads[1][0] > 0 and grads[1][1] == 0.0
+    assert grads[-1][0] > 0 and grads[-1][1] > 0
+
+
+def test_feature_targets_carry_gradient_unless_detached():
+    for detach in (False, True):
+        obj = PointObjectives(ObjectiveConfig(name="hybrid", detach_targets=detach), hidden=8, group_size=4)
+        feats, centres, patches = _block_inputs(2, hidden=8)
+        feats.requires_grad_(True)
+        block = obj.prepare_block(feats, centres, patches, training=True)
+        assert block.target_features.requires_grad is (not detach)
+
+
+def test_per_layer_pe_is_added_before_every_layer_and_mask_tokens_carry_their_centres_encoding():
+    model, tok = make_model({"name": "hybrid", "per_layer_pe": True})
+    obj = model.model.objectives
+    with torch.no_grad():
+        obj.mask_token.fill_(0.25)
+    ids, mask, _ = make_batch(tok, 33, 2, padding="left", prefixes=["", "Look: "])
+    clouds = make_clouds(2, 256)
+    layers = model.model.language_model.layers
+    seen = {}
+    layers[1].register_forward_hook(lambda mod, args, out: seen.__setitem__("out1", out))
+    layers[2].register_forward_pre_hook(lambda mod, args: seen.__setitem__("in2", args[0]))
+    model.train()
+    out = model.model(input_ids=ids, attention_mask=mask, point_clouds=clouds, output_hidden_states=True,
+                      point_generator=torch.Generator().manual_seed(0))
+    block = out.point_block
+    nv = block.n_visible
+    assert block.masked_index.shape == (2, int(0.3 * 32))
+    original = model.model.embed_points(clouds).centres  # FPS starts at index 0: the same centres
+    with torch.no_grad():
+        pe = obj.positional(block.centres)  # (B, 32, H) in slot order
+    emb = out.hidden_states[0]
+    delta = seen["in2"] - seen["out1"]  # what the model added between layers 2 and 3
+    for b, s in enumerate(point_start(ids, model).tolist()):
+        # mask slots stand for the masked tokens' centres; visible slots hold their own
+        assert torch.equal(block.centres[b, nv:], original[b][block.masked_index[b]])
+        assert torch.equal(block.centres[b, :nv], original[b][block.visible_index[b]])
+        geo = emb[b, s + 2 : s + 34]
+        assert torch.allclose(geo[:nv], block.features[b, 1 : 1 + nv] + pe[b, :nv], atol=1e-6)
+        assert torch.allclose(geo[nv:], 0.25 + pe[b, nv:], atol=1e-6)
+        assert torch.allclose(delta[b, s + 2 : s + 34], pe[b], atol=1e-5)
+        outside = torch.cat([delta[b, : s + 2], delta[b, s + 34 :]])
+        assert torch.count_nonzero(outside) == 0  # text, cls and <point_end> get nothing
+
+
+def test_batches_with_the_block_at_different_offsets_give_the_per_sample_losses():
+    """Left / right padding and different prompt lengths: the batch terms are the mean of per-sample terms.
+
+    Masks are fixed (the same per sample in every run) and the point embedding runs in eval mode, so its
+    BatchNorm doesn't mix the batch; answers are equal so every sample has as many CE targets.
+    """
+    model, tok = make_model({"name": "hybrid"}, POINTS_129)
+    obj = model.model.objectives
+    fixed = obj.sample_masks(3, 128, "cpu", torch.Generator().manual_seed(9))
+    rows = {"idx": torch.arange(3)}
+    obj.sample_masks = lambda batch, n, device, generator=None: fixed[rows["idx"]].to(device)
+    clouds = make_clouds(3, 512)
+    prefixes = ["", "Here is a scan of something I found: ", "Hi. "]
+    answers = ["A red chair."] * 3
+    model.train()
+    model.model.point_embedding.eval()
+    results = {}
+    for padding in ("left", "right"):
+        ids, mask, labels = make_batch(tok, 129, 3, padding=padding, prefixes=prefixes, answers=answers)
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels)
+        results[padding] = {k: float(v) for k, v in out.loss_terms.items()}
+    assert len(set(point_start(ids, model).tolist())) == 3
+    singles = []
+    for b in range(3):
+        rows["idx"] = torch.tensor([b])
+        ids, mask, labels = make_batch(tok, 129, 1, prefixes=prefixes[b : b + 1], answers=answers[:1])
+        with torch.no_grad():
+            out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds[b : b + 1], labels=labels)
+        singles.append({k: float(v) for k, v in out.loss_terms.items()})
+    assert set(results["left"]) == {"loss_ce", "loss_mask", "loss_recon"}
+    for name in results["left"]:
+        mean = sum(s[name] for s in singles) / 3
+        assert results["left"][name] == pytest.approx(mean, rel=1e-4), name
+        assert results["right"][name] == pytest.approx(mean, rel=1e-4), name
+
+
+# ---- every objective learns ----------------------------------------------------------------------------
+def _relative(term: str):
+    """Feature targets are the (trainable, not detached) projected tokens, whose scale the caption loss moves;
+    for them the tracked value is the MSE relative to the targets' mean square (1 = predicting zeros)."""
+
+    def measure(value: float, block) -> float:
+        index = block.masked_index if term == "loss_mask" else block.visible_index
+        return value / float(ops.gather(block.target_features, index).detach().pow(2).mean())
+
+    return measure
+
+
+OVERFIT = [
+    ({"name": "hybrid"}, {"loss_mask": _relative("loss_mask"), "loss_recon": None}),
+    ({"name": "masked", "masked_target": "feature"}, {"loss_mask": _relative("loss_mask")}),
+    ({"name": "masked", "masked_target": "patch"}, {"loss_mask": None}),
+    ({"name": "reconstruction", "recon_target": "patch"}, {"loss_recon": None}),
+    ({"name": "reconstruction", "recon_target": "feature"}, {"loss_recon": _relative("loss_recon")}),
+    ({"name": "contrastive"}, {"loss_contrast": None}),
+    ({"name": "distillation"}, {"loss_distill": None}),
+]
+
+
+@pytest.mark.parametrize("objective,tracked", OVERFIT, ids=[_objective_id(o) for o, _ in OVERFIT])
+def test_each_objective_falls_over_50_steps_of_overfitting(objective, tracked):
+    """Stage 1 (2 trainable layers) on a handful of clouds with a tiny random backbone, AdamW lr 1e-3."""
+    objective = dict(objective)
+    if objective["name"] == "distillation":
+        objective["teacher_dim"] = _teacher_dim()
+    model, tok = make_model(objective)
+    if objective["name"] == "distillation":
+        _attach_teacher(model)
+    apply_stage(model, 1, trainable_layers=2)
+    opt = torch.optim.AdamW(parameter_groups(model, lr_new=1e-3, lr_llm=1e-3), lr=1e-3)
+    batch = 4 if objective["name"] == "contrastive" else 2  # InfoNCE needs negatives
+    ids, mask, labels = make_batch(tok, 33, batch)
+    clouds = make_clouds(batch, 256, seed=1)
+    gen = torch.Generator().manual_seed(1)
+    seen = {}
+    model.model.register_forward_hook(lambda mod, args, out: seen.__setitem__("block", out.point_block))
+    history = {name: [] for name in tracked}
+    model.train()
+    for _ in range(50):
+        out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels, point_generator=gen)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+        for name, measure in tracked.items():
+            value = float(out.loss_terms[name].detach())
+            history[name].append(measure(value, seen["block"]) if measure else value)
+    for name, values in history.items():
+        first, last = np.mean(values[:3]), np.mean(values[-5:])
+        assert np.all(np.isfinite(values)), name
+        assert last < 0.7 * first, f"{name}: {first:.4g} -> {last:.4g}"
