@@ -528,10 +528,16 @@ def load_objects(out_dir, split: str | None = None) -> list[dict]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
-def write_sample(path, *, category: str = "chair", index: int = 0, seed: int = 0, num_points: int = 8192) -> Path:
+SAMPLE_CHAIR_INDEX = 2
+"""The bundled chair: "a cyan chair with a tall cyan back and four cylindrical brown wooden legs"."""
+
+
+def write_sample(path, *, category: str = "chair", index: int = SAMPLE_CHAIR_INDEX, seed: int = 0,
+                 num_points: int = 8192) -> Path:
     """Write one generated object as a binary little-endian PLY (float x/y/z, uchar red/green/blue).
 
-    The bundled ``enel/assets/sample_chair.ply`` is ``write_sample(path)`` with the defaults.
+    The bundled ``enel/assets/sample_chair.ply`` is ``write_sample(path)`` with the defaults (chair 2 of
+    seed 0, picked for its contrasting colours and slatted back).
     """
     from plyfile import PlyData, PlyElement
 

@@ -1074,9 +1074,9 @@ def build_snowman(r: np.random.Generator) -> Geometry:
     hr, hc = radii[-1], centers[-1]
     nl = 0.2 * r0 + 0.05  # carrot nose, apex pointing at -y
     parts = [Part("snowball", balls, where="stacked on top of each other", countable=True, shape="round"),
-             Part("nose", [transform(cylinder(0.035, nl, axis="y", top_scale=0.0, sections=12), rotation("z", np.pi),
+             Part("nose", [transform(cylinder(0.045, nl, axis="y", top_scale=0.0, sections=12), rotation("z", np.pi),
                                      offset=(0, -hr - nl / 2 + 0.03, hc))], shape="conical", where="on the face"),
-             Part("eye", [ellipsoid(0.025, (s * 0.35 * hr, -0.92 * hr, hc + 0.3 * hr)) for s in (-1, 1)],
+             Part("eye", [ellipsoid(0.033, (s * 0.35 * hr, -0.9 * hr, hc + 0.3 * hr)) for s in (-1, 1)],
                   where="on the face", countable=True)]
     if r.random() < 0.6:
         parts.append(Part("hat", [cylinder(0.9 * hr, 0.03, (0, 0, hc + 0.85 * hr), sections=28),
@@ -1090,7 +1090,7 @@ def build_snowman(r: np.random.Generator) -> Geometry:
     if r.random() < 0.5:
         k = _pick(r, (2, 3))
         mc, mr = centers[-2] if n == 3 else centers[0], radii[-2] if n == 3 else radii[0]
-        parts.append(Part("button", [ellipsoid(0.025, (0, -mr * np.cos(a), mc + mr * np.sin(a)))
+        parts.append(Part("button", [ellipsoid(0.032, (0, -mr * np.cos(a), mc + mr * np.sin(a)))
                                      for a in np.linspace(-0.35, 0.35, k)], where="on the front",
                           countable=True))
     return Geometry(parts)
