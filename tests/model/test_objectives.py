@@ -460,3 +460,22 @@ def test_each_objective_falls_over_50_steps_of_overfitting(objective, tracked):
         first, last = np.mean(values[:3]), np.mean(values[-5:])
         assert np.all(np.isfinite(values)), name
         assert last < 0.7 * first, f"{name}: {first:.4g} -> {last:.4g}"
+
+
+def test_objective_config_errors():
+    cases = [
+        ({"name": "simclr"}, "unknown stage-1 objective"),
+        ({"name": "hybrid", "mask_ratio": 0.0}, "mask_ratio"),
+        ({"name": "hybrid", "mask_ratio": 1.0}, "mask_ratio"),
+        ({"name": "masked", "masked_target": "token"}, "masked_target"),
+        ({"name": "reconstruction", "recon_target": "voxel"}, "recon_target"),
+        ({"name": "contrastive", "temperature": 0.0}, "temperature"),
+        ({"name": "distillation"}, "teacher_dim"),
+        ({"name": "hybrid", "head_layer": 0}, "head_layer"),
+        ({"name": "hybrid", "mask_rate": 0.3}, "unknown objective field"),
+    ]
+    for data, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            ObjectiveConfig.from_dict(data)
+    with pytest.raises(ConfigError, match="head_layer=9"):
+        make_model({"name": "hybrid", "head_layer": 9})  # the tiny backbone has 4 layers

@@ -118,6 +118,9 @@ class EnelModel(EnelPreTrainedModel):
                 "stage-1 objectives and stage-2 aggregation cannot be combined: stage 2 turns the stage-1 "
                 "objectives off (set objective_config.name='none')"
             )
+        if obj.active and obj.head_layer > text.num_hidden_layers:
+            raise ConfigError(f"objective head_layer={obj.head_layer} but the backbone has {text.num_hidden_layers} "
+                              "decoder layers (use -1 for the final hidden states)")
         self.objectives = PointObjectives(obj, text.hidden_size, pcfg.group_size) if obj.active else None
         eps = getattr(text, "rms_norm_eps", 1e-6)
         self.aggregation = (
