@@ -102,6 +102,8 @@ def _render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool) -
     eos = tokenizer.eos_token or ""
     spans, cursor = [], 0
     for m in messages:
+        if not m["content"]:
+            continue  # an empty turn has nothing to locate (and "" would match anywhere)
         # the assistant text sits after everything rendered so far; find it in order
         at = text.find(m["content"], cursor)
         if at < 0:

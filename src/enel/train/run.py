@@ -112,6 +112,7 @@ def build_datasets(recipe: Recipe, model, tokenizer):
         max_length=recipe.data.max_length,
         point_file_pattern=recipe.data.point_file_pattern,
         seed=recipe.train.seed,
+        encode_upfront=recipe.data.encode_upfront,
     )
     previews = []
     if recipe.data.preview and recipe.train.preview_every and (root / recipe.data.preview).is_file():
