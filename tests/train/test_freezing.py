@@ -173,6 +173,18 @@ def test_trainable_layer_counts_and_refusals():
         apply_stage(torch.nn.Linear(2, 2), 1)
 
 
+def test_stage1_rules_on_a_qwen2_backbone_and_on_the_bare_enel_model():
+    model, _ = EnelForCausalLM.from_backbone("tiny-qwen2", point_config=POINTS, objective_config={"name": "hybrid"},
+                                             seed=0)
+    report = apply_stage(model, 1, trainable_layers=2)
+    for name, p in model.named_parameters():
+        assert p.requires_grad is expected_stage1(name, [0, 1], True), name
+    assert any(n.endswith("q_proj.bias") for n, p in model.named_parameters() if p.requires_grad)  # Qwen2 biases
+    # the base model (without lm_head) follows the same rules
+    base_report = apply_stage(model.model, 1, trainable_layers=2)
+    assert base_report.groups == report.groups
+
+
 # ---- stage 2 -------------------------------------------------------------------------------------------
 def test_stage2_trains_every_llm_weight_and_the_aggregation():
     aggregation = {"enabled": True, "grouping": "fps", "reference_layers": TINY_LAYERS, "attn_dim": 16,
