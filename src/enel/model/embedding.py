@@ -15,12 +15,32 @@ Differences from the released code, each a documented decision:
 * Neighbourhood normalisation divides by one std **per sample** (``std_mode="sample"``); the released code
   uses one std over the whole batch tensor, so a cloud's tokens depended on its batch mates
   (``std_mode="batch"`` restores that behaviour).
-* FPS starts at index 0 (deterministic tokens); the released code started at a random index.
+* FPS starts at index 0 (deterministic tokens); the released code started at a random index
+  (``fps_random_start=True`` restores that in training). FPS and kNN break ties by the lowest index.
 * The 1×1 convolutions are ``nn.Linear`` layers on channels-last tensors (the same maths, faster on CPUs).
 * The positional encoding is computed in fp32 and cast to the feature dtype, so bf16 works (the released code
   crashed in bf16, ENEL issue #2).
-* Clouds with fewer points than a stage needs (``max(G₁, k)``) are padded by cycling through their points,
-  a deterministic rule that adds no new geometry: FPS picks duplicates only after every distinct point.
+* Clouds with fewer points than the first stage needs (``min_points = max(G₁, k)``) are padded by cycling
+  through their points (point ``i`` of the padded cloud is point ``i mod N``), a deterministic rule that adds
+  no new geometry. FPS picks every distinct point before any duplicate; once all distinct points are centres
+  every remaining distance is 0 and FPS keeps picking the first point, so a cloud with ``n < 128`` distinct
+  points yields ``n`` distinct tokens and ``128 - n`` copies of the token of its first point.
+
+Same maths, computed differently (no change of the function, only of its cost):
+
+* ``linear1`` acts on ``[x_j - x_c, x_c]`` (neighbour offset, centre feature). The centre half is the same
+  for all k neighbours, so it is computed once per centre: 25 % fewer FLOPs per stage than the released
+  ``Conv(2C → 2C)`` on the expanded tensor. :meth:`PointEmbeddingConfig.flops` still counts the released
+  layers (the nominal cost); benchmarks report both.
+* The encoding's ``C/6`` repeated channels are broadcast, not materialised.
+* In eval mode without autograd the forward takes a fused path: BatchNorm folded into the preceding linear
+  layer, the neighbourhood std folded into ``linear1``'s weight, and each stage computed a few centres at a
+  time so the ``(G·k, C)`` intermediates stay in cache (on these CPUs a fresh 190 MB tensor costs more in page
+  faults than the arithmetic applied to it). Training and any forward that needs gradients run layer by layer.
+
+Changed on purpose from the first version of this module: :meth:`PointEmbeddingConfig.flops` counts the token
+embedding only (it used to add the projector's hidden layers but not its last layer);
+:meth:`PointEmbeddingConfig.projector_flops` counts the projector.
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..points import ops
@@ -137,6 +158,13 @@ class PointEmbeddingConfig:
         return max(self.stage_centres[0], self.group_size)
 
     def validate(self) -> None:
+        for name in ("embed_dim", "input_points", "num_points"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {getattr(self, name)}")
+        if self.lga_blocks < 0:
+            raise ConfigError(f"lga_blocks must be 0 or more, not {self.lga_blocks}")
+        if any(int(h) < 1 for h in self.projector_hidden):
+            raise ConfigError(f"projector_hidden must list positive widths (or be empty), not {self.projector_hidden}")
         if self.num_stages < 1:
             raise ConfigError("num_stages must be at least 1")
         if self.dim_expansion != 2:
@@ -161,16 +189,25 @@ class PointEmbeddingConfig:
             raise ConfigError("group_size must be at least 2 (a neighbourhood std needs two points)")
 
     def flops(self, n_points: int | None = None) -> int:
-        """Multiply-accumulates × 2 of the linear layers for one cloud (the dominant cost)."""
-        n = n_points or self.num_points
+        """Nominal FLOPs (2 × multiply-accumulates) of the token embedding's linear layers for one cloud.
+
+        Counts the released layers: the raw-point embedding on ``n_points`` (default ``num_points``; clouds
+        below ``min_points`` count as padded), then per stage ``linear1`` (``C → C`` on ``G·k`` positions) and
+        ``lga_blocks`` bottlenecks (``C → C/2 → C``). BatchNorm, activations, FPS and kNN are not counted;
+        nor is the projector (:meth:`projector_flops`).
+        """
+        n = max(n_points or self.num_points, self.min_points)
         total = 2 * n * self.in_channels * self.embed_dim
         for g, dim in zip(self.stage_centres, self.stage_dims):
             positions = g * self.group_size
             total += 2 * positions * dim * dim  # linear1 (2C = dim → dim)
             total += self.lga_blocks * 2 * positions * 2 * dim * (dim // 2)  # bottleneck dim → dim/2 → dim
-        dims = [self.output_dim, *self.projector_hidden]
-        total += sum(2 * self.num_tokens * a * b for a, b in zip(dims, dims[1:]))
         return total
+
+    def projector_flops(self, hidden_size: int) -> int:
+        """FLOPs of :class:`PointProjector` (``output_dim → projector_hidden… → hidden_size``) for one cloud."""
+        dims = [self.output_dim, *self.projector_hidden, hidden_size]
+        return sum(2 * self.num_tokens * a * b for a, b in zip(dims, dims[1:]))
 
 
 @dataclass
@@ -188,20 +225,43 @@ class PointTokens:
     patches: torch.Tensor
 
 
-class _LinearBN(nn.Module):
-    """``Linear → BatchNorm → activation`` over the last dim of a channels-last tensor ``(..., C)``."""
+# ----------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------
+_FUSED_CHUNK_ELEMENTS = 2**19  # fused path: rows x width of one working tile (2 MiB in fp32, cache-resident)
 
-    def __init__(self, c_in: int, c_out: int, bias: bool, act: nn.Module | None):
+
+class _LinearBN(nn.Module):
+    """``Linear → BatchNorm → (ReLU)`` over the last dim of a channels-last tensor ``(..., C)``."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool, relu: bool):
         super().__init__()
         self.linear = nn.Linear(c_in, c_out, bias=bias)
         self.norm = nn.BatchNorm1d(c_out)
-        self.act = act if act is not None else nn.Identity()
+        self.relu = relu
+
+    def normalise(self, y: torch.Tensor) -> torch.Tensor:
+        """BatchNorm (+ ReLU, in place) of an already computed ``linear`` output ``(..., C_out)``."""
+        shape = y.shape
+        y = self.norm(y.reshape(-1, shape[-1]))
+        if self.relu:
+            y = torch.relu_(y)  # in place on BatchNorm's own output (not a view): no copy in backward
+        return y.reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.linear(x)
-        shape = y.shape
-        y = self.norm(y.reshape(-1, shape[-1])).reshape(shape)
-        return self.act(y)
+        return self.normalise(self.linear(x))
+
+    def folded(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The eval-mode layer as one affine map: ``(weight (C_out, C_in), bias (C_out,))`` in ``dtype``.
+
+        ``BN(W x + b) = (s W) x + s (b - mean) + beta`` with ``s = gamma / sqrt(var + eps)``; folded in fp32.
+        """
+        norm = self.norm
+        scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
+        bias = self.linear.bias.float() if self.linear.bias is not None else 0.0
+        weight = self.linear.weight.float() * scale[:, None]
+        shift = (bias - norm.running_mean.float()) * scale + norm.bias.float()
+        return weight.to(dtype), shift.to(dtype)
 
 
 class _Bottleneck(nn.Module):
@@ -209,25 +269,28 @@ class _Bottleneck(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.net1 = _LinearBN(dim, dim // 2, bias=True, act=nn.ReLU())
-        self.net2 = _LinearBN(dim // 2, dim, bias=True, act=None)
-        self.act = nn.ReLU()
+        self.net1 = _LinearBN(dim, dim // 2, bias=True, relu=True)
+        self.net2 = _LinearBN(dim // 2, dim, bias=True, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.net2(self.net1(x)) + x)
+        return torch.relu_(self.net2(self.net1(x)) + x)
 
 
 def triangular_encoding(offsets: torch.Tensor, dim: int, alpha: float, beta: float) -> torch.Tensor:
-    """Point-PN's ``PosE_Geo`` on normalised offsets.
+    """Point-PN's ``PosE_Geo`` on normalised offsets, channels last.
 
     Args:
         offsets: ``(..., 3)`` normalised neighbour offsets.
         dim: output width, divisible by 6.
+        alpha, beta: frequency base and scale.
 
     Returns:
         ``(..., dim)`` fp32: for each coordinate ``c`` a block of ``dim/3`` channels
-        ``[sin(β x_c / α^{0/f}), cos(β x_c / α^{0/f}), sin(β x_c / α^{1/f}), …]`` with ``f = dim/6``.
+        ``[sin(β x_c / α^{0/f}), cos(β x_c / α^{0/f}), sin(β x_c / α^{1/f}), …]`` with ``f = dim/6``, i.e. channel
+        ``c·2f + 2i + s`` — the channel order of ``PosE_Geo``'s ``(B, dim, G, k)`` output.
     """
+    if dim % 6:
+        raise ValueError(f"triangular_encoding: dim={dim} is not divisible by 6")
     feat_dim = dim // 6
     x = offsets.float() * beta
     if alpha == 1.0:
@@ -239,8 +302,57 @@ def triangular_encoding(offsets: torch.Tensor, dim: int, alpha: float, beta: flo
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(*x.shape[:-1], dim)
 
 
+def _add_encoding(y: torch.Tensor, rel_xyz: torch.Tensor, alpha: float, beta: float, inplace: bool) -> torch.Tensor:
+    """``y + triangular_encoding(rel_xyz)`` for ``y (..., C)``, ``rel_xyz (..., 3)``, in ``y``'s dtype.
+
+    With ``alpha == 1`` the encoding has 6 distinct values per position; they are broadcast over the
+    ``C/6`` repeats instead of materialising the ``(..., C)`` encoding.
+    """
+    dim = y.shape[-1]
+    if alpha == 1.0:
+        x = rel_xyz.float() * beta
+        sc = torch.stack([torch.sin(x), torch.cos(x)], dim=-1).to(y.dtype)  # (..., 3, 2)
+        view = y.view(*y.shape[:-1], 3, dim // 6, 2)
+        out = view.add_(sc.unsqueeze(-2)) if inplace else view + sc.unsqueeze(-2)
+        return out.view(y.shape)
+    pe = triangular_encoding(rel_xyz, dim, alpha, beta).to(y.dtype)
+    return y.add_(pe) if inplace else y + pe
+
+
+def _std_all(t: torch.Tensor) -> torch.Tensor:
+    """Unbiased std over every element of ``t``, as a 0-d fp32 tensor."""
+    return t.float().std()
+
+
+def _std_per_sample(t: torch.Tensor) -> torch.Tensor:
+    """Unbiased std over every element of each sample of ``t (B, ...)``: ``(B,)`` fp32."""
+    return t.float().flatten(1).std(dim=1)
+
+
+class _RunningMoments:
+    """Mean and variance of a stream of chunks (Chan et al.'s pairwise update, in float64)."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, t: torch.Tensor) -> None:
+        var, mean = torch.var_mean(t.float(), correction=0)
+        n_b, mean_b, m2_b = t.numel(), float(mean), float(var) * t.numel()
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+
+    def std(self) -> float:
+        return (self.m2 / (self.n - 1)) ** 0.5 if self.n > 1 else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One stage
+# ----------------------------------------------------------------------------------------------------------
 class _Stage(nn.Module):
-    """One FPS + kNN + local geometry aggregation + pooling stage."""
+    """One FPS + kNN + local geometry aggregation (LGA) + pooling stage."""
 
     def __init__(self, cfg: PointEmbeddingConfig, centres: int, dim: int):
         super().__init__()
@@ -248,41 +360,144 @@ class _Stage(nn.Module):
         self.k = cfg.group_size
         self.dim = dim
         self.cfg = cfg
-        self.linear1 = _LinearBN(dim, dim, bias=False, act=nn.ReLU())
+        self.linear1 = _LinearBN(dim, dim, bias=False, relu=True)
         self.linear2 = nn.Sequential(*[_Bottleneck(dim) for _ in range(cfg.lga_blocks)])
         self.out_norm = nn.BatchNorm1d(dim)
         self.out_act = nn.GELU()
 
-    def _std(self, t: torch.Tensor) -> torch.Tensor:
-        if self.cfg.std_mode == "batch":
-            return t.float().std().to(t.dtype)
-        return t.float().flatten(1).std(dim=1).to(t.dtype).view(-1, *([1] * (t.dim() - 1)))
-
-    def forward(self, xyz: torch.Tensor, x: torch.Tensor, random_start: bool, generator):
+    def forward(self, xyz: torch.Tensor, x: torch.Tensor, random_start: bool, generator, fused: bool):
         """``xyz (B, N, 3)``, ``x (B, N, C/2)`` → centres ``(B, G, 3)``, features ``(B, G, C)``, patches ``(B, G, k, 3)``."""
         fps_idx = ops.farthest_point_sample(xyz, self.centres, random_start=random_start, generator=generator)
         fps_idx = fps_idx.to(xyz.device)
         lc_xyz = ops.gather(xyz, fps_idx)  # (B, G, 3)
-        lc_x = ops.gather(x, fps_idx)  # (B, G, C/2)
         knn_idx, _ = ops.knn(lc_xyz, xyz, self.k)  # (B, G, k)
+        knn_idx = knn_idx.to(xyz.device)
         knn_xyz = ops.gather(xyz, knn_idx)  # (B, G, k, 3)
-        knn_x = ops.gather(x, knn_idx)  # (B, G, k, C/2)
-
         rel_xyz = knn_xyz - lc_xyz.unsqueeze(2)
         rel_xyz = rel_xyz / (self._std(rel_xyz) + 1e-5)
-        rel_x = knn_x - lc_x.unsqueeze(2)
-        rel_x = rel_x / (self._std(rel_x) + 1e-5)
-        feats = torch.cat([rel_x, lc_x.unsqueeze(2).expand_as(knn_x)], dim=-1)  # (B, G, k, C)
-        feats = self.linear1(feats)
-        pe = triangular_encoding(rel_xyz, self.dim, self.cfg.pos_alpha, self.cfg.pos_beta)
-        feats = self.linear2(feats + pe.to(feats.dtype))
-        pooled = feats.max(dim=2).values
-        if self.cfg.pooling == "maxmean":
-            pooled = pooled + feats.mean(dim=2)
-        pooled = self.out_act(self.out_norm(pooled.reshape(-1, self.dim)).reshape(pooled.shape))
+        lga = self._lga_fused if fused else self._lga
+        pooled = lga(x, fps_idx, knn_idx, rel_xyz)  # (B, G, C)
+        if fused:
+            scale, shift = self._out_affine(pooled.dtype)
+            pooled = self.out_act(torch.addcmul(shift, pooled, scale))
+        else:
+            pooled = self.out_act(self.out_norm(pooled.reshape(-1, self.dim)).reshape(pooled.shape))
         return lc_xyz, pooled, knn_xyz
 
+    def _std(self, t: torch.Tensor) -> torch.Tensor:
+        """The normalising std of ``t (B, ...)``, shaped to broadcast against it, in ``t``'s dtype."""
+        if self.cfg.std_mode == "batch":
+            return _std_all(t).to(t.dtype)
+        return _std_per_sample(t).to(t.dtype).view(-1, *([1] * (t.dim() - 1)))
 
+    def _pool(self, y: torch.Tensor) -> torch.Tensor:
+        """``(..., k, C) → (..., C)``: max (or max + mean) over the neighbours."""
+        # with autograd, max (with indices) has a cheap scatter backward; amax's builds float masks
+        pooled = y.max(dim=-2).values if y.requires_grad else y.amax(dim=-2)
+        if self.cfg.pooling == "maxmean":
+            pooled = pooled + y.mean(dim=-2)
+        return pooled
+
+    # ---- autograd path (training, or whenever gradients are needed) -------------------------------------
+    def _lga(self, x, fps_idx, knn_idx, rel_xyz):
+        """Layer by layer, differentiable. ``x (B, N, C/2)`` → pooled ``(B, G, C)``."""
+        half = self.dim // 2
+        lc_x = ops.gather(x, fps_idx)  # (B, G, C/2)
+        rel_x = ops.gather(x, knn_idx) - lc_x.unsqueeze(2)  # (B, G, k, C/2)
+        rel_x = rel_x / (self._std(rel_x) + 1e-5)
+        # linear1 acts on [rel_x, lc_x]: the centre half is the same for all k neighbours, compute it once
+        w_rel, w_centre = self.linear1.linear.weight.split(half, dim=1)
+        y = F.linear(rel_x, w_rel) + F.linear(lc_x, w_centre).unsqueeze(2)
+        y = self.linear1.normalise(y)
+        y = _add_encoding(y, rel_xyz, self.cfg.pos_alpha, self.cfg.pos_beta, inplace=False)
+        return self._pool(self.linear2(y))
+
+    # ---- fused inference path (eval mode, no autograd) ---------------------------------------------------
+    def _out_affine(self, dtype):
+        norm = self.out_norm
+        scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
+        shift = norm.bias.float() - norm.running_mean.float() * scale
+        return scale.to(dtype), shift.to(dtype)
+
+    def _rel_std(self, x_flat, lc_x, gidx, chunk):
+        """Pass 1 of the fused path: the std of ``rel_x`` per sample (or for the batch), ``(B,)`` fp32."""
+        batch, groups, _ = gidx.shape
+        moments = [_RunningMoments() for _ in range(batch)]
+        for b in range(batch):
+            for g0 in range(0, groups, chunk):
+                g1 = min(groups, g0 + chunk)
+                rel = x_flat.index_select(0, gidx[b, g0:g1].reshape(-1)).view(g1 - g0, self.k, -1)
+                moments[b].add(rel.sub_(lc_x[b, g0:g1].unsqueeze(1)))
+        if self.cfg.std_mode == "batch":
+            total = moments[0]
+            for m in moments[1:]:
+                total = _merge(total, m)
+            return torch.full((batch,), total.std(), dtype=torch.float32)
+        return torch.tensor([m.std() for m in moments], dtype=torch.float32)
+
+    def _lga_fused(self, x, fps_idx, knn_idx, rel_xyz):
+        """Eval-mode LGA with BatchNorm folded into the linear layers, computed a few centres at a time.
+
+        Each tile (``chunk`` centres × k neighbours × C channels) runs gather → linear1 → ReLU → encoding →
+        bottleneck(s) → pooling while it sits in cache, instead of sweeping ``(B, G, k, C)`` tensors through
+        memory once per op. ``x (B, N, C/2)`` → ``(B, G, C)``; the same maths as :meth:`_lga` in eval mode.
+        """
+        dtype = x.dtype
+        batch, n_points, half = x.shape
+        groups, k, dim = fps_idx.shape[1], self.k, self.dim
+        chunk = max(1, min(groups, _FUSED_CHUNK_ELEMENTS // (k * dim)))
+        x_flat = x.reshape(batch * n_points, half)
+        offsets = torch.arange(batch, device=x.device).view(batch, 1, 1) * n_points
+        gidx = knn_idx + offsets  # (B, G, k) rows of x_flat
+        lc_x = x_flat.index_select(0, (fps_idx + offsets[:, :, 0]).reshape(-1)).view(batch, groups, half)
+        inv_std = 1.0 / (self._rel_std(x_flat, lc_x, gidx, chunk) + 1e-5)  # (B,) fp32
+
+        w1, b1 = self.linear1.folded(torch.float32)
+        w_rel, w_centre = w1[:, :half], w1[:, half:]
+        centre = torch.addmm(b1.to(dtype), lc_x.reshape(-1, half), w_centre.to(dtype).t()).view(batch, groups, dim)
+        blocks = [(blk.net1.folded(dtype), blk.net2.folded(dtype)) for blk in self.linear2]
+        out = torch.empty(batch, groups, dim, dtype=dtype, device=x.device)
+        rows = chunk * k
+        rel_buf = torch.empty(rows, half, dtype=dtype, device=x.device)
+        y_buf = torch.empty(rows, dim, dtype=dtype, device=x.device)
+        h_buf = torch.empty(rows, dim // 2, dtype=dtype, device=x.device)
+        z_buf = torch.empty(rows, dim, dtype=dtype, device=x.device)
+        for b in range(batch):
+            w_rel_b = (w_rel * inv_std[b]).to(dtype).t()  # the 1/std normalisation folded into the weight
+            for g0 in range(0, groups, chunk):
+                g1 = min(groups, g0 + chunk)
+                n = (g1 - g0) * k
+                rel, y, h, z = rel_buf[:n], y_buf[:n], h_buf[:n], z_buf[:n]
+                torch.index_select(x_flat, 0, gidx[b, g0:g1].reshape(-1), out=rel)
+                rel.view(g1 - g0, k, half).sub_(lc_x[b, g0:g1].unsqueeze(1))
+                torch.mm(rel, w_rel_b, out=y)
+                y3 = y.view(g1 - g0, k, dim)
+                y3.add_(centre[b, g0:g1].unsqueeze(1)).relu_()
+                _add_encoding(y3, rel_xyz[b, g0:g1], self.cfg.pos_alpha, self.cfg.pos_beta, inplace=True)
+                for (wd, bd), (wu, bu) in blocks:
+                    torch.addmm(bd, y, wd.t(), out=h).relu_()
+                    torch.addmm(bu, h, wu.t(), out=z)
+                    y, z = z.add_(y).relu_(), y
+                out[b, g0:g1] = self._pool(y.view(g1 - g0, k, dim))
+        return out
+
+
+def _merge(a: _RunningMoments, b: _RunningMoments) -> _RunningMoments:
+    """Combine two running moments (Chan et al.)."""
+    out = _RunningMoments()
+    n = a.n + b.n
+    if n == 0:
+        return out
+    delta = b.mean - a.mean
+    out.n = n
+    out.mean = a.mean + delta * b.n / n
+    out.m2 = a.m2 + b.m2 + delta * delta * a.n * b.n / n
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The embedding
+# ----------------------------------------------------------------------------------------------------------
 class PointTokenEmbedding(nn.Module):
     """Point cloud ``(B, N, 3 or 6)`` → :class:`PointTokens` with ``1 + G`` tokens (paper: 129 × 2304)."""
 
@@ -290,20 +505,22 @@ class PointTokenEmbedding(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.raw_embed = _LinearBN(cfg.in_channels, cfg.embed_dim, bias=False, act=nn.ReLU())
-        self.stages = nn.ModuleList(
-            [_Stage(cfg, g, d) for g, d in zip(cfg.stage_centres, cfg.stage_dims)]
-        )
+        self.raw_embed = _LinearBN(cfg.in_channels, cfg.embed_dim, bias=False, relu=True)
+        self.stages = nn.ModuleList([_Stage(cfg, g, d) for g, d in zip(cfg.stage_centres, cfg.stage_dims)])
         self.class_token = nn.Parameter(torch.randn(1, 1, cfg.output_dim))
 
     def _check(self, points: torch.Tensor) -> torch.Tensor:
         if points.dim() != 3:
             raise ValueError(f"point clouds must be (B, N, C), got shape {tuple(points.shape)}")
         c = points.shape[-1]
-        if c == 3 and self.cfg.use_color:
-            raise ValueError("this model was built with use_color=True and needs (B, N, 6) xyz + rgb input")
         if c not in (3, 6):
             raise ValueError(f"point clouds need 3 (xyz) or 6 (xyz + rgb) channels, got {c}")
+        if c == 3 and self.cfg.use_color:
+            raise ValueError("this model was built with use_color=True and needs (B, N, 6) xyz + rgb input")
+        if points.shape[0] < 1 or points.shape[1] < 1:
+            raise ValueError(f"point clouds must hold at least one cloud of one point, got shape {tuple(points.shape)}")
+        if not points.is_floating_point():
+            raise ValueError(f"point clouds must be floating point, got {points.dtype}")
         if not self.cfg.use_color:
             points = points[..., :3]
         n = points.shape[1]
@@ -312,6 +529,14 @@ class PointTokenEmbedding(nn.Module):
             idx = torch.arange(self.cfg.min_points, device=points.device) % n
             points = points[:, idx]
         return points
+
+    def _use_fused(self, points: torch.Tensor) -> bool:
+        """The fused path runs in eval mode when no gradient is needed (BatchNorm uses running statistics)."""
+        if self.training:
+            return False
+        if not torch.is_grad_enabled():
+            return True
+        return not points.requires_grad and not any(p.requires_grad for p in self.parameters())
 
     def forward(self, points: torch.Tensor, generator: torch.Generator | None = None) -> PointTokens:
         """Embed clouds.
@@ -322,15 +547,27 @@ class PointTokenEmbedding(nn.Module):
 
         Returns:
             :class:`PointTokens` with features ``(B, 1 + G, output_dim)``, centres ``(B, G, 3)`` and patches
-            ``(B, G, k, 3)``.
+            ``(B, G, k, 3)``. Features come in the parameters' dtype, or the autocast dtype under autocast.
         """
         points = self._check(points)
         xyz = points[..., :3].float()
-        x = self.raw_embed(points.to(self.class_token.dtype))
         random_start = self.cfg.fps_random_start and self.training
+        if self._use_fused(points):
+            device_type = points.device.type
+            dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+            dtype = dtype or self.class_token.dtype
+            with torch.no_grad(), torch.autocast(device_type, enabled=False):
+                w, b = self.raw_embed.folded(dtype)
+                flat = points.reshape(-1, points.shape[-1]).to(dtype)
+                x = torch.addmm(b, flat, w.t()).relu_().view(*points.shape[:2], -1)
+                return self._stages(xyz, x, random_start, generator, fused=True)
+        x = self.raw_embed(points.to(self.class_token.dtype))
+        return self._stages(xyz, x, random_start, generator, fused=False)
+
+    def _stages(self, xyz, x, random_start, generator, fused: bool) -> PointTokens:
         patches = None
         for stage in self.stages:
-            xyz, x, patches = stage(xyz, x, random_start, generator)
+            xyz, x, patches = stage(xyz, x, random_start, generator, fused)
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
         return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches)
 

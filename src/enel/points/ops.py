@@ -4,19 +4,37 @@ Every function takes batched clouds ``(B, N, 3)`` and is pure: no module state, 
 ``torch.Generator`` doesn't control. Shapes are given in each docstring.
 
 * :func:`farthest_point_sample` — FPS with a deterministic start (index 0) or a seeded random start.
-  On the CPU it runs a compiled loop (numba) over the batch in parallel; on an accelerator it runs a
-  vectorised torch loop. Both produce the indices of the released ENEL / Point-BERT loop
-  (:func:`farthest_point_sample_reference`) on tie-free inputs.
-* :func:`knn` — k nearest neighbours of queries ``(B, M, 3)`` among points ``(B, N, 3)``, chunked over the
-  queries so that a 100k-point cloud never materialises a full ``M × N`` matrix at once.
+* :func:`knn` — k nearest neighbours of queries ``(B, M, 3)`` among points ``(B, N, 3)``, sorted by distance,
+  ties broken by the lower index.
 * :func:`gather` — index a batched tensor with batched indices of any trailing shape.
 * :func:`chamfer_l2` — Chamfer-L2 in the form of Point-MAE's ``ChamferDistanceL2`` (enel-method.md §2.3).
 * :func:`voxel_group` — assign points to the cells of a regular grid, per sample, with a variable number of
   occupied cells (stage-2 dynamic grid sampling).
+
+How FPS and kNN run
+-------------------
+On the CPU both run compiled numba kernels. Each kernel is serial and releases the GIL; a small thread pool
+with ``torch.get_num_threads()`` workers splits the batch (FPS) or the queries (kNN) between threads. We do
+not use numba's own ``parallel=True``: its default OpenMP layer competes with torch's spinning OpenMP workers
+on the same cores (measured: a 0.7 ms kernel took 8 ms right after a torch op), and switching numba's
+threading layer is a process-wide setting that a library should not touch. kNN keeps ``k`` candidates per
+query in a sorted buffer (insertion sort), so it needs ``O(N)`` memory per query instead of an ``M × N``
+distance matrix. On an accelerator (or without numba) both run vectorised torch loops:
+:func:`_fps_torch` and :func:`_knn_torch` (the latter chunked over queries).
+
+Ties are defined, not left to the backend: FPS picks the **first** index among equally far points (the
+behaviour of ``torch.max`` in the released loop :func:`farthest_point_sample_reference`), and kNN orders
+neighbours by ``(squared distance, index)``. All paths compute squared distances with the same fp32
+arithmetic, ``((x - x')² + (y - y')²) + (z - z')²``, so they return identical indices.
+
+Coordinates must be finite: FPS and kNN raise ``ValueError`` on NaN or infinite input.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,57 +52,164 @@ __all__ = [
     "voxel_group",
 ]
 
-_KNN_CHUNK_ELEMENTS = 2**24  # at most ~16.7 M distances (64 MiB in fp32) per chunk and batch element
+_KNN_CHUNK_ELEMENTS = 2**24  # torch path: at most ~16.7 M distances (64 MiB in fp32) per chunk
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compiled CPU kernels and the thread pool that runs them
+# ----------------------------------------------------------------------------------------------------------
+_KERNELS: dict | None = None
+
+
+def _numba_kernels() -> dict | None:
+    """Compile (once; cached on disk) the serial CPU kernels; ``None`` when numba is unavailable."""
+    global _KERNELS
+    if _KERNELS is not None:
+        return _KERNELS or None
+    try:
+        from numba import njit
+    except ImportError:  # pragma: no cover - numba is a declared dependency
+        _KERNELS = {}
+        return None
+
+    @njit(cache=True, nogil=True)
+    def fps_range(p, n_samples, starts, out, lo, hi):  # pragma: no cover - compiled
+        """FPS of clouds ``lo .. hi-1``; ``p (B, 3, N)`` fp32 (coordinate-major), ``out (B, G)``."""
+        n_points = p.shape[2]
+        dist = np.empty(n_points, np.float32)
+        for b in range(lo, hi):
+            xs = p[b, 0]
+            ys = p[b, 1]
+            zs = p[b, 2]
+            dist[:] = np.float32(1e10)
+            far = starts[b]
+            for i in range(n_samples):
+                out[b, i] = far
+                cx = xs[far]
+                cy = ys[far]
+                cz = zs[far]
+                for j in range(n_points):  # vectorisable: no loop-carried dependency
+                    dx = xs[j] - cx
+                    dy = ys[j] - cy
+                    dz = zs[j] - cz
+                    d = dx * dx + dy * dy + dz * dz
+                    if d < dist[j]:
+                        dist[j] = d
+                best = dist[0]
+                for j in range(1, n_points):
+                    if dist[j] > best:
+                        best = dist[j]
+                for j in range(n_points):  # the first index at the maximum
+                    if dist[j] == best:
+                        far = j
+                        break
+
+    @njit(cache=True, nogil=True)
+    def knn_range(q, p, k, idx, out_d, lo, hi):  # pragma: no cover - compiled
+        """kNN of flat queries ``lo .. hi-1`` (``t = b * M + m``); ``q (B, M, 3)``, ``p (B, 3, N)``."""
+        n_queries = q.shape[1]
+        n_points = p.shape[2]
+        d = np.empty(n_points, np.float32)
+        for t in range(lo, hi):
+            b = t // n_queries
+            m = t - b * n_queries
+            xs = p[b, 0]
+            ys = p[b, 1]
+            zs = p[b, 2]
+            qx = q[b, m, 0]
+            qy = q[b, m, 1]
+            qz = q[b, m, 2]
+            for j in range(n_points):
+                dx = xs[j] - qx
+                dy = ys[j] - qy
+                dz = zs[j] - qz
+                d[j] = dx * dx + dy * dy + dz * dz
+            bd = out_d[b, m]
+            bi = idx[b, m]
+            count = 0
+            for j in range(n_points):  # ascending j: an equal distance never displaces a lower index
+                dj = d[j]
+                if count < k:
+                    pos = count
+                    count += 1
+                elif dj < bd[k - 1]:
+                    pos = k - 1
+                else:
+                    continue
+                while pos > 0 and bd[pos - 1] > dj:
+                    bd[pos] = bd[pos - 1]
+                    bi[pos] = bi[pos - 1]
+                    pos -= 1
+                bd[pos] = dj
+                bi[pos] = j
+
+    _KERNELS = {"fps": fps_range, "knn": knn_range}
+    return _KERNELS
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_KEY: tuple[int, int] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-local pool of ``workers`` helper threads (rebuilt after ``fork`` or a thread-count change)."""
+    global _POOL, _POOL_KEY
+    key = (os.getpid(), workers)
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_KEY != key:
+            if _POOL is not None and _POOL_KEY[0] == key[0]:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="enel-points")
+            _POOL_KEY = key
+    return _POOL
+
+
+def _run_split(kernel, n_items: int, min_items: int, *args) -> None:
+    """Run ``kernel(*args, lo, hi)`` over ``[0, n_items)`` on ``torch.get_num_threads()`` threads.
+
+    The range is cut into a few chunks per thread (at least ``min_items`` items each) that the calling thread
+    and the pool threads take in turn, so a thread slowed down by another process (or by torch's OpenMP
+    workers still spinning after the previous op) simply takes fewer chunks.
+    """
+    workers = max(1, min(torch.get_num_threads(), n_items // max(1, min_items)))
+    if workers == 1:
+        kernel(*args, 0, n_items)
+        return
+    n_chunks = max(workers, min(n_items // max(1, min_items), 4 * workers))
+    bounds = np.linspace(0, n_items, n_chunks + 1).astype(np.int64).tolist()
+    chunks = iter(list(zip(bounds[:-1], bounds[1:])))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            kernel(*args, chunk[0], chunk[1])
+
+    futures = [_pool(workers - 1).submit(work) for _ in range(workers - 1)]
+    try:
+        work()
+    finally:
+        for f in futures:
+            f.result()
+
+
+def _coordinate_major(xyz: torch.Tensor) -> np.ndarray:
+    """``(B, N, 3)`` CPU tensor -> contiguous fp32 ``(B, 3, N)`` numpy array (vectorisable inner loops)."""
+    return np.ascontiguousarray(xyz.detach().float().numpy().transpose(0, 2, 1))
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: coordinates must be finite (found NaN or inf)")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Farthest point sampling
 # ----------------------------------------------------------------------------------------------------------
-def _numba_fps():
-    """Compile (once, cached on disk) the CPU FPS kernel; ``None`` when numba is unavailable."""
-    global _NUMBA_FPS
-    if _NUMBA_FPS is not None:
-        return _NUMBA_FPS or None
-    try:
-        from numba import njit, prange
-    except ImportError:  # pragma: no cover - numba is a declared dependency
-        _NUMBA_FPS = False
-        return None
-
-    @njit(parallel=True, cache=True, fastmath=False, nogil=True)
-    def _fps(xyz, n_samples, starts):  # pragma: no cover - compiled
-        batch, n_points, _ = xyz.shape
-        out = np.empty((batch, n_samples), np.int64)
-        for b in prange(batch):
-            dist = np.full(n_points, 1e10, np.float32)
-            far = starts[b]
-            for i in range(n_samples):
-                out[b, i] = far
-                cx = xyz[b, far, 0]
-                cy = xyz[b, far, 1]
-                cz = xyz[b, far, 2]
-                best = np.float32(-1.0)
-                best_j = 0
-                for j in range(n_points):
-                    dx = xyz[b, j, 0] - cx
-                    dy = xyz[b, j, 1] - cy
-                    dz = xyz[b, j, 2] - cz
-                    d = dx * dx + dy * dy + dz * dz
-                    if d < dist[j]:
-                        dist[j] = d
-                    if dist[j] > best:
-                        best = dist[j]
-                        best_j = j
-                far = best_j
-        return out
-
-    _NUMBA_FPS = _fps
-    return _fps
-
-
-_NUMBA_FPS = None
-
-
 def _start_indices(batch: int, n_points: int, random_start: bool, generator: torch.Generator | None, device):
     if not random_start:
         return torch.zeros(batch, dtype=torch.long, device=device)
@@ -94,17 +219,21 @@ def _start_indices(batch: int, n_points: int, random_start: bool, generator: tor
 
 
 def _fps_torch(xyz: torch.Tensor, n_samples: int, starts: torch.Tensor) -> torch.Tensor:
-    """Vectorised torch loop (accelerators); the same arithmetic as the reference, fewer kernels."""
+    """Vectorised torch FPS ``(B, N, 3), G, (B,) -> (B, G)`` (accelerators); same arithmetic and ties as the kernel."""
     batch, n_points, _ = xyz.shape
+    xyz = xyz.float()
     out = torch.empty(batch, n_samples, dtype=torch.long, device=xyz.device)
-    dist = torch.full((batch, n_points), 1e10, dtype=xyz.dtype, device=xyz.device)
+    dist = torch.full((batch, n_points), 1e10, dtype=torch.float32, device=xyz.device)
     batch_idx = torch.arange(batch, device=xyz.device)
-    far = starts
+    far = starts.to(xyz.device)
     for i in range(n_samples):
         out[:, i] = far
-        centre = xyz[batch_idx, far].unsqueeze(1)
-        torch.minimum(dist, ((xyz - centre) ** 2).sum(-1), out=dist)
-        far = dist.argmax(-1)
+        diff = xyz - xyz[batch_idx, far].unsqueeze(1)
+        d = diff[..., 0].square()
+        d += diff[..., 1].square()
+        d += diff[..., 2].square()
+        torch.minimum(dist, d, out=dist)
+        far = dist.argmax(-1)  # the first index at the maximum
     return out
 
 
@@ -118,41 +247,49 @@ def farthest_point_sample(
     """Farthest point sampling.
 
     Args:
-        xyz: ``(B, N, 3)`` coordinates (any float dtype; distances are computed in fp32).
+        xyz: ``(B, N, 3)`` finite coordinates (any float dtype; distances are computed in fp32).
         n_samples: number of centres ``G`` to pick, ``1 <= G <= N``.
         random_start: start from a random index per sample (drawn from ``generator``) instead of index 0.
         generator: the ``torch.Generator`` for the random start; seeded runs are reproducible.
 
     Returns:
-        ``(B, G)`` int64 indices into ``N``, in the order FPS picked them (the first is the start).
+        ``(B, G)`` int64 indices into ``N`` on ``xyz.device``, in the order FPS picked them (the first is the
+        start). Among equally far points the lowest index is picked, so duplicates of a chosen point are only
+        picked once every distinct point has been.
     """
     if xyz.dim() != 3 or xyz.shape[-1] != 3:
         raise ValueError(f"farthest_point_sample expects (B, N, 3) coordinates, got shape {tuple(xyz.shape)}")
     batch, n_points, _ = xyz.shape
     if not 1 <= n_samples <= n_points:
         raise ValueError(f"cannot pick {n_samples} centres from {n_points} points")
+    _check_finite("farthest_point_sample", xyz)
     starts = _start_indices(batch, n_points, random_start, generator, xyz.device)
-    pts = xyz.detach().float()
-    kernel = _numba_fps() if pts.device.type == "cpu" else None
-    if kernel is None:
-        return _fps_torch(pts, n_samples, starts)
-    idx = kernel(np.ascontiguousarray(pts.numpy()), int(n_samples), starts.numpy().astype(np.int64))
-    return torch.from_numpy(idx)
+    kernels = _numba_kernels() if xyz.device.type == "cpu" else None
+    if kernels is None:
+        return _fps_torch(xyz.detach(), n_samples, starts)
+    out = np.empty((batch, n_samples), np.int64)
+    _run_split(kernels["fps"], batch, 1, _coordinate_major(xyz), int(n_samples), starts.numpy(), out)
+    return torch.from_numpy(out)
 
 
 def farthest_point_sample_np(xyz: np.ndarray, n_samples: int, start: int = 0) -> np.ndarray:
     """FPS on one numpy cloud ``(N, 3)``; returns ``(G,)`` int64 indices. Same algorithm as above."""
-    pts = torch.as_tensor(np.ascontiguousarray(xyz, dtype=np.float32)).unsqueeze(0)
-    n_points = pts.shape[1]
+    pts = torch.as_tensor(np.ascontiguousarray(xyz, dtype=np.float32))
+    if pts.dim() != 2 or pts.shape[-1] != 3:
+        raise ValueError(f"farthest_point_sample_np expects (N, 3) coordinates, got shape {tuple(pts.shape)}")
+    n_points = pts.shape[0]
     if not 0 <= start < n_points:
         raise ValueError(f"start index {start} outside a cloud of {n_points} points")
-    kernel = _numba_fps()
-    starts = np.array([start], dtype=np.int64)
-    if kernel is None:  # pragma: no cover
-        return _fps_torch(pts, n_samples, torch.from_numpy(starts))[0].numpy()
     if not 1 <= n_samples <= n_points:
         raise ValueError(f"cannot pick {n_samples} centres from {n_points} points")
-    return kernel(pts.numpy(), int(n_samples), starts)[0]
+    _check_finite("farthest_point_sample_np", pts)
+    starts = torch.tensor([start], dtype=torch.long)
+    kernels = _numba_kernels()
+    if kernels is None:  # pragma: no cover
+        return _fps_torch(pts.unsqueeze(0), n_samples, starts)[0].numpy()
+    out = np.empty((1, n_samples), np.int64)
+    kernels["fps"](_coordinate_major(pts.unsqueeze(0)), int(n_samples), starts.numpy(), out, 0, 1)
+    return out[0]
 
 
 def farthest_point_sample_reference(xyz: torch.Tensor, n_samples: int, starts: torch.Tensor | None = None):
@@ -197,31 +334,55 @@ def knn(
     """k nearest neighbours of each query among ``points``.
 
     Args:
-        queries: ``(B, M, 3)``.
-        points: ``(B, N, 3)``.
+        queries: ``(B, M, 3)`` finite coordinates.
+        points: ``(B, N, 3)`` finite coordinates.
         k: neighbours per query, ``1 <= k <= N``.
-        chunk_elements: upper bound on ``chunk × N`` distances computed at once per batch element.
+        chunk_elements: torch path only (accelerators): upper bound on the distances computed at once,
+            ``chunk × N × B``. The CPU kernel needs ``O(N)`` memory per thread and ignores it.
 
     Returns:
         ``(idx, sq_dist)``: ``(B, M, k)`` int64 indices into ``N`` sorted by increasing distance (ties broken
-        by the lower index), and the matching ``(B, M, k)`` squared distances (fp32).
+        by the lower index), and the matching ``(B, M, k)`` squared distances (fp32), on ``queries.device``.
     """
     if queries.dim() != 3 or points.dim() != 3 or queries.shape[-1] != 3 or points.shape[-1] != 3:
         raise ValueError(f"knn expects (B, M, 3) and (B, N, 3), got {tuple(queries.shape)}, {tuple(points.shape)}")
     if queries.shape[0] != points.shape[0]:
         raise ValueError(f"batch sizes differ: {queries.shape[0]} queries vs {points.shape[0]} clouds")
+    if queries.device != points.device:
+        raise ValueError(f"queries on {queries.device} but points on {points.device}")
     n_points = points.shape[1]
     if not 1 <= k <= n_points:
         raise ValueError(f"k={k} neighbours requested from a cloud of {n_points} points")
+    _check_finite("knn queries", queries)
+    _check_finite("knn points", points)
+    kernels = _numba_kernels() if points.device.type == "cpu" else None
+    if kernels is None:
+        return _knn_torch(queries, points, k, chunk_elements=chunk_elements)
+    batch, n_queries = queries.shape[:2]
+    idx = np.empty((batch, n_queries, k), np.int64)
+    dist = np.empty((batch, n_queries, k), np.float32)
+    q = np.ascontiguousarray(queries.detach().float().numpy())
+    _run_split(kernels["knn"], batch * n_queries, 16, q, _coordinate_major(points), int(k), idx, dist)
+    return torch.from_numpy(idx), torch.from_numpy(dist)
+
+
+def _knn_torch(
+    queries: torch.Tensor, points: torch.Tensor, k: int, *, chunk_elements: int = _KNN_CHUNK_ELEMENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`knn` with torch ops, chunked over the queries: ``(B, M, 3), (B, N, 3) -> (B, M, k) × 2``."""
     q = queries.detach().float()
     p = points.detach().float()
-    step = max(1, chunk_elements // max(1, n_points * max(1, q.shape[0])))
+    batch, n_points = p.shape[:2]
+    step = max(1, chunk_elements // max(1, n_points * max(1, batch)))
     out_idx, out_d = [], []
     for start in range(0, q.shape[1], step):
         d = square_distance(q[:, start : start + step], p)
         idx, dist = _k_smallest_lowest_index(d, k)
         out_idx.append(idx)
         out_d.append(dist)
+    if not out_idx:  # no queries
+        empty = torch.empty(batch, 0, k, device=q.device)
+        return empty.long(), empty
     return torch.cat(out_idx, 1), torch.cat(out_d, 1)
 
 
@@ -244,23 +405,49 @@ def _k_smallest_lowest_index(d: torch.Tensor, k: int) -> tuple[torch.Tensor, tor
 
 
 def gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Batched gather along dim 1.
+    """Batched gather along dim 1 (differentiable with respect to ``values``).
 
     Args:
         values: ``(B, N, *C)``.
-        idx: ``(B, *S)`` int64 indices into ``N``.
+        idx: ``(B, *S)`` integer indices into ``N``, ``0 <= idx < N``.
 
     Returns:
         ``(B, *S, *C)``: ``out[b, s...] = values[b, idx[b, s...]]``.
     """
-    batch = values.shape[0]
-    if idx.shape[0] != batch:
-        raise ValueError(f"gather: batch of values {batch} != batch of indices {idx.shape[0]}")
-    flat = idx.reshape(batch, -1)
+    if values.dim() < 2:
+        raise ValueError(f"gather: values must be (B, N, ...), got shape {tuple(values.shape)}")
+    if idx.dim() < 1 or idx.shape[0] != values.shape[0]:
+        raise ValueError(f"gather: batch of values {values.shape[0]} != batch of indices {tuple(idx.shape)[:1]}")
+    if idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise ValueError(f"gather: indices must be integers, got {idx.dtype}")
+    batch, n = values.shape[:2]
     trailing = values.shape[2:]
-    expanded = flat.view(batch, -1, *([1] * len(trailing))).expand(batch, flat.shape[1], *trailing)
-    out = torch.gather(values, 1, expanded)
+    if idx.numel():
+        lo, hi = torch.aminmax(idx)
+        if int(lo) < 0 or int(hi) >= n:
+            raise ValueError(f"gather: indices must lie in [0, {n}), got [{int(lo)}, {int(hi)}]")
+    offsets = torch.arange(batch, device=idx.device, dtype=torch.long).view(batch, *([1] * (idx.dim() - 1))) * n
+    flat = (idx.long() + offsets).reshape(-1)
+    out = _RowGather.apply(values.reshape(batch * n, *trailing), flat)
     return out.view(*idx.shape, *trailing)
+
+
+class _RowGather(torch.autograd.Function):
+    """``rows (R, *C)[idx (M,)] -> (M, *C)``: one ``index_select`` forward (a row copy per index, faster than
+    ``torch.gather`` with an expanded index) and one ``index_add_`` backward (on the CPU, autograd's own
+    backward of ``index_select`` is an order of magnitude slower)."""
+
+    @staticmethod
+    def forward(ctx, rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx)
+        ctx.n_rows = rows.shape[0]
+        return rows.index_select(0, idx)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (idx,) = ctx.saved_tensors
+        grad_rows = grad.new_zeros(ctx.n_rows, *grad.shape[1:]).index_add_(0, idx, grad)
+        return grad_rows, None
 
 
 def chamfer_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -274,10 +461,18 @@ def chamfer_l2(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target: ``(S, Q, 3)`` target point sets.
 
     Returns:
-        A scalar tensor (fp32).
+        A scalar tensor (fp32), differentiable with respect to both inputs.
     """
-    if pred.dim() != 3 or target.dim() != 3 or pred.shape[0] != target.shape[0]:
+    if (
+        pred.dim() != 3
+        or target.dim() != 3
+        or pred.shape[0] != target.shape[0]
+        or pred.shape[-1] != 3
+        or target.shape[-1] != 3
+    ):
         raise ValueError(f"chamfer_l2 expects (S, P, 3) and (S, Q, 3), got {tuple(pred.shape)}, {tuple(target.shape)}")
+    if pred.shape[1] == 0 or target.shape[1] == 0:
+        raise ValueError("chamfer_l2: point sets must not be empty")
     d = square_distance(pred.float(), target.float())
     return d.min(dim=2).values.mean() + d.min(dim=1).values.mean()
 
@@ -327,6 +522,8 @@ def voxel_group(xyz: torch.Tensor, cell_size: float | torch.Tensor, valid: torch
         raise ValueError("cell_size must be positive, one value or one per sample")
     if valid is None:
         valid = torch.ones(batch, n_points, dtype=torch.bool, device=xyz.device)
+    elif valid.shape != (batch, n_points) or valid.dtype != torch.bool:
+        raise ValueError(f"valid must be a (B, N) = ({batch}, {n_points}) bool mask, got {tuple(valid.shape)} {valid.dtype}")
     cells = torch.floor(xyz.detach().double() / size.view(batch, 1, 1)).long()  # (B, N, 3)
     assignment = torch.full((batch, n_points), -1, dtype=torch.long, device=xyz.device)
     num_cells = torch.zeros(batch, dtype=torch.long, device=xyz.device)
