@@ -84,7 +84,15 @@ def _load_with(folder, **config_overrides):
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ModelLoadError(f"init_from={folder} holds no ENEL model (no config.json); train stage 1 first")
-    model = EnelForCausalLM.from_pretrained(folder, dtype=torch.float32, **config_overrides)
+    from transformers.utils import logging as hf_logging
+
+    # a stage-2 load drops the stage-1 heads and initialises the aggregation (gate at 0): expected, not news
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = EnelForCausalLM.from_pretrained(folder, dtype=torch.float32, **config_overrides)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 
