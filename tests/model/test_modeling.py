@@ -216,3 +216,14 @@ def test_real_smollm2_generates_text_for_a_point_cloud():
     assert isinstance(out[0], str) and len(out[0].split()) >= 2
     assert model.config.num_hidden_layers if hasattr(model.config, "num_hidden_layers") else True
     assert model.config.text_config.num_hidden_layers == 30
+
+
+def test_new_point_tokens_start_at_the_word_embedding_scale(tiny):
+    model, _ = tiny
+    target = model.model.language_model.embed_tokens.weight.pow(2).mean().sqrt()
+    g = torch.Generator().manual_seed(1)  # a different batch from the one used to calibrate
+    pc = torch.rand(3, 1024, 6, generator=g)
+    with torch.no_grad():
+        feats = model.model.point_projector(model.model.embed_points(pc).features)
+    rms = feats.pow(2).mean().sqrt()
+    assert 0.5 < float(rms / target) < 2.0

@@ -155,6 +155,33 @@ class EnelModel(EnelPreTrainedModel):
             patches=torch.cat([o.patches for o in outs]),
         )
 
+    @torch.no_grad()
+    def match_point_token_scale(self, batch: int = 4, seed: int = 0) -> float:
+        """Scale the projector's last layer so new point tokens start at the RMS of the word embeddings.
+
+        With the usual N(0, 0.02) init a 3-layer projector emits tokens ~8× smaller than SmolLM2's word
+        embeddings, and the first hundreds of steps go into growing them. This rescales once, at construction,
+        from a fixed batch of random unit-sphere clouds (deterministic for ``seed``). Returns the factor.
+        """
+        g = torch.Generator().manual_seed(seed)
+        n = self.config.point.num_points
+        clouds = torch.rand(batch, n, 6, generator=g)
+        xyz = clouds[..., :3] - clouds[..., :3].mean(1, keepdim=True)
+        clouds[..., :3] = xyz / xyz.norm(dim=-1).amax(1).view(-1, 1, 1)
+        was_training = self.training
+        self.eval()
+        try:
+            feats = self.point_projector(self.embed_points(clouds).features.float())
+        finally:
+            self.train(was_training)
+        target = self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
+        ratio = float(target / feats.pow(2).mean().sqrt().clamp(min=1e-12))
+        last = self.point_projector.net[-1]
+        last.weight.mul_(ratio)
+        if last.bias is not None:
+            last.bias.mul_(ratio)
+        return ratio
+
     def _point_params_anchor(self) -> torch.Tensor:
         """0 · (sum of the point modules' parameters): keeps them in the graph for text-only batches (DDP/FSDP)."""
         total = sum(p.sum() for p in self.point_embedding.parameters()) + sum(
@@ -409,6 +436,7 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         with torch.no_grad():
             mean = model.model.language_model.embed_tokens.weight.mean(0)
             model.model.point_special_embeds.copy_(mean.expand_as(model.model.point_special_embeds))
+        model.model.match_point_token_scale(seed=seed or 0)
         if dtype is not None:
             model = model.to(dtype)
         del causal
