@@ -21,6 +21,17 @@ from enel.eval.results import ResultsFormatError, read_results  # noqa: E402
 TINY_POINTS = {"embed_dim": 24, "group_size": 8, "projector_hidden": [64], "num_points": 1024}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model is far faster on one thread, above all on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A saved tiny model, a loaded Assistant and a procedural dataset (2 categories × 2 test objects)."""
