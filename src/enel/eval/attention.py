@@ -1,0 +1,623 @@
+"""Attention maps (``enel eval attention``): where the text looks in the point cloud (the paper's Figure 1b / 5).
+
+For one cloud and one question the model runs a single forward pass over the prompt (and, optionally, its own
+greedy answer) with the backbone's *eager* attention, and a forward hook on ``layers[i].self_attn`` keeps the
+attention probabilities of the chosen layer (the paper uses the last). They are averaged
+
+1. over the heads, then
+2. over the **query** tokens: the text after ``<point_end>`` — the question and the chat template's turn
+   markers (``queries="question"``, default), the generated answer (``"answer"``) or both (``"both"``);
+
+and the columns of the 128 geometric point tokens are taken. Definitions (all ``(G,)`` with ``G = 128``):
+
+* ``token_mass[j]`` — the mean attention probability the query tokens give to geometric token ``j``. Each
+  query row sums to 1 over all keys, so ``token_mass.sum() + class_mass + text_mass == 1`` (``class_mass``:
+  the class token; ``text_mass``: every other key, including ``<point_start>`` / ``<point_end>`` and the
+  system prompt).
+* ``token_weights = token_mass / token_mass.sum()`` — the distribution over the geometric tokens (sums to 1).
+  This is what is drawn.
+
+**From tokens to points.** A geometric token is the max-pool of the last embedding stage over the ``k`` nearest
+of the 256 stage-2 centres around its FPS centre, each of which pooled ``k`` of the 512 stage-1 centres, each of
+which pooled ``k`` raw points: its receptive field is a blob around its centre, and neighbouring fields overlap.
+We use the **nearest-centre rule** (``mapping="nearest"``, default): each raw point takes the weight of the token
+whose centre is nearest to it (ties: the lower token index). The token centres partition the cloud into
+Voronoi cells, every point belongs to exactly one token, no weight is counted twice, and a token's own centre
+— itself one of the input points, FPS picks input points — carries exactly that token's weight. Chaining the
+receptive fields back through the three stages would make every point belong to many tokens (and needs the
+embedding's FPS / kNN to be replayed); we did not choose it. ``mapping="idw"`` blends the ``k = 3`` nearest
+token centres with inverse-distance weights (smoother borders between cells, same weights at the centres).
+
+**Aggregated layers** (stage-2 models). Inside an aggregation span the decoder sees fewer point tokens (one per
+group). The hook records the aggregation transitions that are active when the chosen layer runs; the group
+tokens' attention is carried back to the 128 tokens through each transition's ``group_of`` map, a group's mass
+split equally among its members (so the masses still sum as above). The layers outside the spans (the last
+layer included) see the full block and need no mapping.
+
+Outputs per object (``out_dir/<name>/``): ``attention.png`` (matplotlib, the object's colours beside the
+attention map, perceptual colour map ``inferno``), ``attention.html`` (self-contained: the points and an inline
+canvas viewer, drag to rotate, wheel to zoom — no network needed to view it), ``attention.json`` (per-token
+weights, masses, centres, the answer and the settings) and ``attention.npz`` (``points (N, 6)``,
+``point_weights (N,)``, ``token_weights (G,)``, ``centres (G, 3)``). ``out_dir/attention.json`` indexes them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import ConfigError
+from .results import atomic_write_json
+
+__all__ = [
+    "QUERY_MODES",
+    "MAPPINGS",
+    "PointAttention",
+    "resolve_layer",
+    "point_token_attention",
+    "tokens_to_points",
+    "render_attention_png",
+    "render_attention_html",
+    "save_attention",
+    "attention_for_objects",
+    "procedural_files",
+]
+
+QUERY_MODES: tuple[str, ...] = ("question", "answer", "both")
+MAPPINGS: tuple[str, ...] = ("nearest", "idw")
+COLORMAP = "inferno"
+
+
+@dataclass
+class PointAttention:
+    """The attention of the text over one cloud's point tokens at one layer.
+
+    Attributes:
+        layer: 1-based decoder layer number.
+        question: the question asked; ``answer``: the model's greedy answer (None when not generated).
+        queries: which text tokens were averaged (:data:`QUERY_MODES`).
+        token_mass: ``(G,)`` mean attention probability each geometric token receives.
+        token_weights: ``(G,)`` ``token_mass`` normalised to sum 1.
+        class_mass, text_mass: mean attention on the class token and on every other key.
+        centres: ``(G, 3)`` token centres (in the normalised cloud's coordinates).
+        points: ``(N, 6)`` the cloud fed to the model.
+        key_index: sequence indices of the point-block keys the layer saw (``(P,)``, ``P = G`` unless aggregated).
+        query_index: sequence indices (in that layer's sequence) of the averaged query tokens.
+        block_tokens: ``P``, point tokens in the layer's sequence.
+    """
+
+    layer: int
+    question: str
+    answer: str | None
+    queries: str
+    token_mass: np.ndarray
+    token_weights: np.ndarray
+    class_mass: float
+    text_mass: float
+    centres: np.ndarray
+    points: np.ndarray
+    key_index: np.ndarray
+    query_index: np.ndarray
+    block_tokens: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def point_mass(self) -> float:
+        """Share of the queries' attention that lands on the geometric tokens."""
+        return float(self.token_mass.sum())
+
+
+def resolve_layer(layer: int, num_layers: int) -> int:
+    """``layer`` (1-based, or negative from the end: -1 = last) → 0-based index; ConfigError when out of range."""
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise ConfigError(f"layer must be an integer, got {layer!r}")
+    if 1 <= layer <= num_layers:
+        return int(layer) - 1
+    if -num_layers <= layer <= -1:
+        return num_layers + int(layer)
+    raise ConfigError(f"layer {layer} does not exist: the backbone has {num_layers} decoder layers "
+                      f"(use 1..{num_layers}, or -1 for the last)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Capturing the attention
+# ----------------------------------------------------------------------------------------------------------
+class _Capture:
+    """Forward hook on one attention module + a record of the aggregation transitions active at that point."""
+
+    def __init__(self, model, layer_idx: int):
+        self.model = model
+        self.lm = model.model.language_model
+        self.agg = model.model.aggregation
+        self.layer_idx = layer_idx
+        self.stack: list = []
+        self.weights = None  # (B, heads, L, L) float32 after the forward
+        self.transitions: list = []
+
+    def _hook(self, module, args, output):
+        if not isinstance(output, tuple) or len(output) < 2 or output[1] is None:
+            raise RuntimeError("the attention module returned no attention probabilities; eager attention is "
+                               "needed (model.set_attn_implementation('eager'))")
+        self.weights = output[1].detach().float()
+        self.transitions = list(self.stack)
+
+    def __enter__(self):
+        self.prev_impl = self.lm.config._attn_implementation
+        self.was_training = self.model.training
+        self.model.eval()
+        self.model.set_attn_implementation("eager")
+        self.handle = self.lm.layers[self.layer_idx].self_attn.register_forward_hook(self._hook)
+        if self.agg is not None:
+            aggregate, propagate = self.agg.aggregate, self.agg.propagate
+
+            def wrapped_aggregate(*a, **k):
+                hidden, transition = aggregate(*a, **k)
+                self.stack.append(transition)
+                return hidden, transition
+
+            def wrapped_propagate(*a, **k):
+                out = propagate(*a, **k)
+                self.stack.pop()
+                return out
+
+            self.agg.aggregate, self.agg.propagate = wrapped_aggregate, wrapped_propagate
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+        if self.agg is not None:
+            del self.agg.aggregate, self.agg.propagate  # drop the instance attributes: the methods come back
+        self.model.set_attn_implementation(self.prev_impl)
+        self.model.train(self.was_training)
+        return False
+
+
+def _to_fine(mass, transitions: list):
+    """Carry ``(P',)`` group-token masses (a tensor) back to the ``(G,)`` original tokens, splitting each group's
+    mass equally among its members (innermost transition first)."""
+    import torch
+
+    for t in reversed(transitions):
+        group_of = t.group_of[0]
+        valid = group_of >= 0
+        g = group_of.clamp(min=0)
+        counts = torch.bincount(g[valid], minlength=mass.shape[0]).clamp(min=1).to(mass.dtype)
+        mass = torch.where(valid, mass[g] / counts[g], torch.zeros_like(mass[g]))
+    return mass
+
+
+def point_token_attention(model, tokenizer, cloud: np.ndarray, question: str, *, layer: int = -1,
+                          queries: str = "question", answer_tokens: int = 32) -> PointAttention:
+    """The text's attention over the geometric point tokens of one cloud at one decoder layer.
+
+    Args:
+        model: an :class:`~enel.model.EnelForCausalLM` (any attention implementation; eager is switched on for
+            the pass and switched back).
+        cloud: ``(N, 6)`` float32, normalised as the model takes it (:func:`enel.inference.prepare_cloud`).
+        question: the user turn after the point block.
+        layer: 1-based decoder layer, or negative from the end (-1 = the last, as the paper).
+        queries: ``"question"`` (text after ``<point_end>`` in the prompt), ``"answer"`` (the generated answer)
+            or ``"both"``.
+        answer_tokens: greedy answer length; 0 skips generating (not allowed with ``"answer"`` / ``"both"``).
+
+    Returns:
+        :class:`PointAttention` (weights over the ``G`` geometric tokens; see the module docstring).
+    """
+    import torch
+
+    with torch.no_grad():
+        return _point_token_attention(model, tokenizer, cloud, question, layer=layer, queries=queries,
+                                      answer_tokens=answer_tokens)
+
+
+def _point_token_attention(model, tokenizer, cloud, question, *, layer, queries, answer_tokens) -> PointAttention:
+    import torch
+
+    from ..data.conversation import build_prompt, tokenize_prompts
+
+    if queries not in QUERY_MODES:
+        raise ConfigError(f"queries must be one of {', '.join(QUERY_MODES)}, not {queries!r}")
+    if queries != "question" and answer_tokens < 1:
+        raise ConfigError(f"queries={queries!r} needs a generated answer: answer_tokens must be positive")
+    cloud = np.asarray(cloud, dtype=np.float32)
+    if cloud.ndim != 2 or cloud.shape[1] != 6:
+        raise ConfigError(f"the cloud must be (N, 6) xyz + rgb, got shape {cloud.shape}")
+    cfg = model.config
+    lm = model.model.language_model
+    li = resolve_layer(layer, len(lm.layers))
+    device = next(model.parameters()).device
+    prompt = build_prompt(tokenizer, question, template=cfg.conversation_template,
+                          num_point_tokens=cfg.num_point_tokens)
+    enc = tokenize_prompts(tokenizer, [prompt], cfg.conversation_template)
+    ids = enc["input_ids"].to(device)
+    prompt_len = ids.shape[1]
+    points = torch.from_numpy(cloud[None]).to(device)
+
+    answer = None
+    if answer_tokens > 0:
+        was_training = model.training
+        model.eval()
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), point_clouds=points,
+                             max_new_tokens=answer_tokens, do_sample=False, num_beams=1,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        model.train(was_training)
+        new = out[0, prompt_len:]
+        stop = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+        keep = []
+        for t in new.tolist():
+            if t in stop:
+                break
+            keep.append(t)
+        answer = tokenizer.decode(keep, skip_special_tokens=True).strip()
+        if queries != "question":
+            ids = torch.cat([ids, torch.tensor([keep], dtype=ids.dtype, device=device)], dim=1)
+    if queries == "answer" and ids.shape[1] == prompt_len:
+        raise ConfigError("the model's answer is empty, so there are no answer tokens to average; use "
+                          "queries='question'")
+
+    with _Capture(model, li) as cap:
+        out = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), point_clouds=points)
+    if out.point_starts is None or int(out.point_starts[0]) < 0:
+        raise ConfigError("the prompt holds no point block; is this an ENEL model folder?")
+    start = int(out.point_starts[0])
+    g = cfg.num_point_tokens - 1
+    attn = cap.weights[0].mean(0)  # (L_l, L_l), heads averaged
+    if cap.transitions:
+        coarse = cap.transitions[-1].coarse
+        p = coarse.block_len
+        valid = coarse.point_valid[0]
+    else:
+        p = g
+        valid = torch.ones(g, dtype=torch.bool, device=attn.device)
+    shift = g - p  # tokens after the block moved left by this much in this layer's sequence
+    block_start = start + 2
+    key_index = block_start + torch.arange(p, device=attn.device)
+    text_from = start + g + 3 - shift  # first token after <point_end>
+    if queries == "question":
+        q_lo, q_hi = text_from, prompt_len - shift
+    elif queries == "answer":
+        q_lo, q_hi = prompt_len - shift, ids.shape[1] - shift
+    else:
+        q_lo, q_hi = text_from, ids.shape[1] - shift
+    if q_hi <= q_lo:
+        raise ConfigError("no text tokens follow the point block to average over")
+    query_index = torch.arange(q_lo, q_hi, device=attn.device)
+    row = attn[query_index].mean(0)  # (L_l,): mean attention of the query tokens over every key
+    block_mass = torch.where(valid, row[key_index], torch.zeros_like(row[key_index]))
+    class_mass = float(row[start + 1])
+    text_mass = float(row.sum()) - float(block_mass.sum()) - class_mass
+    mass = _to_fine(block_mass, cap.transitions) if cap.transitions else block_mass
+    mass_np = mass.double().cpu().numpy()
+    total = mass_np.sum()
+    weights = mass_np / total if total > 0 else np.full_like(mass_np, 1.0 / len(mass_np))
+    return PointAttention(
+        layer=li + 1, question=question, answer=answer, queries=queries, token_mass=mass_np,
+        token_weights=weights, class_mass=class_mass, text_mass=text_mass,
+        centres=out.point_block.centres[0].float().cpu().numpy(), points=cloud,
+        key_index=key_index.cpu().numpy(), query_index=query_index.cpu().numpy(), block_tokens=int(p),
+        info={"aggregated_layer": bool(cap.transitions), "sequence_length": int(attn.shape[0])},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokens → points
+# ----------------------------------------------------------------------------------------------------------
+def tokens_to_points(token_weights: np.ndarray, centres: np.ndarray, xyz: np.ndarray, *, mapping: str = "nearest",
+                     k: int = 3) -> np.ndarray:
+    """Per-point weights from per-token weights (module docstring: the nearest-centre rule).
+
+    Args:
+        token_weights: ``(G,)``.
+        centres: ``(G, 3)`` token centres.
+        xyz: ``(N, 3)`` the points to colour.
+        mapping: ``"nearest"`` — the weight of the nearest centre (ties: lower token index); ``"idw"`` —
+            inverse-distance blend of the ``k`` nearest centres (a point on a centre takes that centre's weight).
+
+    Returns:
+        ``(N,)`` float64.
+    """
+    if mapping not in MAPPINGS:
+        raise ConfigError(f"mapping must be one of {', '.join(MAPPINGS)}, not {mapping!r}")
+    w = np.asarray(token_weights, dtype=np.float64)
+    c = np.asarray(centres, dtype=np.float64)
+    x = np.asarray(xyz, dtype=np.float64)[:, :3]
+    if c.shape != (len(w), 3):
+        raise ConfigError(f"centres must be ({len(w)}, 3) for {len(w)} token weights, got {c.shape}")
+    out = np.empty(len(x), dtype=np.float64)
+    chunk = 8192
+    for i in range(0, len(x), chunk):
+        d = ((x[i:i + chunk, None, :] - c[None, :, :]) ** 2).sum(-1)  # (n, G) squared distances
+        if mapping == "nearest":
+            out[i:i + chunk] = w[np.argmin(d, axis=1)]
+            continue
+        kk = min(k, len(w))
+        idx = np.argsort(d, axis=1, kind="stable")[:, :kk]
+        dist = np.sqrt(np.take_along_axis(d, idx, axis=1))
+        inv = 1.0 / np.maximum(dist, 1e-12)
+        blend = (w[idx] * inv).sum(1) / inv.sum(1)
+        on_centre = dist[:, 0] < 1e-9
+        blend[on_centre] = w[idx[on_centre, 0]]
+        out[i:i + chunk] = blend
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rendering
+# ----------------------------------------------------------------------------------------------------------
+def _z_up(xyz: np.ndarray, up: str) -> np.ndarray:
+    if up == "z":
+        return xyz
+    if up == "y":  # rotate +90° about x: y → z
+        return np.stack([xyz[:, 0], -xyz[:, 2], xyz[:, 1]], axis=1)
+    raise ConfigError(f"up must be 'z' or 'y', not {up!r}")
+
+
+def _subsample(n: int, max_points: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.linspace(0, n - 1, max_points).round().astype(np.int64)
+
+
+def _scale01(values: np.ndarray) -> np.ndarray:
+    lo, hi = float(values.min()), float(values.max())
+    return (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+
+
+def render_attention_png(points: np.ndarray, point_weights: np.ndarray, path, *, title: str = "",
+                         up: str = "z", max_points: int = 8192, cmap: str = COLORMAP) -> Path:
+    """Two 3D scatter panels (the cloud's colours; the attention per point with a colour bar) to a PNG.
+
+    Args:
+        points: ``(N, 6)`` xyz + rgb in [0, 1]; point_weights: ``(N,)``.
+        up: the cloud's up axis (``"z"`` procedural data; ``"y"`` for y-up clouds).
+    """
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    keep = _subsample(len(points), max_points)
+    xyz = _z_up(points[keep, :3], up)
+    w = np.asarray(point_weights)[keep]
+    fig = Figure(figsize=(9, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    norm = Normalize(vmin=float(w.min()), vmax=float(w.max()) if w.max() > w.min() else float(w.min()) + 1e-12)
+    size = float(np.clip(6.0 * np.sqrt(2048.0 / max(len(w), 1)), 1.0, 12.0))
+    panels = ((np.clip(points[keep, 3:6], 0, 1), "colours", [0.0, 0.0, 0.46, 0.9]),
+              (colormaps[cmap](norm(w)), "attention", [0.44, 0.0, 0.46, 0.9]))
+    for i, (colours, label, rect) in enumerate(panels):
+        ax = fig.add_axes(rect, projection="3d")
+        order = np.argsort(w, kind="stable") if i == 1 else np.arange(len(w))
+        ax.scatter(xyz[order, 0], xyz[order, 1], xyz[order, 2], c=colours[order], s=size, depthshade=False,
+                   linewidths=0)
+        ax.set_box_aspect((1, 1, 1), zoom=1.25)
+        for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
+            setter(-0.8, 0.8)
+        ax.view_init(elev=20, azim=-60)
+        ax.set_axis_off()
+        ax.set_title(label, fontsize=10, y=0.95)
+    cax = fig.add_axes([0.885, 0.2, 0.015, 0.55])
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), cax=cax, label="attention weight (token share)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p)
+    return p
+
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:16px;color:#222;max-width:760px}
+canvas{border:1px solid #ccc;cursor:grab;background:#fff;touch-action:none}
+.bar{height:12px;width:320px;background:linear-gradient(to right,__GRADIENT__)}
+.legend{display:flex;gap:8px;align-items:center;font-size:12px}
+.meta{font-size:13px;color:#444}
+</style></head><body>
+<h2>__TITLE__</h2>
+<div class="meta">__META__</div>
+<p><label><input type="radio" name="mode" value="att" checked> attention</label>
+<label><input type="radio" name="mode" value="rgb"> object colours</label>
+&nbsp; point size <input id="size" type="range" min="1" max="6" value="2"></p>
+<canvas id="view" width="640" height="560"></canvas>
+<div class="legend"><span>low</span><div class="bar"></div><span>high</span></div>
+<p class="meta">Drag to rotate, wheel to zoom. Self-contained: no network needed.</p>
+<script>
+const D = __DATA__;
+const cv = document.getElementById("view"), ctx = cv.getContext("2d");
+let yaw = -0.9, pitch = 0.35, zoom = 1.0, mode = "att", size = 2;
+const n = D.xyz.length / 3;
+function colour(i) {
+  const c = mode === "att" ? D.att : D.rgb;
+  return "rgb(" + c[3 * i] + "," + c[3 * i + 1] + "," + c[3 * i + 2] + ")";
+}
+function draw() {
+  const cy = Math.cos(yaw), sy = Math.sin(yaw), cp = Math.cos(pitch), sp = Math.sin(pitch);
+  const s = 0.42 * Math.min(cv.width, cv.height) * zoom, ox = cv.width / 2, oy = cv.height / 2;
+  const px = new Float32Array(n), py = new Float32Array(n), depth = new Float32Array(n), idx = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const x = D.xyz[3 * i], y = D.xyz[3 * i + 1], z = D.xyz[3 * i + 2];
+    const x1 = cy * x - sy * y, y1 = sy * x + cy * y;  // yaw about the up (z) axis
+    const y2 = cp * y1 - sp * z, z2 = sp * y1 + cp * z;  // pitch
+    px[i] = ox + s * x1; py[i] = oy - s * z2; depth[i] = y2; idx[i] = i;
+  }
+  idx.sort((a, b) => depth[b] - depth[a]);  // far first
+  ctx.clearRect(0, 0, cv.width, cv.height);
+  for (const i of idx) { ctx.fillStyle = colour(i); ctx.fillRect(px[i] - size / 2, py[i] - size / 2, size, size); }
+}
+let drag = null;
+cv.addEventListener("pointerdown", e => { drag = [e.clientX, e.clientY]; cv.setPointerCapture(e.pointerId); });
+cv.addEventListener("pointerup", () => { drag = null; });
+cv.addEventListener("pointermove", e => {
+  if (!drag) return;
+  yaw += (e.clientX - drag[0]) * 0.01; pitch += (e.clientY - drag[1]) * 0.01;
+  pitch = Math.max(-1.5, Math.min(1.5, pitch)); drag = [e.clientX, e.clientY]; draw();
+});
+cv.addEventListener("wheel", e => { e.preventDefault(); zoom *= e.deltaY < 0 ? 1.1 : 1 / 1.1; draw(); });
+document.querySelectorAll("input[name=mode]").forEach(r => r.addEventListener("change", e => { mode = e.target.value; draw(); }));
+document.getElementById("size").addEventListener("input", e => { size = +e.target.value; draw(); });
+draw();
+</script></body></html>
+"""
+
+
+def render_attention_html(points: np.ndarray, point_weights: np.ndarray, path, *, title: str = "",
+                          meta_html: str = "", up: str = "z", max_points: int = 8192, cmap: str = COLORMAP) -> Path:
+    """A self-contained interactive viewer (inline JS canvas, no external script) of the attention map.
+
+    Args:
+        points: ``(N, 6)``; point_weights: ``(N,)``; meta_html: trusted HTML shown under the title.
+    """
+    from matplotlib import colormaps
+
+    keep = _subsample(len(points), max_points)
+    xyz = _z_up(points[keep, :3], up)
+    w = _scale01(np.asarray(point_weights, dtype=np.float64)[keep])
+    cm = colormaps[cmap]
+    att = (np.asarray(cm(w))[:, :3] * 255).round().astype(np.uint8)
+    rgb = (np.clip(points[keep, 3:6], 0, 1) * 255).round().astype(np.uint8)
+    data = {"xyz": np.round(xyz.astype(np.float64), 4).ravel().tolist(), "att": att.ravel().tolist(),
+            "rgb": rgb.ravel().tolist()}
+    stops = ",".join("rgb({},{},{})".format(*(np.asarray(cm(t))[:3] * 255).round().astype(int)) for t in
+                     np.linspace(0, 1, 9))
+    doc = (_HTML.replace("__TITLE__", html.escape(title)).replace("__META__", meta_html)
+           .replace("__GRADIENT__", stops).replace("__DATA__", json.dumps(data, separators=(",", ":"))))
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(doc, encoding="utf-8")
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Saving and the batch helper
+# ----------------------------------------------------------------------------------------------------------
+def save_attention(att: PointAttention, out_dir, *, name: str, mapping: str = "nearest", up: str = "z",
+                   meta: dict | None = None) -> dict[str, Path]:
+    """Write ``attention.png``, ``attention.html``, ``attention.json`` and ``attention.npz`` to ``out_dir``.
+
+    Returns:
+        ``{"png", "html", "json", "npz"}`` paths.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    point_weights = tokens_to_points(att.token_weights, att.centres, att.points[:, :3], mapping=mapping)
+    title = f"{name}: layer {att.layer}, {att.queries} tokens"
+    answer = f" — answer: “{att.answer}”" if att.answer is not None else ""
+    meta_html = (f"question: <b>{html.escape(att.question)}</b>{html.escape(answer)}<br>"
+                 f"{att.point_mass * 100:.1f}% of the text's attention is on the 128 geometric tokens "
+                 f"(class token {att.class_mass * 100:.1f}%); mapping: {mapping}"
+                 + (f"<br>model {html.escape(str(meta.get('model')))}, seed {meta.get('seed')}" if meta else ""))
+    paths = {
+        "png": render_attention_png(att.points, point_weights, out_dir / "attention.png", title=title, up=up),
+        "html": render_attention_html(att.points, point_weights, out_dir / "attention.html", title=title,
+                                      meta_html=meta_html, up=up),
+    }
+    np.savez(out_dir / "attention.npz", points=att.points.astype(np.float32),
+             point_weights=point_weights.astype(np.float32), token_weights=att.token_weights.astype(np.float32),
+             token_mass=att.token_mass.astype(np.float32), centres=att.centres.astype(np.float32))
+    paths["npz"] = out_dir / "attention.npz"
+    top = np.argsort(-att.token_weights, kind="stable")[:5]
+    doc = {
+        "name": name, "layer": att.layer, "question": att.question, "answer": att.answer, "queries": att.queries,
+        "mapping": mapping, "point_mass": att.point_mass, "class_mass": att.class_mass, "text_mass": att.text_mass,
+        "block_tokens": att.block_tokens, "aggregated_layer": att.info.get("aggregated_layer", False),
+        "num_points": int(len(att.points)),
+        "top_tokens": [{"token": int(j), "weight": float(att.token_weights[j]),
+                        "centre": [round(float(v), 4) for v in att.centres[j]]} for j in top],
+        "token_weights": [float(v) for v in att.token_weights],
+        "token_mass": [float(v) for v in att.token_mass],
+        "centres": np.round(att.centres.astype(np.float64), 5).tolist(),
+        "key_index": att.key_index.tolist(), "query_index": att.query_index.tolist(),
+        "meta": meta or {},
+    }
+    paths["json"] = atomic_write_json(out_dir / "attention.json", doc)
+    return paths
+
+
+def procedural_files(data_dir, split: str = "test", n: int = 4) -> list[Path]:
+    """Point files of ``n`` objects of a procedural split, one category after another (for quick maps)."""
+    from .generate import pick_round_robin
+    from ..data.procedural.generate import load_objects
+
+    data_dir = Path(data_dir)
+    manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8")) if (
+        data_dir / "manifest.json").is_file() else None
+    if manifest is None:
+        raise ConfigError(f"{data_dir / 'manifest.json'} not found; generate the data with `enel data synth`")
+    objs = pick_round_robin(load_objects(data_dir, split), n)
+    folder = data_dir / manifest["npy_dir"]
+    return [folder / f"{o['object_id']}_{manifest['num_points']}.npy" for o in objs]
+
+
+def _name_of(path: Path) -> str:
+    stem = path.stem
+    head, _, tail = stem.rpartition("_")
+    return head if head and tail.isdigit() else stem
+
+
+def attention_for_objects(model_dir, files_or_objects: Sequence, out_dir, layer: int = -1, *,
+                          question: str = "What is this?", queries: str = "question", num_points: int | None = None,
+                          mapping: str = "nearest", up: str = "z", seed: int = 0, answer_tokens: int = 32,
+                          command: str | None = None, model=None, tokenizer=None,
+                          log: Callable[[str], None] | None = print) -> list[dict[str, Path]]:
+    """Attention maps of a few objects; writes one folder per object and ``out_dir/attention.json``.
+
+    Args:
+        model_dir: the model folder (or pass ``model`` and ``tokenizer`` already loaded).
+        files_or_objects: point-cloud / mesh paths, or ``(name, array (N, 3|6))`` pairs.
+        layer: 1-based decoder layer, or negative from the end (default the last, as the paper).
+        num_points: resample each cloud to this many points (default: the model's ``point.num_points``).
+        mapping, up, queries, answer_tokens: see :func:`point_token_attention`, :func:`tokens_to_points`.
+
+    Returns:
+        one ``{"png", "html", "json", "npz"}`` dict per object, in input order.
+    """
+    from ..inference import load_model, prepare_cloud
+    from .generate import cli_command
+
+    if model is None or tokenizer is None:
+        model, tokenizer = load_model(model_dir)
+    n_points = int(num_points or model.config.point.num_points)
+    out_dir = Path(out_dir)
+    layers = len(model.model.language_model.layers)
+    layer_number = resolve_layer(layer, layers) + 1
+    if mapping not in MAPPINGS:
+        raise ConfigError(f"mapping must be one of {', '.join(MAPPINGS)}, not {mapping!r}")
+    meta = {"model": str(Path(model_dir).resolve()) if model_dir is not None else None,
+            "backbone": model.config.backbone, "layer": layer_number, "layer_requested": layer,
+            "num_layers": layers, "question": question,
+            "queries": queries, "num_points": n_points, "mapping": mapping, "seed": seed,
+            "command": command or cli_command() or f"enel.eval.attention_for_objects(model_dir={str(model_dir)!r}, "
+                                                    f"layer={layer}, question={question!r})"}
+    entries, all_paths, used = [], [], set()
+    for obj in files_or_objects:
+        if isinstance(obj, (str, os.PathLike)):
+            name, source = _name_of(Path(obj)), os.fspath(obj)
+        else:
+            name, source = str(obj[0]), np.asarray(obj[1])
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}_{k}", k + 1
+        used.add(name)
+        cloud, _ = prepare_cloud(source, n_points, seed=seed)
+        att = point_token_attention(model, tokenizer, cloud, question, layer=layer, queries=queries,
+                                    answer_tokens=answer_tokens)
+        paths = save_attention(att, out_dir / name, name=name, mapping=mapping, up=up,
+                               meta={**meta, "source": source if isinstance(source, str) else "array"})
+        all_paths.append(paths)
+        entries.append({"name": name, "source": source if isinstance(source, str) else "array",
+                        "answer": att.answer, "layer": att.layer, "point_mass": att.point_mass,
+                        **{k: str(p.relative_to(out_dir)) for k, p in paths.items()}})
+        if log:
+            log(f"[attention] {name}: layer {att.layer}, {att.point_mass * 100:.1f}% of the text attention on the "
+                f"point tokens → {paths['png']}")
+    atomic_write_json(out_dir / "attention.json", {"meta": meta, "objects": entries})
+    return all_paths
