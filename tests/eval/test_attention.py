@@ -149,3 +149,16 @@ def test_aggregated_layers_map_group_tokens_back(tmp_path):
     assert len(np.unique(np.round(inside.token_weights, 9))) <= inside.block_tokens
     last = point_token_attention(model, tok, cloud, "What is this?", layer=-1, answer_tokens=0)
     assert not last.info["aggregated_layer"] and last.block_tokens == 128
+
+
+def test_cli_attention(tiny, tmp_path, capsys):
+    from enel.cli import main
+
+    out = tmp_path / "maps"
+    assert main(["eval", "attention", "--model", str(tiny["dir"]), "--data", str(tiny["data"]), "--objects", "1",
+                 "--layer", "2", "--out", str(out)]) == 0
+    png, page = capsys.readouterr().out.split()
+    assert png.endswith("attention.png") and page.endswith("attention.html")
+    assert json.loads((out / "attention.json").read_text())["meta"]["layer"] == 2
+    assert main(["eval", "attention", "--model", str(tiny["dir"])]) == 2
+    assert "give point cloud files" in capsys.readouterr().err

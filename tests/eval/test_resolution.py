@@ -140,3 +140,14 @@ def test_modelnet_scores_without_sbert():
         {"object_id": 0, "ground_truth": 8, "model_output": "A chair.", "label_name": "chair"},
         {"object_id": 1, "ground_truth": 33, "model_output": "A lamp.", "label_name": "table"}])
     assert score_results(rf, "classification", "modelnet", sbert=False) == {"modelnet_exact_accuracy": 50.0}
+
+
+def test_cli_resolution(tiny, tmp_path, capsys):
+    from enel.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["eval", "resolution", "--model", str(tiny["model"]), "--data", str(tiny["data"]), "--sizes", "512",
+                 "--tasks", "classification", "--objects", "1", "--max-new-tokens", "1", "--no-sbert",
+                 "--out", str(out)]) == 0
+    assert "| category accuracy (%) | " in capsys.readouterr().out
+    assert json.loads((out / "resolution.json").read_text())["meta"]["command"].startswith("enel.eval.")

@@ -1,7 +1,9 @@
-"""The ``enel eval`` command group: ``metrics`` (offline) and ``judge`` (an OpenAI-compatible LLM server).
+"""The ``enel eval`` command group: ``generate`` (benchmark answers), ``metrics`` (offline), ``judge`` (an
+OpenAI-compatible LLM server), ``resolution`` (the Figure 1a sweep), ``attention`` (Figure 1b maps) and
+``report`` (Markdown + HTML of a run).
 
 ``register(subparsers)`` adds the ``eval`` parser to the main CLI and returns the group's own subparsers
-object, so further sub-commands (``generate``, ``report`` ...) can be added next to these. Each command is
+object, so further sub-commands can be added next to these. Each command is
 one small function; heavy imports happen inside it so that ``enel --help`` stays fast. Bad input raises
 :class:`enel.errors.EnelError` subclasses, which the main CLI prints as one line.
 """
@@ -19,11 +21,16 @@ from .judge import EVAL_TYPES
 
 def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Add ``eval`` with ``metrics`` and ``judge``; return the ``eval`` group's subparsers."""
-    ev = subparsers.add_parser("eval", help="evaluate benchmark results: offline metrics, LLM judge",
-                               description="Evaluate PointLLM-format results files.")
+    ev = subparsers.add_parser("eval", help="benchmarks: generate answers, metrics, LLM judge, resolution sweep, "
+                                            "attention maps, report",
+                               description="Generate and evaluate PointLLM-format results files.")
     sub = ev.add_subparsers(dest="eval_command", required=True)
+    add_generate_parser(sub)
     add_metrics_parser(sub)
     add_judge_parser(sub)
+    add_resolution_parser(sub)
+    add_attention_parser(sub)
+    add_report_parser(sub)
     return sub
 
 
@@ -177,4 +184,190 @@ def cmd_judge(args: argparse.Namespace) -> int:
                            summary, {}, out)
     if args.json:
         print(json.dumps(report, indent=1))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# generate
+# --------------------------------------------------------------------------------------------------------
+def _benchmark_data_flags(s: argparse.ArgumentParser) -> None:
+    from .generate import SOURCES
+
+    s.add_argument("--source", choices=SOURCES, default="procedural",
+                   help="objaverse (PointLLM GT JSON + npy folder), modelnet (.npz) or procedural (default)")
+    s.add_argument("--data", help="procedural: the dataset folder (default data/procedural)")
+    s.add_argument("--split", default="test", help="procedural: the split (default %(default)s)")
+    s.add_argument("--anno", help="objaverse: the GT JSON, e.g. PointLLM_brief_description_val_200_GT.json")
+    s.add_argument("--point-dir", help="objaverse: the folder of {object_id}_8192.npy files")
+    s.add_argument("--questions", help="qa on objaverse: JSON list of {question_id, object_id, question, answer}")
+    s.add_argument("--modelnet", help="modelnet: the .npz from `enel data convert-modelnet` (or the pickle)")
+    s.add_argument("--allow-pickle", action="store_true", help="modelnet: read PointLLM's pickle (runs its code)")
+
+
+def _data_dir(args: argparse.Namespace):
+    if args.source == "procedural":
+        return args.data or "data/procedural"
+    return args.data
+
+
+def _default_model(args: argparse.Namespace) -> str:
+    from ..paths import default_model_dir
+
+    return args.model or str(default_model_dir())
+
+
+def add_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .generate import TASKS
+
+    s = sub.add_parser("generate", help="answer a benchmark (captioning, classification, QA) into a results file",
+                       description="Run the model on a benchmark and write PointLLM's results JSON (batched, "
+                                   "seeded, resumable: rerun the same command after an interruption).")
+    s.add_argument("--model", help="model folder (default: runs/quickstart/model)")
+    s.add_argument("--task", choices=TASKS, default="captioning")
+    s.add_argument("--prompt-index", type=int, choices=[0, 1, 2], default=None,
+                   help="PointLLM prompt: 0 'What is this?', 1 'This is an object of ', 2 captioning "
+                        "(default: 2 for captioning, 0 for classification)")
+    _benchmark_data_flags(s)
+    s.add_argument("--out", help="output folder (gets PointLLM's file name) or .json file "
+                                 "(default: <model>/../eval)")
+    s.add_argument("--batch-size", type=int, default=6, help="clouds per generate call (default %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--points", type=int, default=None, help="points per cloud (default: the model's)")
+    s.add_argument("--max-new-tokens", type=int, default=64)
+    s.add_argument("--sample", action="store_true", help="PointLLM's sampling (T=1, top-k 50, top-p 0.95), "
+                                                         "seeded; default greedy")
+    s.add_argument("--beams", type=int, default=1)
+    s.add_argument("--limit", type=int, default=None, help="at most N records (a quick look)")
+    s.set_defaults(func=cmd_generate)
+    return s
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_benchmark
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    path = generate_benchmark(
+        _default_model(args), source=args.source, task=args.task, prompt_index=args.prompt_index, anno=args.anno,
+        point_dir=args.point_dir, questions=args.questions, modelnet=args.modelnet, allow_pickle=args.allow_pickle,
+        data_dir=_data_dir(args), split=args.split, out=args.out, batch_size=args.batch_size, seed=args.seed,
+        num_points=args.points, max_new_tokens=args.max_new_tokens, sample=args.sample, num_beams=args.beams,
+        limit=args.limit, log=progress)
+    print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# resolution
+# --------------------------------------------------------------------------------------------------------
+def add_resolution_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .resolution import DEFAULT_SIZES, DENSE_RULES
+
+    s = sub.add_parser("resolution", help="the same benchmark at 1K-16K points: table + plot (Figure 1a)",
+                       description="Rerun a benchmark at several input resolutions and score each run offline "
+                                   "(category accuracy, caption Sentence-BERT ...). Writes resolution.md, "
+                                   "resolution.json and resolution.png; resumable.")
+    s.add_argument("--model", help="model folder (default: runs/quickstart/model)")
+    _benchmark_data_flags(s)
+    s.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES), help="point counts")
+    s.add_argument("--tasks", nargs="+", choices=["captioning", "classification", "qa"],
+                   default=["classification", "captioning"])
+    s.add_argument("--prompt-index", type=int, choices=[0, 1], default=None, help="classification prompt")
+    s.add_argument("--objects", type=int, default=None, help="at most N objects (default: all)")
+    s.add_argument("--dense", choices=DENSE_RULES, default="auto",
+                   help="points above the stored count: mesh = rebuild procedural objects at the largest size; "
+                        "stored = duplicates (default auto: mesh for procedural data when needed)")
+    s.add_argument("--out", help="output folder (default: <model>/../eval/resolution)")
+    s.add_argument("--batch-size", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-new-tokens", type=int, default=48)
+    s.add_argument("--sbert", metavar="PATH", help="local sentence-transformers folder (default: bundled MiniLM)")
+    s.add_argument("--no-sbert", action="store_true", help="skip Sentence-BERT (BLEU-1 stands in)")
+    s.set_defaults(func=cmd_resolution)
+    return s
+
+
+def cmd_resolution(args: argparse.Namespace) -> int:
+    from .resolution import resolution_sweep
+
+    model = _default_model(args)
+    out = args.out or str(Path(model).parent / "eval" / "resolution")
+    doc = resolution_sweep(
+        model, out, source=args.source, data_dir=_data_dir(args), split=args.split, anno=args.anno,
+        point_dir=args.point_dir, questions=args.questions, modelnet=args.modelnet, allow_pickle=args.allow_pickle,
+        sizes=args.sizes, tasks=args.tasks, prompt_index=args.prompt_index, max_objects=args.objects,
+        batch_size=args.batch_size, seed=args.seed, max_new_tokens=args.max_new_tokens, dense=args.dense,
+        sbert=False if args.no_sbert else args.sbert, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(Path(doc["files"]["markdown"]).read_text(encoding="utf-8"))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# attention
+# --------------------------------------------------------------------------------------------------------
+def add_attention_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from .attention import MAPPINGS, QUERY_MODES
+
+    s = sub.add_parser("attention", help="attention of the text over the point tokens: PNG + interactive HTML",
+                       description="Average attention of the text tokens over the 128 point tokens at one layer "
+                                   "(default the last), carried to the points by the nearest token centre "
+                                   "(Figure 1b / 5). Writes attention.png/.html/.json/.npz per object.")
+    s.add_argument("files", nargs="*", help="point cloud or mesh files")
+    s.add_argument("--data", help="instead of files: a procedural dataset folder ...")
+    s.add_argument("--split", default="test", help="... its split (default %(default)s)")
+    s.add_argument("--objects", type=int, default=4, help="... and how many objects (default %(default)s)")
+    s.add_argument("--model", help="model folder (default: runs/quickstart/model)")
+    s.add_argument("--layer", type=int, default=-1, help="1-based decoder layer, or negative from the end "
+                                                         "(default -1: the last, as the paper)")
+    s.add_argument("--question", default="What is this?")
+    s.add_argument("--queries", choices=QUERY_MODES, default="question",
+                   help="text tokens to average: the question (default), the generated answer, or both")
+    s.add_argument("--mapping", choices=MAPPINGS, default="nearest",
+                   help="token → point: nearest token centre (default) or inverse-distance blend of 3")
+    s.add_argument("--up", choices=["z", "y"], default="z", help="the clouds' up axis for the pictures")
+    s.add_argument("--points", type=int, default=None, help="resample to N points (default: the model's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="output folder (default: <model>/../eval/attention)")
+    s.set_defaults(func=cmd_attention)
+    return s
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .attention import attention_for_objects, procedural_files
+
+    if not args.files and not args.data:
+        raise ConfigError("give point cloud files, or --data DIR for objects of a procedural split")
+    inputs = list(args.files) + (procedural_files(args.data, args.split, args.objects) if args.data else [])
+    model = _default_model(args)
+    out = args.out or str(Path(model).parent / "eval" / "attention")
+    paths = attention_for_objects(model, inputs, out, layer=args.layer, question=args.question, queries=args.queries,
+                                  num_points=args.points, mapping=args.mapping, up=args.up, seed=args.seed,
+                                  log=lambda m: print(m, file=sys.stderr, flush=True))
+    for p in paths:
+        print(f"{p['png']}  {p['html']}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------------------
+def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = sub.add_parser("report", help="Markdown + HTML report of a run folder (metrics, plots, captions, attention)",
+                       description="Render what a run folder holds (quickstart layout) into report.md and a "
+                                   "self-contained report.html. Missing parts are noted, not fatal.")
+    s.add_argument("run_dir", nargs="?", help="run folder (default: runs/quickstart)")
+    s.add_argument("--out", help="folder for report.md / report.html (default: the run folder)")
+    s.add_argument("--objects", type=int, default=8, help="objects in the caption grid (default %(default)s)")
+    s.set_defaults(func=cmd_report)
+    return s
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..paths import default_run_dir
+    from .report import write_report
+
+    paths = write_report(args.run_dir or default_run_dir(), out_dir=args.out, max_objects=args.objects)
+    print(paths["markdown"])
+    print(paths["html"])
     return 0
