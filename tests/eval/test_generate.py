@@ -201,3 +201,16 @@ def test_cli_generate(tiny, tmp_path, capsys):
     assert main(["eval", "generate", "--model", str(tiny["model"]), "--source", "modelnet", "--task",
                  "classification"]) == 2  # a one-line error, no traceback
     assert capsys.readouterr().err.startswith("error: modelnet needs --modelnet")
+
+
+def test_sampled_decoding_is_seeded(tiny, tmp_path):
+    def outputs(name, seed):
+        path = run(tiny, source="procedural", task="captioning", data_dir=tiny["data"], out=tmp_path / name,
+                   batch_size=2, sample=True, seed=seed, max_new_tokens=6)
+        rf = read_results(path)
+        assert rf.metadata["decoding"]["do_sample"] is True and rf.metadata["decoding"]["top_k"] == 50
+        return [r["model_output"] for r in rf.results]
+
+    first = outputs("a.json", 0)
+    assert outputs("b.json", 0) == first
+    assert outputs("c.json", 1) != first

@@ -123,7 +123,8 @@ def test_mesh_rule_gives_distinct_points_above_the_stored_count(tiny):
 def test_table_and_plot_from_a_hand_made_sweep(tmp_path):
     doc = {"meta": {"model": "m", "source": "modelnet", "split": "test", "seed": 1, "objects": 3, "command": "c",
                     "train_points": 8192, "points_rule": "stored points"},
-           "sizes": [1024, 8192, 16384], "metrics": ["modelnet_exact_accuracy"], "headline": ["modelnet_exact_accuracy"],
+           "sizes": [1024, 8192, 16384], "metrics": ["modelnet_exact_accuracy"],
+           "headline": ["modelnet_exact_accuracy"],
            "rows": [{"num_points": 1024, "modelnet_exact_accuracy": 10.0, "seconds": 1.0},
                     {"num_points": 8192, "modelnet_exact_accuracy": 33.333, "seconds": 2.0},
                     {"num_points": 16384, "seconds": 3.0}]}

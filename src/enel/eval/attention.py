@@ -48,7 +48,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -462,7 +462,8 @@ cv.addEventListener("pointermove", e => {
   pitch = Math.max(-1.5, Math.min(1.5, pitch)); drag = [e.clientX, e.clientY]; draw();
 });
 cv.addEventListener("wheel", e => { e.preventDefault(); zoom *= e.deltaY < 0 ? 1.1 : 1 / 1.1; draw(); });
-document.querySelectorAll("input[name=mode]").forEach(r => r.addEventListener("change", e => { mode = e.target.value; draw(); }));
+document.querySelectorAll("input[name=mode]").forEach(
+  r => r.addEventListener("change", e => { mode = e.target.value; draw(); }));
 document.getElementById("size").addEventListener("input", e => { size = +e.target.value; draw(); });
 draw();
 </script></body></html>

@@ -20,7 +20,7 @@ from .judge import EVAL_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """Add ``eval`` with ``metrics`` and ``judge``; return the ``eval`` group's subparsers."""
+    """Add ``eval`` with its sub-commands; return the ``eval`` group's subparsers."""
     ev = subparsers.add_parser("eval", help="benchmarks: generate answers, metrics, LLM judge, resolution sweep, "
                                             "attention maps, report",
                                description="Generate and evaluate PointLLM-format results files.")
