@@ -76,20 +76,24 @@ def evaluate_procedural(
 
     manifest = json.loads((data_dir / "manifest.json").read_text())
     assistant = Assistant.from_folder(model_dir, max_new_tokens=max_new_tokens, seed=seed)
+    short = min(max_new_tokens, 20)  # category and colour answers are one short sentence
     clouds = _load_clouds(data_dir, objects, manifest, assistant.num_points, seed)
     start = time.time()
     answers = {"category": [], "colour": [], "caption": []}
     for i in range(0, len(objects), batch_size):
         chunk = objects[i : i + batch_size]
         pcs = clouds[i : i + batch_size]
+        assistant.settings.max_new_tokens = short
         answers["category"] += assistant.ask(pcs, [PROMPTS["what"]] * len(chunk))
         answers["colour"] += assistant.ask(pcs, [o["colour_question"] for o in chunk])
+        assistant.settings.max_new_tokens = max_new_tokens
         answers["caption"] += assistant.ask(pcs, [PROMPTS["caption"]] * len(chunk))
         log(f"[eval] {min(i + batch_size, len(objects))}/{len(objects)} objects")
     seconds = time.time() - start
 
     meta = {"model": str(model_dir), "data": str(data_dir), "split": split, "seed": seed,
-            "command": command, "decoding": GenerationSettings(max_new_tokens=max_new_tokens, seed=seed).__dict__}
+            "command": command, "decoding": {**GenerationSettings(max_new_tokens=max_new_tokens, seed=seed).__dict__,
+                                              "max_new_tokens_short_answers": short}}
     cat_ok = [match_category(a, o["category"]) for a, o in zip(answers["category"], objects)]
     col_ok = [match_colour(a, o["colour"]) for a, o in zip(answers["colour"], objects)]
     files = {

@@ -107,13 +107,25 @@ def quickstart(
         "evaluation": {k: summary[k] for k in ("objects", "category_accuracy", "colour_accuracy", "caption_sbert")},
     }
     (out / "quickstart.json").write_text(json.dumps(record, indent=1))
-    try:
-        from ..eval.report import write_report
-    except ImportError:  # the report module ships with the evaluation suite
-        write_report = None
-    if write_report is not None:
-        paths = write_report(out)
-        log(f"[quickstart] report: {paths}")
+
+    from ..eval.attention import attention_for_objects, procedural_files
+    from ..eval.report import write_report
+    from ..eval.resolution import quick_resolution
+
+    t = time.time()
+    if not (out / "eval" / "resolution").is_dir() or force:
+        log("[quickstart] resolution sweep (1K-16K points) on a few held-out objects")
+        quick_resolution(out / "model", data_dir, out / "eval" / "resolution", max_objects=8, seed=seed,
+                         command=command, log=log)
+    if not (out / "eval" / "attention").is_dir() or force:
+        log("[quickstart] attention maps of the last layer")
+        attention_for_objects(out / "model", procedural_files(data_dir, "test", 4), out / "eval" / "attention",
+                              seed=seed, command=command, log=log)
+    timings["sweep_and_attention_seconds"] = round(time.time() - t, 1)
+    record["timings"] = {**timings, "total_seconds": round(time.time() - t0, 1)}
+    (out / "quickstart.json").write_text(json.dumps(record, indent=1))
+    paths = write_report(out)
+    log(f"[quickstart] report: {paths['html']}")
     log(
         f"[quickstart] done in {record['timings']['total_seconds'] / 60:.1f} min: category accuracy "
         f"{summary['category_accuracy']:.1f} %, colour accuracy {summary['colour_accuracy']:.1f} %, caption "
