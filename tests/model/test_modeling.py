@@ -227,3 +227,26 @@ def test_new_point_tokens_start_at_the_word_embedding_scale(tiny):
         feats = model.model.point_projector(model.model.embed_points(pc).features)
     rms = feats.pow(2).mean().sqrt()
     assert 0.5 < float(rms / target) < 2.0
+
+
+def test_training_loss_on_labelled_positions_equals_full_cross_entropy(tiny):
+    from enel.data.collate import EnelCollator
+    from enel.data.conversation import encode_conversation
+
+    model, tok = tiny
+    conv = [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": "A red chair."}]
+    enc = encode_conversation(tok, conv, template="chat", num_point_tokens=129)
+    batch = EnelCollator.from_tokenizer(tok, return_extras=False)(
+        [{"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels),
+          "point_cloud": clouds(1)[0], "object_id": "a"}] * 2)
+    model.train()  # both in training mode (BatchNorm uses batch statistics there)
+    try:
+        with torch.no_grad():
+            full = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+            out = model(**batch)
+    finally:
+        model.eval()
+    reference = torch.nn.functional.cross_entropy(full[:, :-1].reshape(-1, full.shape[-1]),
+                                                  batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    assert out.logits is None
+    assert torch.allclose(out.loss, reference, atol=1e-5)
