@@ -267,20 +267,29 @@ class GatedGroupAttention(nn.Module):
             rows = flat_valid.reshape(-1).nonzero().squeeze(1)
             real = self.out(y.index_select(0, rows))
             o = real.new_zeros(y.shape[0], hidden).index_copy(0, rows, real)
-        o = o.reshape(batch, n_groups, k, hidden)
-        g = torch.tanh(self.gate) if self.use_gate else torch.ones((), device=o.device, dtype=o.dtype)
-        return feats + g.to(feats.dtype) * o.to(feats.dtype)
+        o = o.reshape(batch, n_groups, k, hidden).to(feats.dtype)
+        if not self.use_gate:
+            return feats + o
+        return torch.addcmul(feats, torch.tanh(self.gate).to(feats.dtype), o)  # F + tanh(α)·o in one pass
 
 
 def _pool(groups: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
-    """``groups (S, K, H)``, ``valid (S, K)`` → ``(S, H)`` over valid slots only."""
-    w = valid[..., None].to(groups.dtype)
-    count = w.sum(1).clamp(min=1)
-    mean = (groups * w).sum(1) / count
+    """``groups (S, K, H)``, ``valid (S, K)`` → ``(S, H)``: ``max``, ``mean`` or ``(max + mean) / 2`` over valid slots.
+
+    A row without any valid slot pools to 0.
+    """
+    if bool(valid.all()):  # FPS groups and grid levels whose cells all hold K tokens: no masking needed
+        mean = groups.mean(1)
+        if how == "mean":
+            return mean
+        mx = groups.amax(1)
+        return mx if how == "max" else 0.5 * (mx + mean)
+    w = valid.to(groups.dtype)
+    count = w.sum(1, keepdim=True).clamp(min=1)
+    mean = torch.bmm((w / count).unsqueeze(1), groups).squeeze(1)  # one fused pass over the groups
     if how == "mean":
         return mean
-    neg = torch.finfo(groups.dtype).min
-    mx = groups.masked_fill(~valid[..., None], neg).max(1).values
+    mx = groups.masked_fill(~valid[..., None], float("-inf")).amax(1)
     mx = torch.where(valid.any(1, keepdim=True), mx, mean)
     return mx if how == "max" else 0.5 * (mx + mean)
 
@@ -407,7 +416,7 @@ class HierarchicalAggregation(nn.Module):
         new_pos = torch.where(new_valid, torch.gather(rep, 1, order), torch.zeros_like(rep))
         group_of = torch.where(groups.group_of >= 0, torch.gather(inverse, 1, groups.group_of.clamp(min=0)),
                                torch.full_like(groups.group_of, -1))
-        return L.shrink(layout, hidden, pooled, new_valid, new_pos, new_centres, group_of)
+        return L.shrink(layout, hidden, pooled, new_valid, new_pos, new_centres, group_of, pre_block=fine)
 
     def propagate(self, hidden: torch.Tensor, transition: L.Transition) -> torch.Tensor:
         """Copy each group's feature back to its members: ``(B, L', H)`` → ``(B, L, H)``."""

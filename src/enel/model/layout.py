@@ -26,7 +26,18 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..points import ops
+
 __all__ = ["SequenceLayout", "Transition", "LayerKeyMasks", "additive_mask", "default_position_ids"]
+
+
+def _select_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows (R, H)`` picked by ``index (B, N)`` → ``(B, N, H)``.
+
+    One ``index_select`` forward and one ``index_add_`` backward (:func:`enel.points.ops.gather`): every sequence
+    rebuild below is a single row copy, not a chain of gather / where / scatter passes over ``(B, L, H)``.
+    """
+    return ops.gather(rows.unsqueeze(0), index.reshape(1, -1))[0].view(*index.shape, rows.shape[-1])
 
 
 def default_position_ids(attention_mask: torch.Tensor, past: int = 0) -> torch.Tensor:
@@ -101,21 +112,37 @@ class SequenceLayout:
 
     def gather_block(self, hidden: torch.Tensor) -> torch.Tensor:
         """``(B, L, H) -> (B, P, H)`` the block's hidden states (rows of samples without a cloud are junk)."""
-        idx = self.block_index()
-        return torch.gather(hidden, 1, idx[..., None].expand(-1, -1, hidden.shape[-1]))
+        batch, length, h = hidden.shape
+        rows = torch.arange(batch, device=hidden.device)[:, None] * length + self.block_index()
+        return _select_rows(hidden.reshape(batch * length, h), rows)
+
+    def _writable(self) -> torch.Tensor:
+        """``(B, P)`` bool: block slots that hold a real token of a sample with a cloud."""
+        return self.point_valid & self.has_points[:, None]
 
     def scatter_block(self, hidden: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
         """Write ``block (B, P, H)`` into ``hidden (B, L, H)`` at valid slots of samples with a cloud."""
-        write = (self.point_valid & self.has_points[:, None])[..., None]
-        idx = self.block_index()[..., None].expand(-1, -1, hidden.shape[-1])
-        current = torch.gather(hidden, 1, idx)
-        return hidden.scatter(1, idx, torch.where(write, block.to(hidden.dtype), current))
+        batch, length, h = hidden.shape
+        p = self.block_len
+        dev = hidden.device
+        pos = torch.arange(length, device=dev)[None, :]
+        bs = self.block_start.clamp(min=0)[:, None]
+        slot = (pos - bs).clamp(0, max(p - 1, 0))
+        write = self.has_points[:, None] & (pos >= bs) & (pos < bs + p)
+        write = write & torch.gather(self._writable(), 1, slot)
+        b = torch.arange(batch, device=dev)[:, None]
+        index = torch.where(write, batch * length + b * p + slot, b * length + pos)
+        rows = torch.cat([hidden.reshape(batch * length, h), block.reshape(batch * p, h).to(hidden.dtype)])
+        return _select_rows(rows, index)
 
     def add_to_block(self, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """``hidden + delta`` on the valid block slots; ``delta`` is ``(B, P, H)``."""
-        write = (self.point_valid & self.has_points[:, None]).to(delta.dtype)[..., None]
-        idx = self.block_index()[..., None].expand(-1, -1, hidden.shape[-1])
-        return hidden.scatter_add(1, idx, (delta * write).to(hidden.dtype))
+        batch, length, h = hidden.shape
+        write = self._writable()
+        b = torch.arange(batch, device=hidden.device)[:, None]
+        rows = (b * length + self.block_index())[write]
+        out = hidden.reshape(batch * length, h).index_add(0, rows, delta[write].to(hidden.dtype))
+        return out.view(batch, length, h)
 
 
 @dataclass
@@ -131,6 +158,8 @@ class Transition:
         group_of: ``(B, P)`` for every fine block slot, the coarse block slot whose feature it receives back
             on propagation (``-1`` for invalid fine slots).
         pre_block: ``(B, P, H)`` the fine block's hidden states before aggregation (the residual source).
+        fine_index: ``(B, L)`` row of ``cat(coarse hidden rows, one zero row)`` that every fine position takes
+            back on propagation (built by :func:`regrow` on first use).
     """
 
     fine: SequenceLayout
@@ -139,6 +168,7 @@ class Transition:
     source_valid: torch.Tensor
     group_of: torch.Tensor
     pre_block: torch.Tensor
+    fine_index: torch.Tensor | None = None
 
 
 def shrink(
@@ -149,6 +179,7 @@ def shrink(
     new_positions: torch.Tensor,
     new_centres: torch.Tensor | None,
     group_of: torch.Tensor,
+    pre_block: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Transition]:
     """Replace each sample's point block by a (shorter) block of aggregated tokens.
 
@@ -159,44 +190,53 @@ def shrink(
         new_positions: ``(B, P')`` int64 positions of the aggregated tokens.
         new_centres: ``(B, P', 3)`` or None.
         group_of: ``(B, P)`` coarse slot of every fine slot (``-1`` where the fine slot is invalid).
+        pre_block: ``layout.gather_block(hidden)`` when the caller has it already (kept for the residual).
 
     Returns:
-        ``(hidden', transition)`` with ``hidden'`` of shape ``(B, L', H)``.
+        ``(hidden', transition)`` with ``hidden'`` of shape ``(B, L', H)``: ``L' = L - P + P'`` when every
+        sample has a cloud, else ``L`` (text-only samples keep their length; the others are padded on the right).
+        Text keeps its states, key mask and positions; empty block slots and right padding are zero rows,
+        masked out as keys.
     """
-    batch, length, _ = hidden.shape
+    batch, length, h = hidden.shape
+    dev = hidden.device
     p_old, p_new = layout.block_len, new_block.shape[1]
     has = layout.has_points
     new_len_b = torch.where(has, torch.full_like(layout.block_start, length - p_old + p_new),
                             torch.full_like(layout.block_start, length))
     new_len = int(new_len_b.max())
-    j = torch.arange(new_len, device=hidden.device)[None, :].expand(batch, -1)
+    j = torch.arange(new_len, device=dev)[None, :].expand(batch, -1)
     bs = layout.block_start.clamp(min=0)[:, None]
     in_block = has[:, None] & (j >= bs) & (j < bs + p_new)
     after = has[:, None] & (j >= bs + p_new)
     src = torch.where(after, j - p_new + p_old, j)
-    real = j < new_len_b[:, None]
-    source_valid = real & ~in_block
+    source_valid = (j < new_len_b[:, None]) & ~in_block
     src = torch.where(source_valid, src, torch.zeros_like(src))
+    slot = (j - bs).clamp(0, max(p_new - 1, 0))
+    block_valid = new_valid & has[:, None]
+    write = in_block & torch.gather(block_valid, 1, slot)
 
-    gathered = torch.gather(hidden, 1, src[..., None].expand(-1, -1, hidden.shape[-1]))
-    gathered = gathered * source_valid[..., None].to(gathered.dtype)
-    key_mask = torch.gather(layout.key_mask, 1, src) & source_valid
-    position_ids = torch.gather(layout.position_ids, 1, src) * source_valid
+    # one row copy builds the coarse sequence: text rows, aggregated rows, or a zero row
+    b = torch.arange(batch, device=dev)[:, None]
+    zero_row = batch * length + batch * p_new
+    index = torch.where(source_valid, b * length + src,
+                        torch.where(write, batch * length + b * p_new + slot, torch.full_like(src, zero_row)))
+    rows = torch.cat([hidden.reshape(batch * length, h), new_block.reshape(batch * p_new, h).to(hidden.dtype),
+                      hidden.new_zeros(1, h)])
+    out = _select_rows(rows, index)
 
+    key_mask = torch.where(source_valid, torch.gather(layout.key_mask, 1, src), write)
+    position_ids = torch.where(
+        source_valid,
+        torch.gather(layout.position_ids, 1, src),
+        torch.where(write, torch.gather(new_positions, 1, slot), torch.zeros_like(src)),
+    )
     coarse = SequenceLayout(
         key_mask=key_mask,
         position_ids=position_ids,
         block_start=layout.block_start.clone(),
-        point_valid=new_valid & has[:, None],
+        point_valid=block_valid,
         point_centres=new_centres,
-    )
-    # block slots: features, positions and key mask of the aggregated tokens
-    idx = coarse.block_index()
-    write = coarse.point_valid
-    out = coarse.scatter_block(gathered, new_block)
-    coarse.key_mask = coarse.key_mask.scatter(1, idx, torch.gather(coarse.key_mask, 1, idx) | write)
-    coarse.position_ids = coarse.position_ids.scatter(
-        1, idx, torch.where(write, new_positions, torch.gather(coarse.position_ids, 1, idx))
     )
     transition = Transition(
         fine=layout,
@@ -204,9 +244,30 @@ def shrink(
         source_index=src,
         source_valid=source_valid,
         group_of=group_of,
-        pre_block=layout.gather_block(hidden),
+        pre_block=pre_block if pre_block is not None else layout.gather_block(hidden),
     )
     return out, transition
+
+
+def _regrow_index(transition: Transition, coarse_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, L)`` rows of ``cat(coarse rows, zero row)`` for every fine position, and ``(B, L)`` block writes."""
+    fine = transition.fine
+    batch, length = fine.key_mask.shape
+    dev = fine.key_mask.device
+    p_old, p_new = fine.block_len, transition.coarse.block_len
+    has = fine.has_points[:, None]
+    bs = fine.block_start.clamp(min=0)[:, None]
+    i = torch.arange(length, device=dev)[None, :].expand(batch, -1)
+    in_block = has & (i >= bs) & (i < bs + p_old)
+    after = has & (i >= bs + p_old)
+    slot = (i - bs).clamp(0, max(p_old - 1, 0))
+    group = torch.gather(transition.group_of, 1, slot)  # the coarse block slot of each fine block slot
+    write = in_block & torch.gather(fine.point_valid, 1, slot) & (group >= 0)
+    b = torch.arange(batch, device=dev)[:, None]
+    text = b * coarse_len + torch.where(after, i - p_old + p_new, i)
+    block = b * coarse_len + bs + group.clamp(min=0)
+    index = torch.where(in_block, torch.where(write, block, torch.full_like(i, batch * coarse_len)), text)
+    return index, write
 
 
 def regrow(transition: Transition, hidden: torch.Tensor, residual: bool) -> torch.Tensor:
@@ -218,25 +279,20 @@ def regrow(transition: Transition, hidden: torch.Tensor, residual: bool) -> torc
         residual: add the fine block's pre-aggregation features to the propagated ones.
 
     Returns:
-        ``(B, L, H)`` in the fine layout.
+        ``(B, L, H)`` in the fine layout: every non-block position takes back the state of the coarse position
+        it was copied to, every valid block slot the state of its group's coarse slot; other block slots are 0.
     """
-    fine, coarse = transition.fine, transition.coarse
-    batch, length = fine.key_mask.shape
-    h = hidden.shape[-1]
-    out = hidden.new_zeros(batch, length, h)
-    # non-block tokens: scatter back to where they came from
-    src = torch.where(transition.source_valid, transition.source_index, torch.zeros_like(transition.source_index))
-    vals = hidden * transition.source_valid[..., None].to(hidden.dtype)
-    out = out.scatter_add(1, src[..., None].expand(-1, -1, h), vals)
-    # block tokens: unpool
-    coarse_block = coarse.gather_block(hidden)  # (B, P', H)
-    g = transition.group_of.clamp(min=0)
-    unpooled = torch.gather(coarse_block, 1, g[..., None].expand(-1, -1, h))
+    batch, coarse_len, h = hidden.shape
+    if transition.fine_index is None or transition.fine_index.shape[0] != batch:
+        transition.fine_index, _ = _regrow_index(transition, coarse_len)
+    rows = torch.cat([hidden.reshape(batch * coarse_len, h), hidden.new_zeros(1, h)])
+    out = _select_rows(rows, transition.fine_index)
     if residual:
-        unpooled = unpooled + transition.pre_block.to(unpooled.dtype)
-    valid = fine.point_valid & (transition.group_of >= 0)
-    fine_for_write = SequenceLayout(fine.key_mask, fine.position_ids, fine.block_start, valid, fine.point_centres)
-    return fine_for_write.scatter_block(out, unpooled)
+        fine = transition.fine
+        valid = fine.point_valid & (transition.group_of >= 0)
+        write = SequenceLayout(fine.key_mask, fine.position_ids, fine.block_start, valid, fine.point_centres)
+        out = write.add_to_block(out, transition.pre_block)
+    return out
 
 
 @dataclass
