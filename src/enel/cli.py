@@ -95,36 +95,52 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # inference: init, caption, classify, ask, chat
 # ----------------------------------------------------------------------------------------------------------
-def _assistant(args: argparse.Namespace):
-    from .inference import Assistant
+def _model_dir(args: argparse.Namespace) -> Path:
     from .paths import default_model_dir
 
-    model_dir = Path(args.model) if args.model else default_model_dir()
+    return Path(args.model) if args.model else default_model_dir()
+
+
+def _model_points(model_dir: Path) -> int:
+    """The model's input resolution, read from its config without loading weights (so bad files fail fast)."""
+    from .errors import ModelLoadError
+
+    cfg = model_dir / "config.json"
+    if not cfg.is_file():
+        raise ModelLoadError(
+            f"no ENEL model in {model_dir}: run `enel quickstart` to train one, pass --model DIR, or create an "
+            "untrained one with `enel init DIR`"
+        )
+    try:
+        return int(json.loads(cfg.read_text())["point_config"]["num_points"])
+    except (ValueError, KeyError, TypeError):
+        raise ModelLoadError(f"{cfg} is not an ENEL model config (no point_config.num_points)") from None
+
+
+def _assistant(args: argparse.Namespace, model_dir: Path):
+    from .inference import Assistant
+
     settings = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
                     top_p=args.top_p, top_k=args.top_k, num_beams=args.beams, seed=args.seed)
-    return Assistant.from_folder(model_dir, **settings), model_dir
+    return Assistant.from_folder(model_dir, **settings)
 
 
-def _clouds(args, assistant):
+def _clouds(args, num_points: int):
     from .inference import prepare_cloud
 
-    n = args.points or assistant.num_points
-    out = []
-    for f in args.files:
-        points, cloud = prepare_cloud(f, n, seed=args.seed)
-        out.append((f, points, cloud))
-    return out
+    return [(f, *prepare_cloud(f, args.points or num_points, seed=args.seed)) for f in args.files]
 
 
 def _answer_files(args: argparse.Namespace, questions: list[str]) -> int:
     import numpy as np
 
-    assistant, model_dir = _assistant(args)
+    model_dir = _model_dir(args)
+    clouds = _clouds(args, _model_points(model_dir))  # every file is read before the model is loaded
+    assistant = _assistant(args, model_dir)
     meta = assistant.metadata()
     if not args.json and not assistant.trained:
         print(f"warning: {meta['warning']}", file=sys.stderr)
     records = []
-    clouds = _clouds(args, assistant)
     for start in range(0, len(clouds), args.batch_size):
         chunk = clouds[start : start + args.batch_size]
         for q in questions:
@@ -164,10 +180,14 @@ def cmd_ask(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from .inference import prepare_cloud
 
-    assistant, model_dir = _assistant(args)
+    model_dir = _model_dir(args)
+    num_points = _model_points(model_dir)
+    path = args.file
+    if path is not None:
+        prepare_cloud(path, args.points or num_points, seed=args.seed)  # a bad first file fails before loading
+    assistant = _assistant(args, model_dir)
     if not assistant.trained:
         print(f"warning: {assistant.metadata()['warning']}", file=sys.stderr)
-    path = args.file
     print("enel chat: type a question; 'exit' for a new object; Ctrl-D to quit.")
     while True:
         if path is None:
