@@ -32,6 +32,7 @@ from enel.model.aggregation import (  # noqa: E402
     GatedGroupAttention,
     HierarchicalAggregation,
     _pool,
+    _pool_segments,
     resolve_schedule,
 )
 from enel.model.backbones import tiny_backbone_config, tiny_tokenizer  # noqa: E402
@@ -113,7 +114,7 @@ def count_attention_calls(model) -> list[int]:
 
     for m in model.modules():
         if isinstance(m, GatedGroupAttention):
-            m.register_forward_pre_hook(hook)
+            m.qkv.register_forward_pre_hook(hook)  # both paths (padded groups, disjoint cells) project q/k/v once
     return calls
 
 
@@ -307,6 +308,32 @@ def test_gated_attention_equals_a_per_slot_reference_and_ignores_padding():
     with torch.no_grad():
         attn.gate.zero_()
     assert torch.equal(attn(tokens, members, valid)[valid], tokens[torch.arange(2)[:, None, None], members][valid])
+
+
+@pytest.mark.parametrize("how", ["max", "mean", "maxmean"])
+def test_disjoint_groups_per_token_equal_the_padded_groups(how):
+    """The grid path (per token, "same cell" mask, segment pooling) equals the padded path, values and gradients."""
+    torch.manual_seed(1)
+    attn = GatedGroupAttention(hidden=8, attn_dim=12, heads=3, gate=True)
+    with torch.no_grad():
+        attn.gate.fill_(0.7)
+    group_of = torch.tensor([[0, 1, 0, 2, 1, 0, -1], [1, 1, 0, 1, -1, -1, -1]])  # sample 1: group 2 is empty
+    n_groups = 3
+    members = torch.full((2, n_groups, 3), -1)
+    for b in range(2):
+        for g in range(n_groups):
+            idx = (group_of[b] == g).nonzero().flatten()
+            members[b, g, : len(idx)] = idx
+    valid = members >= 0
+    tokens = torch.randn(2, 7, 8, requires_grad=True)
+    padded = _pool(attn(tokens, members, valid).reshape(6, 3, 8), valid.reshape(6, 3), how).reshape(2, 3, 8)
+    per_token = _pool_segments(attn.forward_partition(tokens, group_of), group_of, n_groups, how)
+    torch.testing.assert_close(per_token, padded, atol=1e-6, rtol=1e-6)
+    assert torch.equal(per_token[1, 2], torch.zeros(8))  # an empty group pools to 0
+    weights = torch.randn(2, 3, 8)
+    g_padded, = torch.autograd.grad((padded * weights).sum(), tokens)
+    g_token, = torch.autograd.grad((per_token * weights).sum(), tokens)
+    torch.testing.assert_close(g_token, g_padded, atol=1e-6, rtol=1e-6)
 
 
 def test_pooling_uses_real_members_only():

@@ -10,9 +10,11 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
   recorded seed and stored in the config: the grid schedule is fixed per run (documented choice).
 * **Gated self-attention** inside each group: ``F' = tanh(α)·Attn(F) + F`` with α a learnable scalar starting
   at 0, so adding aggregation to a stage-1 model changes nothing until training opens the gate. The attention
-  has its own projections with a bottleneck width (the authors' internal runs: 256). Padded slots of short
-  groups hold the group mean (the paper's rule) and are also masked out as keys, so a cloud's result never
-  depends on the largest group of its batch mates.
+  has its own projections with a bottleneck width (the authors' internal runs: 256). Only real members are
+  keys and are pooled (the paper pads short groups with the group mean; here padding is masked, so its content
+  is irrelevant and a cloud's result never depends on the largest group of its batch mates). Grid cells are
+  disjoint, so the grid path runs per token with a "same cell" attention mask and segment pooling, with no
+  padded slots at all; the overlapping FPS groups run on ``(B, G, K)`` slots.
 * **Pooling** to one token per group: ``max``, ``mean`` or ``maxmean`` = ``(max + mean) / 2``. The paper sums
   max and mean inside Point-PN, but in the LLM's residual stream the sum would double a token's scale; the
   average keeps it (a group of one token pools to itself). The aggregated token's coordinate is the mean of
@@ -227,6 +229,7 @@ class GatedGroupAttention(nn.Module):
     Cost: the norm and the q/k/v projection run once per *token* of the fine block (``B·P`` rows), not once per
     group slot (``B·G·K`` rows, eight times more for the v1 FPS level 128 → 64 × k 16, whose groups overlap);
     the output projection runs on the real member slots only. The result is the same as projecting every slot.
+    Disjoint groups (grid cells) use :meth:`forward_partition`, which has no padded slots at all.
     """
 
     def __init__(self, hidden: int, attn_dim: int, heads: int, gate: bool, eps: float = 1e-6):
@@ -267,7 +270,34 @@ class GatedGroupAttention(nn.Module):
             rows = flat_valid.reshape(-1).nonzero().squeeze(1)
             real = self.out(y.index_select(0, rows))
             o = real.new_zeros(y.shape[0], hidden).index_copy(0, rows, real)
-        o = o.reshape(batch, n_groups, k, hidden).to(feats.dtype)
+        return self._gated(feats, o.reshape(batch, n_groups, k, hidden))
+
+    def forward_partition(self, tokens: torch.Tensor, group_of: torch.Tensor) -> torch.Tensor:
+        """The same attention for *disjoint* groups (grid cells), computed per token without padded slots.
+
+        Every token attends to the tokens of its own group: one masked attention over the whole block, whose
+        ``P × P`` mask is "same group". For disjoint groups this equals :meth:`forward` on the padded groups, but
+        the projections, the residual and the pooling run on ``B·P`` rows instead of ``B·G·K`` (a grid level
+        whose largest cell holds 10 tokens while most hold 1 or 2 has ~9× more padded slots than tokens).
+
+        Args:
+            tokens: ``(B, P, H)`` hidden states of the fine block.
+            group_of: ``(B, P)`` int64 group of every token, ``-1`` for tokens in no group.
+
+        Returns:
+            ``(B, P, H)``: ``F + tanh(α)·Attn(F)`` for tokens in a group; other rows are ``F + tanh(α)·(junk)``.
+        """
+        batch, p, hidden = tokens.shape
+        qkv = self.qkv(self.norm(tokens)).reshape(batch, p, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, kk, v = qkv.unbind(0)  # (B, heads, P, D/heads)
+        same = (group_of[:, :, None] == group_of[:, None, :]) & (group_of >= 0)[:, None, :]
+        same = same | torch.eye(p, dtype=torch.bool, device=tokens.device)  # a token outside every group: itself
+        y = F.scaled_dot_product_attention(q, kk, v, attn_mask=same[:, None])
+        o = self.out(y.transpose(1, 2).reshape(batch, p, -1))
+        return self._gated(tokens, o)
+
+    def _gated(self, feats: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        o = o.to(feats.dtype)
         if not self.use_gate:
             return feats + o
         return torch.addcmul(feats, torch.tanh(self.gate).to(feats.dtype), o)  # F + tanh(α)·o in one pass
@@ -292,6 +322,28 @@ def _pool(groups: torch.Tensor, valid: torch.Tensor, how: str) -> torch.Tensor:
     mx = groups.masked_fill(~valid[..., None], float("-inf")).amax(1)
     mx = torch.where(valid.any(1, keepdim=True), mx, mean)
     return mx if how == "max" else 0.5 * (mx + mean)
+
+
+def _pool_segments(x: torch.Tensor, group_of: torch.Tensor, n_groups: int, how: str) -> torch.Tensor:
+    """Pool the rows of each disjoint group: ``x (B, P, H)``, ``group_of (B, P)`` (``-1``: none) → ``(B, G, H)``.
+
+    The same values as :func:`_pool` on the padded groups (an empty group pools to 0), computed with one
+    ``index_add`` (sum) and one ``scatter_reduce`` (max) over the ``B·P`` rows.
+    """
+    batch, p, h = x.shape
+    ok = (group_of >= 0).reshape(-1)
+    b = torch.arange(batch, device=x.device)[:, None]
+    target = (b * n_groups + group_of).reshape(-1)[ok]
+    rows = x.reshape(batch * p, h)[ok]
+    count = torch.zeros(batch * n_groups, dtype=x.dtype, device=x.device).index_add(
+        0, target, torch.ones_like(target, dtype=x.dtype))
+    mean = x.new_zeros(batch * n_groups, h).index_add(0, target, rows) / count.clamp(min=1)[:, None]
+    if how == "mean":
+        return mean.view(batch, n_groups, h)
+    mx = x.new_zeros(batch * n_groups, h).scatter_reduce(0, target[:, None].expand(-1, h), rows, "amax",
+                                                          include_self=False)
+    out = mx if how == "max" else 0.5 * (mx + mean)
+    return out.view(batch, n_groups, h)
 
 
 @dataclass
@@ -394,9 +446,14 @@ class HierarchicalAggregation(nn.Module):
         batch, n_groups, k = groups.members.shape
         h = fine.shape[-1]
         mv = groups.member_valid
-        attended = self.attn[block * self.cfg.levels + level](fine, groups.members, mv)  # (B, G, K, H)
-        pooled = _pool(attended.reshape(batch * n_groups, k, h), mv.reshape(batch * n_groups, k), self.cfg.pooling)
-        pooled = pooled.reshape(batch, n_groups, h)
+        attn = self.attn[block * self.cfg.levels + level]
+        if self.cfg.grouping == "grid":  # disjoint cells: per token, no padded slots
+            pooled = _pool_segments(attn.forward_partition(fine, groups.group_of), groups.group_of, n_groups,
+                                    self.cfg.pooling)
+        else:  # overlapping kNN groups, every slot real
+            attended = attn(fine, groups.members, mv)  # (B, G, K, H)
+            pooled = _pool(attended.reshape(batch * n_groups, k, h), mv.reshape(batch * n_groups, k),
+                           self.cfg.pooling).reshape(batch, n_groups, h)
 
         # coordinates, positions and order of the aggregated tokens
         idx = groups.members.clamp(min=0)
