@@ -11,8 +11,8 @@ block; four procedural objects of 2048 points each, normalised into the unit sph
   **analytic FLOPs** of the decoder layers, ``lm_head`` and the aggregation modules counted from those lengths
   and the layer sizes (the point embedding, the same in every variant, is left out). As a cross-check,
   ``torch.utils.flop_counter.FlopCounterMode`` counts the matrix products of the untimed warm-up forward per
-  module; they must equal the analytic linear part exactly (column "linear = counted"; it does not see SDPA on
-  the CPU, so the attention products are analytic only).
+  module; they must equal the analytic matrix products exactly (column "matmuls = counted"; it does not see
+  SDPA on the CPU, so the attention products are analytic only).
 
 Variants (``--variants``):
 
@@ -25,34 +25,41 @@ Variants (``--variants``):
 
 The aggregation modules are attached to one model (their gates set to 0.1 so that the backward pass reaches
 the attention weights); ``none`` detaches them. Runs are interleaved round by round (every variant once per
-round) and the table reports the median, so a load change on a shared machine hits every variant alike.
+round), so a load change on a shared machine hits every variant alike.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/aggregation.py                  # all variants, 3 rounds
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/aggregation.py --threads 1      # all variants, 5 rounds
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/aggregation.py --device cuda    # on an accelerator
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/aggregation.py --backbone DIR --rounds 1   # any local backbone
 
 The paper's schedule needs a backbone of at least ~19 layers (it is refused on the 4-layer tiny test models).
+On a shared CPU, ``--threads 1`` gives reproducible ratios: with two threads every torch op may wait for the
+second OpenMP thread to be scheduled, a penalty that scales with the op count, not the FLOPs.
 
-Writes ``benchmarks/results/aggregation.json``. FLOPs of the backward pass are taken as twice the forward's
-(gradients with respect to inputs and weights), so the "fwd+bwd" FLOPs are three times the forward's.
+Writes ``benchmarks/results/aggregation.json`` (helpers from ``benchmarks/common.py``). The forward FLOPs are
+those of the timed eval forward (logits at every position). The backward pass is taken as twice the forward
+(gradients with respect to inputs and weights), and training computes logits at the labelled positions only,
+so "fwd+bwd" FLOPs are ``3 × (decoder + aggregation + lm_head at the labelled positions)``. Times: the best run
+is the headline (other processes only ever make a run slower), the median is given beside it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from common import machine_info, print_table, set_threads, write_json  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from enel.data.conversation import build_prompt, tokenize_prompts  # noqa: E402
 from enel.model.aggregation import AggregationConfig, GatedGroupAttention, HierarchicalAggregation  # noqa: E402
@@ -65,23 +72,6 @@ VARIANTS = {
     "fps": {"grouping": "fps", "fps_centres": [64, 32, 16], "fps_k": [16, 8, 4]},
 }
 CATEGORIES = ["chair", "table", "lamp", "mug", "sofa", "bed", "car", "airplane"]
-
-
-# ---- small local helpers (benchmarks/common.py did not exist when this was written) ----------------------
-def _table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """A plain-text table: ``columns`` are ``(key, header)`` pairs."""
-    cells = [[h for _, h in columns]] + [[str(r.get(k, "")) for k, _ in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------
@@ -125,26 +115,28 @@ def layer_flops(text_config, batch: int, length: int) -> tuple[int, int]:
     return proj + mlp, attn
 
 
-def aggregation_flops(records: list[dict], hidden: int, attn_dim: int) -> tuple[int, int]:
+def aggregation_flops(records: list[dict]) -> tuple[int, int]:
     """Forward FLOPs of the gated group attention calls recorded by :func:`_record_attention`: ``(linear, attention)``.
 
-    Per call: q/k/v on the ``B·P`` fine tokens and the output projection on the real member slots (linear);
-    scores and values inside the ``B·G`` groups of ``K`` slots (attention). Pooling, gathers and the grouping
-    itself are not counted.
+    Linear: q/k/v on the ``B·P`` fine tokens, and the output projection on the real member slots (FPS: ``B·G·K``)
+    or on the ``B·P`` tokens (grid). Attention: scores and values inside the ``B·G`` groups of ``K`` slots (FPS),
+    or over the whole block with a "same cell" mask (grid: ``B·P²``). Pooling, gathers and the grouping itself
+    are not counted.
     """
-    linear = attention = 0
-    for r in records:
-        linear += 2 * r["tokens"] * hidden * 3 * attn_dim + 2 * r["valid_slots"] * attn_dim * hidden
-        attention += 2 * 2 * r["groups"] * r["k"] * r["k"] * attn_dim
-    return linear, attention
+    return sum(r["linear"] for r in records), sum(r["attention"] for r in records)
 
 
-def _counted(counter, prefix: str) -> int:
-    """FLOPs that ``FlopCounterMode`` attributed to the modules named ``prefix<digits>`` (or ``prefix`` itself)."""
+def _counted(counter, prefix: str, leaves: tuple[str, ...] = ()) -> int:
+    """FLOPs that ``FlopCounterMode`` attributed to the modules ``prefix<digits>`` (or ``prefix`` itself), or,
+    with ``leaves``, to the modules ``prefix<digits>.<leaf>`` (for modules entered through a method other than
+    ``forward``, whose own name the counter never sees)."""
     total = 0
     for name, ops_ in counter.get_flop_counts().items():
-        tail = name[len(prefix):] if name.startswith(prefix) else None
-        if tail is not None and (tail == "" or tail.isdigit()):
+        if not name.startswith(prefix):
+            continue
+        tail = name[len(prefix):]
+        head, _, leaf = tail.partition(".")
+        if (not leaves and (tail == "" or tail.isdigit())) or (leaves and head.isdigit() and leaf in leaves):
             total += sum(ops_.values())
     return total
 
@@ -161,15 +153,34 @@ def _record_lengths(model) -> tuple[list[int], list]:
 
 
 def _record_attention(model) -> tuple[list[dict], list]:
+    """Record the FLOPs of every :class:`GatedGroupAttention` call (both paths); returns records and an undo list."""
     records: list[dict] = []
+    undo = []
+    for m in model.modules():
+        if not isinstance(m, GatedGroupAttention):
+            continue
+        hidden, d = m.qkv.in_features, m.out.in_features
 
-    def hook(module, args):
-        tokens, members, valid = args
-        b, g, k = members.shape
-        records.append({"tokens": b * tokens.shape[1], "groups": b * g, "k": k, "valid_slots": int(valid.sum())})
+        def padded(tokens, members, valid, _m=m, _h=hidden, _d=d, _f=m.forward):
+            b, g, k = members.shape
+            records.append({"linear": 2 * b * tokens.shape[1] * _h * 3 * _d + 2 * int(valid.sum()) * _d * _h,
+                            "attention": 2 * 2 * b * g * k * k * _d})
+            return _f(tokens, members, valid)
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, GatedGroupAttention)]
-    return records, handles
+        def partition(tokens, group_of, _m=m, _h=hidden, _d=d, _f=m.forward_partition):
+            b, p = group_of.shape
+            records.append({"linear": 2 * b * p * _h * 3 * _d + 2 * b * p * _d * _h,
+                            "attention": 2 * 2 * b * p * p * _d})
+            return _f(tokens, group_of)
+
+        m.forward, m.forward_partition = padded, partition
+        undo.append(m)
+    return records, undo
+
+
+def _undo_records(undo) -> None:
+    for m in undo:
+        del m.forward, m.forward_partition
 
 
 # ---- timing -------------------------------------------------------------------------------------------------
@@ -186,32 +197,36 @@ def _forward_backward(model, inputs, labels, clouds):
     out.loss.backward()
 
 
-def _timed(fn) -> float:
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
     fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="smollm2", help="smollm2 (default), tiny-llama, or a local HF folder")
+    parser.add_argument("--backbone", default="smollm2", help="smollm2 (default), or a local HF folder")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--num-points", type=int, default=2048)
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (each runs every variant once)")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (each runs every variant once)")
     parser.add_argument("--variants", default="none,grid-paper,grid-default,fps",
                         help=f"comma-separated, from {sorted(VARIANTS)}")
     parser.add_argument("--no-backward", action="store_true", help="time the forward pass only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "aggregation.json"))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or an accelerator such as cuda")
+    parser.add_argument("--name", default="aggregation", help="results file benchmarks/results/<name>.json")
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
-    if "none" not in names:
-        names.insert(0, "none")
+    names = ["none"] + [n for n in names if n != "none"]
 
     torch.manual_seed(0)
     model, tokenizer = EnelForCausalLM.from_backbone(args.backbone, point_config="small")
@@ -229,104 +244,112 @@ def main(argv: list[str] | None = None) -> dict:
             for attn in agg.attn:
                 attn.gate.fill_(0.1)
         modules[name] = agg
+    device = torch.device(args.device)
+    model.to(device)
+    for agg in modules.values():
+        if agg is not None:
+            agg.to(device)
     inputs, labels, clouds = make_batch(model, tokenizer, args.batch, args.num_points)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    labels, clouds = labels.to(device), clouds.to(device)
+    labelled = int((labels[:, 1:] != -100).sum())  # training computes logits only there
 
     results: dict[str, dict] = {}
     for name in names:  # untimed warm-up: lengths, analytic and counted FLOPs
         model.model.aggregation = modules[name]
-        lengths, h1 = _record_lengths(model)
-        records, h2 = _record_attention(model)
-        from torch.utils.flop_counter import FlopCounterMode
-
+        lengths, handles = _record_lengths(model)
+        records, undo = _record_attention(model)
         counter = FlopCounterMode(display=False)
         model.eval()
         with torch.no_grad(), counter:
             model(**inputs, point_clouds=clouds)
-        for h in h1 + h2:
+        for h in handles:
             h.remove()
+        _undo_records(undo)
         per_layer = [layer_flops(text, args.batch, n) for n in lengths]
         dec_linear = sum(x for x, _ in per_layer)
         dec = dec_linear + sum(y for _, y in per_layer)
         head = 2 * args.batch * lengths[0] * text.hidden_size * text.vocab_size
-        agg_linear, agg_attn = (aggregation_flops(records, text.hidden_size, modules[name].cfg.attn_dim)
-                                if modules[name] else (0, 0))
-        counted_dec = _counted(counter, "EnelForCausalLM.model.language_model.layers.")
-        counted_agg = _counted(counter, "EnelForCausalLM.model.aggregation.attn.")
-        counted_head = _counted(counter, "EnelForCausalLM.lm_head")
-        # FlopCounterMode counts the matrix products (not SDPA on the CPU): they must equal the analytic linear part
-        check = (counted_dec, counted_agg, counted_head) == (dec_linear, agg_linear, head)
+        agg_linear, agg_attn = aggregation_flops(records)
+        counted = {
+            "decoder": _counted(counter, "EnelForCausalLM.model.language_model.layers."),
+            "aggregation": _counted(counter, "EnelForCausalLM.model.aggregation.attn.", ("qkv", "out")),
+            "lm_head": _counted(counter, "EnelForCausalLM.lm_head"),
+        }
         events = modules[name].events if modules[name] else []
         results[name] = {
             "layer_lengths": lengths,
             "point_block_per_layer": [n - lengths[0] + (model.config.num_point_tokens - 1) for n in lengths],
             "events": [(layer + 1, kind) for layer, kind, _, _ in events],
-            "cell_sizes": [round(s, 4) for s in modules[name]._cell_sizes] if modules[name] else [],
+            "cell_sizes": [round(x, 4) for x in modules[name]._cell_sizes] if modules[name] else [],
             "flops_decoder": dec,
             "flops_decoder_linear": dec_linear,
             "flops_lm_head": head,
             "flops_aggregation": agg_linear + agg_attn,
             "flops_aggregation_linear": agg_linear,
-            "flops_analytic": dec + head + agg_linear + agg_attn,
-            "flops_counted_linear": {"decoder": counted_dec, "aggregation": counted_agg, "lm_head": counted_head},
-            "flops_counted_match": check,
-            "flops_counted_whole_forward": int(counter.get_total_flops()),
+            "flops_forward": dec + head + agg_linear + agg_attn,
+            # backward = 2 × forward; training applies lm_head to the labelled positions only
+            "flops_forward_backward": 3 * (dec + agg_linear + agg_attn + 2 * labelled * text.hidden_size
+                                           * text.vocab_size),
+            # FlopCounterMode counts the matrix products, and SDPA only where it has a formula for the kernel (not
+            # the CPU's): the count must equal the analytic products, with or without the attention part
+            "flops_counted_matmuls": counted,
+            "flops_counted_match": (counted["decoder"] in (dec_linear, dec)
+                                    and counted["aggregation"] in (agg_linear, agg_linear + agg_attn)
+                                    and counted["lm_head"] == head),
             "forward_s": [],
             "forward_backward_s": [],
         }
         if not args.no_backward:  # warm the backward path too
             _forward_backward(model, inputs, labels, clouds)
 
-    for _ in range(args.rounds):
+    for _ in range(args.rounds):  # interleaved: a load change on a shared machine hits every variant alike
         for name in names:
             model.model.aggregation = modules[name]
-            results[name]["forward_s"].append(_timed(lambda: _forward(model, inputs, clouds)))
-        if args.no_backward:
-            continue
-        for name in names:
-            model.model.aggregation = modules[name]
-            results[name]["forward_backward_s"].append(
-                _timed(lambda: _forward_backward(model, inputs, labels, clouds)))
+            results[name]["forward_s"].append(_timed(lambda: _forward(model, inputs, clouds), device))
+        if not args.no_backward:
+            for name in names:
+                model.model.aggregation = modules[name]
+                results[name]["forward_backward_s"].append(
+                    _timed(lambda: _forward_backward(model, inputs, labels, clouds), device))
     model.model.aggregation = None
 
     base = results["none"]
     rows = []
     for name in names:
         r = results[name]
-        r["forward_median_s"] = statistics.median(r["forward_s"]) if r["forward_s"] else None
-        r["forward_backward_median_s"] = (statistics.median(r["forward_backward_s"])
-                                          if r["forward_backward_s"] else None)
-        r["time_ratio_forward"] = (r["forward_median_s"] / base["forward_median_s"]) if r["forward_s"] else None
-        r["time_ratio_forward_backward"] = (r["forward_backward_median_s"] / base["forward_backward_median_s"]
-                                            if r["forward_backward_s"] else None)
-        r["flops_ratio"] = r["flops_analytic"] / base["flops_analytic"]
-        r["flops_saving"] = 1.0 - r["flops_ratio"]
+        for key in ("forward", "forward_backward"):
+            runs = r[f"{key}_s"]
+            r[f"{key}_best_s"] = min(runs) if runs else None
+            r[f"{key}_median_s"] = statistics.median(runs) if runs else None
+            r[f"{key}_ratio_best"] = r[f"{key}_best_s"] / base[f"{key}_best_s"] if runs else None
+            r[f"{key}_ratio_median"] = r[f"{key}_median_s"] / base[f"{key}_median_s"] if runs else None
+        r["flops_forward_saving"] = 1.0 - r["flops_forward"] / base["flops_forward"]
+        r["flops_forward_backward_saving"] = 1.0 - r["flops_forward_backward"] / base["flops_forward_backward"]
         r["decoder_flops_saving"] = 1.0 - r["flops_decoder"] / base["flops_decoder"]
-        min_block = min(r["point_block_per_layer"])
+        fb = bool(r["forward_backward_s"])
         rows.append({
             "variant": name,
-            "min_block": min_block,
-            "fwd_s": f"{r['forward_median_s']:.3f}" if r["forward_s"] else "-",
-            "fwd_x": f"{r['time_ratio_forward']:.3f}" if r["forward_s"] else "-",
-            "fb_s": f"{r['forward_backward_median_s']:.3f}" if r["forward_backward_s"] else "-",
-            "fb_x": f"{r['time_ratio_forward_backward']:.3f}" if r["forward_backward_s"] else "-",
-            "gflop": f"{r['flops_analytic'] / 1e9:.1f}",
-            "agg_gflop": f"{r['flops_aggregation'] / 1e9:.2f}",
-            "check": "yes" if r["flops_counted_match"] else "NO",
-            "saving": f"{100 * r['flops_saving']:.1f}%",
-            "dec_saving": f"{100 * r['decoder_flops_saving']:.1f}%",
+            "min block": min(r["point_block_per_layer"]),
+            "fwd s (best/med)": f"{r['forward_best_s']:.2f} / {r['forward_median_s']:.2f}",
+            "fwd ×none": f"{r['forward_ratio_best']:.3f} / {r['forward_ratio_median']:.3f}",
+            "fwd+bwd s (best/med)": (f"{r['forward_backward_best_s']:.2f} / {r['forward_backward_median_s']:.2f}"
+                                     if fb else "-"),
+            "fwd+bwd ×none": (f"{r['forward_backward_ratio_best']:.3f} / {r['forward_backward_ratio_median']:.3f}"
+                              if fb else "-"),
+            "fwd GFLOP": f"{r['flops_forward'] / 1e9:.1f}",
+            "agg GFLOP": f"{r['flops_aggregation'] / 1e9:.2f}",
+            "fwd FLOP saving": f"{100 * r['flops_forward_saving']:.1f}%",
+            "fwd+bwd FLOP saving": f"{100 * r['flops_forward_backward_saving']:.1f}%",
+            "matmuls = counted": "yes" if r["flops_counted_match"] else "NO",
         })
-    columns = [("variant", "variant"), ("min_block", "min block"), ("fwd_s", "fwd s"), ("fwd_x", "fwd ×base"),
-               ("fb_s", "fwd+bwd s"), ("fb_x", "fwd+bwd ×base"), ("gflop", "fwd GFLOP"),
-               ("agg_gflop", "of which agg"), ("check", "linear = counted"), ("saving", "FLOP saving"),
-               ("dec_saving", "decoder saving")]
-    print(f"\nbackbone {args.backbone} ({n_layers} layers, hidden {text.hidden_size}), batch {args.batch}, "
-          f"sequence {inputs['input_ids'].shape[1]} tokens, {args.num_points} points per cloud, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
-    print(_table(rows, columns))
+    title = (f"backbone {args.backbone} ({n_layers} layers, hidden {text.hidden_size}), batch {args.batch}, "
+             f"sequence {inputs['input_ids'].shape[1]} tokens, {args.num_points} points per cloud, "
+             f"{torch.get_num_threads()} threads, device {device}; best / median of {args.rounds} interleaved rounds")
+    table = print_table(rows, title=title)
     for name in names:
-        r = results[name]
-        if r["events"]:
-            print(f"{name}: point block per layer {r['point_block_per_layer']}")
+        if results[name]["events"]:
+            print(f"{name}: point block per layer {results[name]['point_block_per_layer']}")
     report = {
         "benchmark": "aggregation",
         "argv": sys.argv[1:] if argv is None else argv,
@@ -335,20 +358,15 @@ def main(argv: list[str] | None = None) -> dict:
         "hidden": text.hidden_size,
         "batch": args.batch,
         "sequence": int(inputs["input_ids"].shape[1]),
+        "labelled_positions": labelled,
         "num_points": args.num_points,
         "rounds": args.rounds,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "load_average_end": _load_average(),
-        "flops_backward_rule": "fwd+bwd FLOPs = 3 x forward",
+        "machine": machine_info(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "table": table,
         "variants": results,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out}")
+    write_json(args.name, report)
     return report
 
 
