@@ -197,9 +197,11 @@ def test_grid_cell_sizes_follow_the_paper_formula():
     # clamped to [s_min, s_max] (an α above s_max overshoots at the first levels)
     clamped = AggregationConfig(enabled=True, grid_alpha=1.0, grid_min=0.1, grid_max=0.6, grid_theta=[3, 3, 3])
     assert clamped.cell_sizes() == [0.6, 0.6, pytest.approx(0.6, abs=5e-3)]
-    # θ drawn from N(0, 1) with the recorded seed: reproducible, and another seed gives other sizes
-    drawn = AggregationConfig(enabled=True).cell_sizes()
-    assert drawn == AggregationConfig(enabled=True).cell_sizes()
+    # default θ_j = 1: the paper's ~1/8 reduction on unit-sphere objects (cells ≈ 0.063, 0.199, 0.627)
+    assert AggregationConfig(enabled=True).cell_sizes() == pytest.approx([0.0629, 0.1985, 0.6266], abs=1e-3)
+    # θ drawn from N(0, 1) with a recorded seed: reproducible, and another seed gives other sizes
+    drawn = AggregationConfig(enabled=True, grid_theta_seed=0).cell_sizes()
+    assert drawn == AggregationConfig(enabled=True, grid_theta_seed=0).cell_sizes()
     assert drawn != AggregationConfig(enabled=True, grid_theta_seed=1).cell_sizes()
 
 

@@ -6,8 +6,9 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
 * **Grouping** of the 128 geometric point tokens by their 3D coordinates, either by **FPS + kNN** (the v1
   paper: 128 → 64 → 32 …, k = 16, 8 …) or by a **dynamic voxel grid** (v4: cell size
   ``s_i = α·exp(Σ_{j≤i} β_j)``, ``β_j = γ·tanh(θ_j) + β_ctr``, clamped to ``[s_min, s_max]``, a variable number
-  of cells per sample). A hard voxel assignment gives θ no gradient, so θ is drawn once from N(0, 1) with a
-  recorded seed and stored in the config: the grid schedule is fixed per run (documented choice).
+  of cells per sample). A hard voxel assignment gives θ no gradient, so θ is fixed per run (documented choice):
+  by default θ_j = 1, the paper's ~1/8 reduction on unit-sphere objects (a draw from N(0, 1), the paper's
+  init, often reduces nothing), or drawn with a recorded seed, or given.
 * **Gated self-attention** inside each group: ``F' = tanh(α)·Attn(F) + F`` with α a learnable scalar starting
   at 0, so adding aggregation to a stage-1 model changes nothing until training opens the gate. The attention
   has its own projections with a bottleneck width (the authors' internal runs: 256). Only real members are
@@ -65,7 +66,8 @@ class AggregationConfig:
         fps_centres: tokens kept by each FPS aggregation level (v1: 64, 32; a third level 16).
         fps_k: neighbours per centre at each FPS level (v1: 16, 8).
         grid_alpha, grid_min, grid_max: α and the clamp range ``[s_min, s_max]`` of the cell size.
-        grid_theta: θ_j per level; drawn from N(0, 1) with ``grid_theta_seed`` when left empty.
+        grid_theta: θ_j per level. Left empty: θ_j = 1 at every level (cells ≈ 0.063, 0.20, 0.63 for l = 3, the
+            ~1/8 token reduction the paper reports), or a draw from N(0, 1) when ``grid_theta_seed`` is set.
         pooling: ``"max"``, ``"mean"`` or ``"maxmean"``.
         gate: use the ``tanh(α)`` gate (off = the paper's "− gate mechanism" ablation, the attention output is
             added with weight 1).
@@ -83,7 +85,7 @@ class AggregationConfig:
     grid_min: float = 0.02
     grid_max: float = 1.0
     grid_theta: list[float] = field(default_factory=list)
-    grid_theta_seed: int = 0
+    grid_theta_seed: int | None = None
     pooling: str = "maxmean"
     gate: bool = True
     attn_heads: int = 4
@@ -149,6 +151,8 @@ class AggregationConfig:
     def thetas(self) -> list[float]:
         if self.grid_theta:
             return list(self.grid_theta)
+        if self.grid_theta_seed is None:
+            return [1.0] * self.levels
         g = torch.Generator().manual_seed(self.grid_theta_seed)
         return torch.randn(self.levels, generator=g, device="cpu").tolist()  # explicit: from_pretrained builds on meta
 
