@@ -41,7 +41,12 @@ from common import (  # noqa: E402
     write_json,
 )
 
-from enel.model.embedding import PointEmbeddingConfig, PointProjector, PointTokenEmbedding  # noqa: E402
+from enel.model.embedding import (  # noqa: E402
+    PointEmbeddingConfig,
+    PointProjector,
+    PointTokenEmbedding,
+    count_parameters,
+)
 from enel.points import ops  # noqa: E402
 
 N_POINTS = 8192
@@ -58,6 +63,39 @@ def clouds(batch: int, n: int = N_POINTS, seed: int = 0) -> torch.Tensor:
 
 def autocast(dtype: torch.dtype):
     return torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sizes (no timing): parameters and FLOPs from the code
+# ----------------------------------------------------------------------------------------------------------
+LLM_HIDDEN = {"paper": 4096, "small": 576}  # Vicuna-7B, SmolLM2-135M
+
+
+def size_rows(configs) -> list[dict]:
+    rows = []
+    for name in configs:
+        cfg = PointEmbeddingConfig.preset(name)
+        emb = PointTokenEmbedding(cfg)
+        proj = PointProjector(cfg.output_dim, cfg.projector_hidden, LLM_HIDDEN[name])
+        rows.append(
+            {
+                "config": name,
+                "widths": "/".join(map(str, [cfg.embed_dim, *cfg.stage_dims])),
+                "centres": "/".join(map(str, cfg.stage_centres)),
+                "k": cfg.group_size,
+                "tokens": cfg.num_tokens,
+                "embedding_params_M": count_parameters(emb) / 1e6,
+                "stage_params_M": "/".join(f"{count_parameters(s) / 1e6:.2f}" for s in emb.stages),
+                "projector_params_M": count_parameters(proj) / 1e6,
+                "llm_hidden": LLM_HIDDEN[name],
+                "nominal_GFLOP@8192": cfg.flops(N_POINTS) / 1e9,
+                "executed_GFLOP@8192": executed_flops(emb, N_POINTS) / 1e9,
+                "num_points": cfg.num_points,
+                "nominal_GFLOP@num_points": cfg.flops(cfg.num_points) / 1e9,
+                "projector_GFLOP": cfg.projector_flops(LLM_HIDDEN[name]) / 1e9,
+            }
+        )
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -92,10 +130,13 @@ def executed_flops(emb: PointTokenEmbedding, n_points: int) -> int:
     x = clouds(1, n_points).requires_grad_(True)
     with FlopCounterMode(display=False) as counter:
         emb(x)
-    return counter.get_total_flops()
+    counts = counter.get_flop_counts()["Global"]  # mm / addmm: the layers (bmm: the std's dot products)
+    return sum(v for op, v in counts.items() if str(op).split(".")[-1] in ("mm", "addmm"))
 
 
-def bench_forward(configs, batches, dtypes, machine: dict, repeats: int) -> list[dict]:
+def bench_forward(configs, batches, dtypes, repeats: int) -> list[dict]:
+    """Eval forward without autograd; the dtypes of one (config, B) timed round-robin, each next to the
+    matmul rate of its dtype measured just before (so that slow drifts of the machine's load cancel)."""
     rows = []
     for name in configs:
         cfg = PointEmbeddingConfig.preset(name)
@@ -104,28 +145,31 @@ def bench_forward(configs, batches, dtypes, machine: dict, repeats: int) -> list
         flops_per_cloud = executed_flops(emb, N_POINTS)
         for batch in batches:
             x = clouds(batch)
-            for dtype in dtypes:
 
+            def forward_fn(dtype):
                 def forward():
                     with torch.no_grad(), autocast(dtype):
                         return emb(x)
 
-                executed = batch * flops_per_cloud
-                nominal = batch * cfg.flops(N_POINTS)
-                t = time_call(forward, warmup=2, repeats=repeats)
-                peak = machine[f"matmul_gflops_{dtype_name(dtype)}"]
+                return forward
+
+            peaks = {dtype: matmul_gflops(dtype) for dtype in dtypes}
+            times = time_interleaved({dtype: forward_fn(dtype) for dtype in dtypes}, warmup=2, repeats=repeats)
+            for dtype, t in times.items():
+                executed, nominal = batch * flops_per_cloud, batch * cfg.flops(N_POINTS)
                 rows.append(
                     {
                         "config": name,
                         "B": batch,
                         "dtype": dtype_name(dtype),
                         "seconds": t.best,
+                        "median_s": t.median,
                         "nominal_GFLOP": nominal / 1e9,
                         "executed_GFLOP": executed / 1e9,
                         "executed_GFLOP/s": executed / t.best / 1e9,
                         "nominal_GFLOP/s": nominal / t.best / 1e9,
-                        "matmul_GFLOP/s": peak,
-                        "executed_%_of_matmul": 100 * executed / t.best / 1e9 / peak,
+                        "matmul_GFLOP/s": peaks[dtype],
+                        "executed_%_of_matmul": 100 * executed / t.best / 1e9 / peaks[dtype],
                     }
                 )
     return rows
@@ -231,12 +275,14 @@ def main(argv=None) -> int:
     machine["matmul_gflops_bf16"] = matmul_gflops(torch.bfloat16)
     print_table([{k: machine[k] for k in ("cpu", "torch_threads", "load_average_1_5_15min", "matmul_gflops_fp32", "matmul_gflops_bf16")}], title="machine")
     result: dict = {"machine": machine, "n_points": N_POINTS}
+    result["sizes"] = size_rows(["paper", "small"])
+    print_table(result["sizes"], title="sizes (from the code): parameters, FLOPs per cloud")
 
     if "fps" not in args.skip:
         result["fps"] = bench_fps(batches, repeats=max(repeats, 3))
         print_table(result["fps"], title="(a) FPS 8192 → 512 centres, fp32 coordinates")
     if "forward" not in args.skip:
-        result["forward"] = bench_forward(args.configs, batches, dtypes, machine, repeats)
+        result["forward"] = bench_forward(args.configs, batches, dtypes, repeats)
         print_table(result["forward"], title="(b) embedding forward (eval, no autograd), N = 8192")
     if "train" not in args.skip:
         lm_row, rows = bench_train_ratio(8, [2048, 8192], dtypes, repeats=max(repeats, 3), warmup=1 if args.quick else 4)

@@ -202,8 +202,10 @@ def _coordinate_major(xyz: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(xyz.detach().float().numpy().transpose(0, 2, 1))
 
 
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    if not bool(torch.isfinite(t).all()):
+def _check_finite(name: str, t: torch.Tensor | np.ndarray) -> None:
+    # numpy for CPU data: a single-threaded pass over a few kB, no wake-up of torch's worker threads
+    ok = np.isfinite(t).all() if isinstance(t, np.ndarray) else bool(torch.isfinite(t).all())
+    if not ok:
         raise ValueError(f"{name}: coordinates must be finite (found NaN or inf)")
 
 
@@ -262,13 +264,15 @@ def farthest_point_sample(
     batch, n_points, _ = xyz.shape
     if not 1 <= n_samples <= n_points:
         raise ValueError(f"cannot pick {n_samples} centres from {n_points} points")
-    _check_finite("farthest_point_sample", xyz)
     starts = _start_indices(batch, n_points, random_start, generator, xyz.device)
     kernels = _numba_kernels() if xyz.device.type == "cpu" else None
     if kernels is None:
+        _check_finite("farthest_point_sample", xyz)
         return _fps_torch(xyz.detach(), n_samples, starts)
+    pts = _coordinate_major(xyz)
+    _check_finite("farthest_point_sample", pts)
     out = np.empty((batch, n_samples), np.int64)
-    _run_split(kernels["fps"], batch, 1, _coordinate_major(xyz), int(n_samples), starts.numpy(), out)
+    _run_split(kernels["fps"], batch, 1, pts, int(n_samples), starts.numpy(), out)
     return torch.from_numpy(out)
 
 
@@ -353,16 +357,19 @@ def knn(
     n_points = points.shape[1]
     if not 1 <= k <= n_points:
         raise ValueError(f"k={k} neighbours requested from a cloud of {n_points} points")
-    _check_finite("knn queries", queries)
-    _check_finite("knn points", points)
     kernels = _numba_kernels() if points.device.type == "cpu" else None
     if kernels is None:
+        _check_finite("knn queries", queries)
+        _check_finite("knn points", points)
         return _knn_torch(queries, points, k, chunk_elements=chunk_elements)
     batch, n_queries = queries.shape[:2]
+    q = np.ascontiguousarray(queries.detach().float().numpy())
+    p = _coordinate_major(points)
+    _check_finite("knn queries", q)
+    _check_finite("knn points", p)
     idx = np.empty((batch, n_queries, k), np.int64)
     dist = np.empty((batch, n_queries, k), np.float32)
-    q = np.ascontiguousarray(queries.detach().float().numpy())
-    _run_split(kernels["knn"], batch * n_queries, 16, q, _coordinate_major(points), int(k), idx, dist)
+    _run_split(kernels["knn"], batch * n_queries, 16, q, p, int(k), idx, dist)
     return torch.from_numpy(idx), torch.from_numpy(dist)
 
 
@@ -423,9 +430,13 @@ def gather(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     batch, n = values.shape[:2]
     trailing = values.shape[2:]
     if idx.numel():
-        lo, hi = torch.aminmax(idx)
-        if int(lo) < 0 or int(hi) >= n:
-            raise ValueError(f"gather: indices must lie in [0, {n}), got [{int(lo)}, {int(hi)}]")
+        if idx.device.type == "cpu":  # numpy: no wake-up of torch's worker threads for a small reduction
+            flat_idx = idx.detach().numpy()
+            lo, hi = int(flat_idx.min()), int(flat_idx.max())
+        else:
+            lo, hi = (int(v) for v in torch.aminmax(idx))
+        if lo < 0 or hi >= n:
+            raise ValueError(f"gather: indices must lie in [0, {n}), got [{lo}, {hi}]")
     offsets = torch.arange(batch, device=idx.device, dtype=torch.long).view(batch, *([1] * (idx.dim() - 1))) * n
     flat = (idx.long() + offsets).reshape(-1)
     out = _RowGather.apply(values.reshape(batch * n, *trailing), flat)
