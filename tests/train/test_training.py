@@ -137,3 +137,28 @@ def test_two_process_gloo_training_keeps_ranks_identical(tiny_data, tmp_path):
     r1 = (tmp_path / "rank1.txt").read_text().split()
     assert r0 == r1 and r0[1] == "3"
     assert (tmp_path / "ddp" / "model" / "config.json").is_file()
+
+
+def test_time_budget_stops_training_and_the_learning_rate_follows_the_clock(tiny_data, tmp_path):
+    from enel.train.trainer import BudgetClock
+
+    clock = BudgetClock(minutes=1.0, warmup=0.1, path=tmp_path / "c.json")
+    clock.spent = 0.0
+    clock.started = None
+    assert clock.lr_factor() == pytest.approx(1e-3)  # nothing spent yet: start of the warm-up
+    clock.spent = 6.0  # 10 % of the minute: end of the warm-up
+    assert clock.lr_factor() == pytest.approx(1.0)
+    clock.spent = 33.0  # half-way through the cosine
+    assert clock.lr_factor() == pytest.approx(0.5)
+    clock.spent = 60.0
+    assert clock.lr_factor() == pytest.approx(0.0) and clock.progress() == 1.0
+
+    r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / "budget", "train.max_steps=-1",
+                                             "train.epochs=100", "train.max_minutes=0.15", "train.save_steps=1000"))
+    out = train(r, log=lambda *_: None)
+    summary = json.loads((tmp_path / "budget" / "train_summary.json").read_text())
+    assert 0 < out.global_step < 100 * 6, "stopped by the budget, far before 100 epochs"
+    assert summary["minutes"] < 0.15 + 0.5
+    assert json.loads((tmp_path / "budget" / "enel_clock.json").read_text())["spent_seconds"] >= 0.15 * 60 * 0.9
+    lrs = [e["learning_rate"] for e in summary["log_history"] if "learning_rate" in e]
+    assert lrs[-1] < max(lrs), "the learning rate decays with the clock"

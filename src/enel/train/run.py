@@ -202,7 +202,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     from transformers import set_seed
 
     from ..inference import save_model
-    from .trainer import CaptionPreviewCallback, EnelTrainer, TimeBudgetCallback
+    from .trainer import BudgetClock, CaptionPreviewCallback, EnelTrainer, TimeBudgetCallback
 
     recipe.validate()
     if recipe.train.threads:
@@ -226,8 +226,14 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     collator = EnelCollator.from_tokenizer(tokenizer, return_extras=False)
     args = training_arguments(recipe, max_steps=max_steps)
     callbacks = []
-    if recipe.train.max_minutes:
-        callbacks.append(TimeBudgetCallback(recipe.train.max_minutes))
+    clock = None
+    if recipe.train.max_minutes and (max_steps is None or max_steps < 0) and recipe.train.max_steps < 0:
+        if not checkpoint:
+            (out / "enel_clock.json").unlink(missing_ok=True)
+        clock = BudgetClock(recipe.train.max_minutes, recipe.optim.warmup_ratio, out / "enel_clock.json")
+        callbacks.append(TimeBudgetCallback(clock))
+        log(f"[enel] time budget {recipe.train.max_minutes:g} min ({clock.elapsed() / 60:.1f} spent): the learning "
+            "rate follows the clock (warm-up, then cosine to 0) and training stops when the budget is spent")
     if previews and not (recipe.train.fsdp or recipe.train.deepspeed):
         callbacks.append(CaptionPreviewCallback(model, tokenizer, previews, recipe.train.preview_every,
                                                 out / "previews.jsonl"))
@@ -240,9 +246,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         callbacks=callbacks,
         lr_new=recipe.optim.lr_new,
         lr_llm=recipe.optim.lr_llm,
+        clock=clock,
     )
-    if recipe.train.max_minutes and (max_steps is None or max_steps < 0) and recipe.train.max_steps < 0:
-        trainer.args.max_steps = _plan_steps(trainer, recipe, out, resume_from=checkpoint, log=log)
     start = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     minutes = (time.time() - start) / 60
@@ -271,51 +276,6 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return TrainOutcome(final, trainer.state.global_step, model)
-
-
-def _time_steps(trainer, n: int = 3) -> float:
-    """Seconds per optimiser step of this trainer's model and data, measured on ``n`` batches (first is warm-up)."""
-    model = trainer.model
-    model.train()
-    loader = trainer.get_train_dataloader()
-    rng = torch.get_rng_state()
-    times = []
-    try:
-        for i, batch in enumerate(loader):
-            if i >= n:
-                break
-            t0 = time.perf_counter()
-            with trainer.autocast_smart_context_manager():
-                loss = trainer.compute_loss(model, batch)
-            loss.backward()
-            times.append(time.perf_counter() - t0)
-    finally:
-        model.zero_grad(set_to_none=True)
-        torch.set_rng_state(rng)
-    steady = times[1:] or times
-    return sum(steady) / len(steady) * trainer.args.gradient_accumulation_steps
-
-
-def _plan_steps(trainer, recipe: Recipe, out: Path, resume_from: str | None, log) -> int:
-    """Turn ``train.max_minutes`` into ``max_steps`` (so the cosine schedule spans the budget), once per run.
-
-    The plan is stored in ``<output_dir>/enel_plan.json`` and reused when the run resumes.
-    """
-    import math
-
-    plan_file = out / "enel_plan.json"
-    if resume_from and plan_file.is_file():
-        return int(json.loads(plan_file.read_text())["max_steps"])
-    per_step = _time_steps(trainer) * 1.1  # the optimiser step and logging are not in the measurement
-    budget_steps = max(1, int(recipe.train.max_minutes * 60 * 0.95 / per_step))
-    world = max(1, trainer.args.world_size)
-    epoch_steps = math.ceil(len(trainer.train_dataset) / (recipe.train.batch_size * recipe.train.grad_accum * world))
-    steps = min(budget_steps, max(1, int(epoch_steps * recipe.train.epochs)))
-    plan_file.write_text(json.dumps({"max_steps": steps, "seconds_per_step": per_step,
-                                     "budget_minutes": recipe.train.max_minutes, "epoch_steps": epoch_steps}))
-    log(f"[enel] {per_step:.2f} s/step measured: {steps} steps fit {recipe.train.max_minutes:g} min "
-        f"({steps / epoch_steps:.2f} epochs)")
-    return steps
 
 
 def _start_step(checkpoint: str | None) -> int:

@@ -8,6 +8,7 @@ bf16 autocast, the cosine schedule, resuming with RNG states) is the stock ``Tra
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
-__all__ = ["EnelTrainer", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
+__all__ = ["EnelTrainer", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "point_clouds", "position_ids")
 _COMPLETE = "enel-checkpoint-complete"
@@ -37,10 +38,11 @@ class EnelTrainer(Trainer):
         lr_llm: learning rate of the backbone's trainable weights.
     """
 
-    def __init__(self, *args, lr_new: float, lr_llm: float, **kwargs):
+    def __init__(self, *args, lr_new: float, lr_llm: float, clock: "BudgetClock | None" = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lr_new = lr_new
         self.lr_llm = lr_llm
+        self.clock = clock
         self.model_accepts_loss_kwargs = False  # our loss is a plain mean, not a token-count-normalised sum
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
@@ -57,6 +59,14 @@ class EnelTrainer(Trainer):
                 groups, lr=self.lr_new, betas=(self.args.adam_beta1, self.args.adam_beta2), eps=self.args.adam_epsilon
             )
         return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """Step-based schedule from the arguments, or, with a time budget, one that follows the clock."""
+        if self.clock is None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.clock.lr_factor)
+        return self.lr_scheduler
 
     # ---- loss --------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -107,18 +117,62 @@ class EnelTrainer(Trainer):
             torch.distributed.barrier()
 
 
-class TimeBudgetCallback(TrainerCallback):
-    """Stop training (and save) once ``minutes`` of wall time have passed since training began."""
+class BudgetClock:
+    """Training time spent against a budget, kept across resumes in ``<output_dir>/enel_clock.json``.
 
-    def __init__(self, minutes: float):
+    With a budget the learning rate follows the clock instead of the step count: linear warm-up over the first
+    ``warmup`` fraction of the time, then cosine decay to 0 when the budget is spent. A machine that turns slower
+    (another job, thermal throttling) then gets fewer steps, never a schedule cut off half-way; a fixed
+    ``train.max_steps`` keeps the usual step-based, bit-reproducible schedule instead.
+    """
+
+    def __init__(self, minutes: float, warmup: float, path: str | os.PathLike):
         self.seconds = minutes * 60.0
-        self.start = None
+        self.warmup = min(max(warmup, 0.0), 0.5)
+        self.path = Path(path)
+        self.spent = 0.0
+        self.started: float | None = None
+        if self.path.is_file():
+            self.spent = float(json.loads(self.path.read_text()).get("spent_seconds", 0.0))
+
+    def start(self) -> None:
+        self.started = time.time()
+
+    def elapsed(self) -> float:
+        return self.spent + (time.time() - self.started if self.started is not None else 0.0)
+
+    def progress(self) -> float:
+        return min(1.0, self.elapsed() / self.seconds) if self.seconds > 0 else 1.0
+
+    def lr_factor(self, _step: int = 0) -> float:
+        p = self.progress()
+        if p < self.warmup:
+            return max(p / self.warmup, 1e-3)
+        return 0.5 * (1.0 + math.cos(math.pi * (p - self.warmup) / max(1e-9, 1.0 - self.warmup)))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"spent_seconds": self.elapsed(), "budget_seconds": self.seconds}))
+        os.replace(tmp, self.path)
+
+
+class TimeBudgetCallback(TrainerCallback):
+    """Starts the :class:`BudgetClock`, records it with each checkpoint, and stops training (with a final save)
+    once the budget is spent."""
+
+    def __init__(self, clock: BudgetClock):
+        self.clock = clock
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.start = time.time()
+        self.clock.start()
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.clock.save()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.start is not None and time.time() - self.start > self.seconds:
+        if self.clock.progress() >= 1.0:
             control.should_training_stop = True
             control.should_save = True
         return control
