@@ -126,7 +126,9 @@ def build_datasets(recipe: Recipe, model, tokenizer):
     if recipe.data.preview and recipe.train.preview_every and (root / recipe.data.preview).is_file():
         from ..data.pointllm import load_point_file
 
-        for rec in load_benchmark_gt(root / recipe.data.preview)[: recipe.train.preview_samples]:
+        gt = load_benchmark_gt(root / recipe.data.preview)
+        step = max(1, len(gt) // max(1, recipe.train.preview_samples))  # spread over the file (categories)
+        for rec in gt[::step][: recipe.train.preview_samples]:
             pts = load_point_file(rec["object_id"], root / recipe.data.points, num_points=num_points,
                                   point_file_pattern=recipe.data.point_file_pattern, seed=recipe.train.seed)
             previews.append({"object_id": rec["object_id"], "points": pts, "ground_truth": rec["ground_truth"]})
