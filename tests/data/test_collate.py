@@ -165,15 +165,6 @@ def tiny():
     return model, tok
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny model is faster on one thread, and much faster than several on a busy shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_collator_from_tokenizer(tiny):
     model, tok = tiny
     collate = EnelCollator.from_tokenizer(tok, padding_side="left")
@@ -183,7 +174,7 @@ def test_collator_from_tokenizer(tiny):
     assert collate.padding_side == "left"
 
 
-def test_collated_batch_trains_the_tiny_model(tmp_path, tiny, one_thread):
+def test_collated_batch_trains_the_tiny_model(tmp_path, tiny):
     model, tok = tiny
     rng = np.random.default_rng(0)
     pts = tmp_path / "8192_npy"

@@ -11,38 +11,20 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import TINY_POINTS, save_tiny_model_and_data  # noqa: E402
 from enel.errors import ConfigError  # noqa: E402
 from enel.eval.attention import (attention_for_objects, point_token_attention, procedural_files,  # noqa: E402
                                  resolve_layer, tokens_to_points)
 
-TINY_POINTS = {"embed_dim": 24, "group_size": 8, "projector_hidden": [64], "num_points": 1024}
 AGGREGATION = {"enabled": True, "grouping": "grid", "schedule": [{"aggregate_after": [1], "propagate_after": [3]}],
                "reference_layers": 4, "attn_dim": 32, "attn_heads": 2, "grid_alpha": 0.3, "grid_min": 0.2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from enel.data.procedural.generate import synthesize
-    from enel.inference import save_model
-    from enel.model import EnelForCausalLM
-
     root = tmp_path_factory.mktemp("att")
-    model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config=TINY_POINTS, seed=0)
-    model.eval()
-    model_dir = save_model(model, tok, root / "model")
-    data = root / "data"
-    synthesize(data, objects_per_category=2, categories=["chair", "table"], num_points=1024, progress=False,
-               val_fraction=0.0, test_fraction=0.5)
+    model, tok, model_dir, data = save_tiny_model_and_data(root, objects_per_category=2)
     cloud = np.load(procedural_files(data, "test", 1)[0]).astype(np.float32)
     return {"model": model, "tok": tok, "dir": model_dir, "data": data, "cloud": cloud}
 

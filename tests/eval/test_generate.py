@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import save_tiny_model_and_data  # noqa: E402
 from enel.data.errors import DatasetError  # noqa: E402
 from enel.errors import ConfigError  # noqa: E402
 from enel.eval.generate import generate_benchmark, load_benchmark, pick_round_robin  # noqa: E402
@@ -18,33 +19,16 @@ from enel.eval.metrics import is_modelnet_results  # noqa: E402
 from enel.eval.prompts import MODELNET40_CLASSES, PROMPT_LISTS  # noqa: E402
 from enel.eval.results import ResultsFormatError, read_results  # noqa: E402
 
-TINY_POINTS = {"embed_dim": 24, "group_size": 8, "projector_hidden": [64], "num_points": 1024}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is far faster on one thread, above all on a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A saved tiny model, a loaded Assistant and a procedural dataset (2 categories × 2 test objects)."""
-    from enel.data.procedural.generate import synthesize
-    from enel.inference import Assistant, save_model
-    from enel.model import EnelForCausalLM
+    from enel.inference import Assistant
 
     root = tmp_path_factory.mktemp("gen")
-    model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config=TINY_POINTS, seed=0)
-    model_dir = save_model(model, tok, root / "model")
-    data = root / "data"
-    synthesize(data, objects_per_category=4, categories=["chair", "table"], num_points=1024, progress=False,
-               val_fraction=0.0, test_fraction=0.5)
+    _, _, model_dir, data = save_tiny_model_and_data(root)
     return {"model": model_dir, "data": data, "assistant": Assistant.from_folder(model_dir), "root": root}
 
 

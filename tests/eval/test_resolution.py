@@ -11,13 +11,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from conftest import save_tiny_model_and_data  # noqa: E402
 from enel.errors import ConfigError  # noqa: E402
 from enel.eval.generate import load_benchmark  # noqa: E402
 from enel.eval.resolution import (_Clouds, _resolve_dense, plot_resolution, resolution_sweep,  # noqa: E402
                                   write_resolution_table)
 from enel.eval.results import ResultsFile, read_results  # noqa: E402
 
-TINY_POINTS = {"embed_dim": 24, "group_size": 8, "projector_hidden": [64], "num_points": 1024}
 
 
 class HashEncoder:
@@ -33,29 +33,13 @@ class HashEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model is far faster on one thread, above all on a busy 2-core machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from enel.data.procedural.generate import synthesize
-    from enel.inference import Assistant, save_model
-    from enel.model import EnelForCausalLM
+    from enel.inference import Assistant
 
     root = tmp_path_factory.mktemp("res")
-    model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config=TINY_POINTS, seed=0)
-    model_dir = save_model(model, tok, root / "model")
-    data = root / "data"
-    synthesize(data, objects_per_category=4, categories=["chair", "table"], num_points=1024, progress=False,
-               val_fraction=0.0, test_fraction=0.5)
+    _, _, model_dir, data = save_tiny_model_and_data(root)
     return {"model": model_dir, "data": data, "assistant": Assistant.from_folder(model_dir)}
 
 

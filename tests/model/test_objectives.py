@@ -24,14 +24,6 @@ POINTS_129 = {"embed_dim": 12, "group_size": 8, "projector_hidden": [64], "num_p
 POINTS_33 = {"embed_dim": 12, "group_size": 8, "projector_hidden": [64], "num_points": 256, "input_points": 256}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors: a second OpenMP thread only adds contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # ---- helpers -------------------------------------------------------------------------------------------
 def make_model(objective: dict, points: dict = POINTS_33, backbone: str = "tiny-llama"):

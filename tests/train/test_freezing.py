@@ -25,13 +25,6 @@ N_TOKENS = 33
 TINY_LAYERS = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def make_clouds(batch: int, n_points: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
