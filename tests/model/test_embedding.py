@@ -16,6 +16,8 @@ from enel.model.embedding import (
     PointProjector,
     PointTokenEmbedding,
     _add_encoding,
+    _std_per_sample,
+    _StdPerRow,
     count_parameters,
     triangular_encoding,
 )
@@ -134,10 +136,13 @@ def test_std_mode_batch_depends_on_batch_mates(small):
 # ----------------------------------------------------------------------------------------------------------
 # the fused inference path equals the layer-by-layer path
 # ----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides", [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0}],
+)
 def test_fused_inference_equals_autograd_path(overrides):
     emb = model(**overrides)
-    x = cloud(2, 1500, seed=6)
+    x = cloud(2, 1100, seed=6)
     with torch.no_grad():
         fused = emb(x).features
     x.requires_grad_(True)  # forces the layer-by-layer path (eval-mode BatchNorm, same maths)
@@ -216,7 +221,7 @@ def test_xyz_only_model():
 
 def test_random_fps_start_in_training_is_seeded():
     emb = model(fps_random_start=True).train()
-    x = cloud(2, 1024, seed=11)
+    x = cloud(2, 600, seed=11)
     a = emb(x, generator=torch.Generator().manual_seed(1)).centres
     b = emb(x, generator=torch.Generator().manual_seed(1)).centres
     c = emb(x, generator=torch.Generator().manual_seed(2)).centres
@@ -308,6 +313,18 @@ def test_flops_match_the_executed_matmuls(monkeypatch):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         emb(x)
     assert linear_flops(counter) == cfg.flops(2048) - saved
+
+
+def test_std_from_sums_matches_torch_std_and_its_gradient():
+    x = torch.randn(3, 5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _StdPerRow.apply(t.reshape(3, -1)), (x,))
+    big = torch.relu(torch.randn(2, 512 * 81 * 3, generator=torch.Generator().manual_seed(14))) * 2 - 0.3
+    torch.testing.assert_close(_std_per_sample(big), big.double().std(dim=1).float(), rtol=1e-6, atol=0)
+    odd = torch.randn(2, 1001, generator=torch.Generator().manual_seed(15))  # no 256-value blocks
+    torch.testing.assert_close(_std_per_sample(odd), odd.std(dim=1), rtol=1e-6, atol=0)
+    flat = torch.zeros(2, 4096, requires_grad=True)  # a degenerate neighbourhood: finite, zero gradient
+    _std_per_sample(flat).sum().backward()
+    assert torch.equal(flat.grad, torch.zeros_like(flat))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -319,7 +319,7 @@ def farthest_point_sample_reference(xyz: torch.Tensor, n_samples: int, starts: t
 # Neighbours, gather, distances
 # ----------------------------------------------------------------------------------------------------------
 def square_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``(B, M, 3), (B, N, 3) -> (B, M, N)``, exact (no ``|a|²-2ab+|b|²`` cancellation)."""
+    """Squared distances ``(B, M, 3), (B, N, 3) -> (B, M, N)``, exact (no ``|a|²-2ab+|b|²`` cancellation)."""
     a = a.unsqueeze(2)
     b = b.unsqueeze(1)
     d = (a[..., 0] - b[..., 0]).square_()
@@ -534,7 +534,9 @@ def voxel_group(xyz: torch.Tensor, cell_size: float | torch.Tensor, valid: torch
     if valid is None:
         valid = torch.ones(batch, n_points, dtype=torch.bool, device=xyz.device)
     elif valid.shape != (batch, n_points) or valid.dtype != torch.bool:
-        raise ValueError(f"valid must be a (B, N) = ({batch}, {n_points}) bool mask, got {tuple(valid.shape)} {valid.dtype}")
+        raise ValueError(
+            f"valid must be a (B, N) = ({batch}, {n_points}) bool mask, got {tuple(valid.shape)} {valid.dtype}"
+        )
     cells = torch.floor(xyz.detach().double() / size.view(batch, 1, 1)).long()  # (B, N, 3)
     assignment = torch.full((batch, n_points), -1, dtype=torch.long, device=xyz.device)
     num_cells = torch.zeros(batch, dtype=torch.long, device=xyz.device)
