@@ -274,7 +274,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from .train.quickstart import quickstart
 
     quickstart(out=args.out, data_dir=args.data, minutes=args.minutes, objects_per_category=args.objects_per_category,
-               seed=args.seed, backbone=args.backbone, force=args.force)
+               seed=args.seed, backbone=args.backbone, force=args.force, threads=args.threads)
     return 0
 
 
@@ -371,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", default="smollm2")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="retrain even if a finished stage exists")
+    s.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: one per core; 1 on a machine busy with other jobs)")
     s.set_defaults(func=cmd_quickstart)
 
     from .eval.commands import register as register_eval

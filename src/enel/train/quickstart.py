@@ -44,14 +44,23 @@ def quickstart(
     backbone: str = "smollm2",
     force: bool = False,
     eval_objects: int | None = None,
+    threads: int | None = None,
     log=print,
 ) -> dict:
-    """Run the whole pipeline; returns the evaluation summary (also in ``<out>/quickstart.json``)."""
+    """Run the whole pipeline; returns the evaluation summary (also in ``<out>/quickstart.json``).
+
+    ``threads``: torch threads for training and evaluation (default: torch's choice, one per core). On a machine
+    shared with other heavy jobs, 1 avoids the oversubscription that can make every op several times slower.
+    """
     from ..data.procedural import synthesize
     from ..eval.procedural import evaluate_procedural
     from .recipe import load_recipe
     from .run import train
 
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.time()
     out, data_dir = Path(out), Path(data_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +72,7 @@ def quickstart(
     manifest = synthesize(data_dir, objects_per_category=objects_per_category, seed=seed)
     timings["data_seconds"] = round(time.time() - t, 1)
 
-    common = [f"data.root={data_dir}", f"train.seed={seed}"]
+    common = [f"data.root={data_dir}", f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads else [])
     stage_dirs = {1: out / "stage1", 2: out / "stage2"}
     budgets = {1: minutes * STAGE1_SHARE, 2: minutes * (1 - STAGE1_SHARE)}
     recipes = {
@@ -101,6 +110,7 @@ def quickstart(
         "data": str(data_dir),
         "dataset": {"categories": manifest["num_categories"], "objects": manifest["num_objects"]},
         "seed": seed,
+        "threads": torch.get_num_threads(),
         "minutes_budget": minutes,
         "stages": stage_stats,
         "timings": {**timings, "total_seconds": round(time.time() - t0, 1)},
