@@ -32,7 +32,8 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..points import ops
+from .subconfig import SubConfig
 from . import layout as L
 
 __all__ = ["AggregationConfig", "HierarchicalAggregation", "GatedGroupAttention", "resolve_schedule"]
@@ -53,7 +55,7 @@ def _paper_schedule() -> list[dict]:
 
 
 @dataclass
-class AggregationConfig:
+class AggregationConfig(SubConfig):
     """Settings of hierarchical geometry aggregation (off unless ``enabled``).
 
     Attributes:
@@ -75,6 +77,8 @@ class AggregationConfig:
         residual: add pre-aggregation features on propagation.
     """
 
+    kind: ClassVar[str] = "aggregation"
+
     enabled: bool = False
     grouping: str = "grid"
     schedule: list[dict] = field(default_factory=_paper_schedule)
@@ -91,20 +95,6 @@ class AggregationConfig:
     attn_heads: int = 4
     attn_dim: int = 256
     residual: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "AggregationConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown aggregation field(s) {unknown}; known fields: {sorted(known)}")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     @property
     def levels(self) -> int:

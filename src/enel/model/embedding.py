@@ -46,7 +46,8 @@ embedding only (it used to add the projector's hidden layers but not its last la
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -54,12 +55,13 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..points import ops
+from .subconfig import SubConfig
 
 __all__ = ["PointEmbeddingConfig", "PointTokenEmbedding", "PointProjector", "PointTokens"]
 
 
 @dataclass
-class PointEmbeddingConfig:
+class PointEmbeddingConfig(SubConfig):
     """Every size of the token embedding and the projector.
 
     Attributes:
@@ -81,6 +83,8 @@ class PointEmbeddingConfig:
         num_points: the resolution loaders and the CLI resample clouds to before embedding (paper: 8192).
             The embedding itself accepts any number of points.
     """
+
+    kind: ClassVar[str] = "point embedding"
 
     use_color: bool = True
     embed_dim: int = 288
@@ -116,20 +120,6 @@ class PointEmbeddingConfig:
         if name not in presets:
             raise ConfigError(f"unknown point embedding preset {name!r}; choose one of {sorted(presets)}")
         return presets[name](**overrides)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "PointEmbeddingConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown point embedding field(s) {unknown}; known fields: {sorted(known)}")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     # ---- derived sizes ------------------------------------------------------------------------------------
     @property
