@@ -373,3 +373,72 @@ def test_load_point_file_by_id_and_by_path_matches_the_dataset(layout, tok):
     assert by_path.shape == (300, 6) and by_path.dtype == np.float32
     with pytest.raises(DatasetError, match=r"zz_8192\.npy: point file not found"):
         load_point_file("zz", layout["pts"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Packing several conversations of one object into one sample
+# ----------------------------------------------------------------------------------------------------------
+def _turns(rec):
+    return [(t["from"], t["value"]) for t in rec["conversations"]]
+
+
+def test_packing_joins_each_objects_conversations_with_one_point_block(layout, tok):
+    files = [layout["brief"], layout["complex"]]
+    plain = PointLLMDataset(files, layout["pts"], tok, num_point_tokens=NPT)
+    packed = PointLLMDataset(files, layout["pts"], tok, num_point_tokens=NPT, pack_per_object=2, seed=3)
+    assert len(plain) == 6 and len(packed) == 3 and packed.stats["kept"] == 3
+    records = {r["object_id"]: [] for r in json.loads(layout["brief"].read_text())}
+    for f in files:
+        for r in json.loads(f.read_text()):
+            records[r["object_id"]].append(r)
+    start = tok.convert_tokens_to_ids("<point_start>")
+    for i in range(len(packed)):
+        item, oid = packed[i], packed.object_ids[i]
+        assert packed.conversation_type(i) == "packed"
+        assert int((item["input_ids"] == start).sum()) == 1  # one point block for both conversations
+        # the encoding equals that of the two conversations joined by hand, in one of the two orders
+        a, b = records[oid]
+        joined = []
+        for first, second in ((a, b), (b, a)):
+            rest = [dict(t) for t in second["conversations"]]
+            rest[0]["value"] = rest[0]["value"].replace("<point>\n", "")
+            enc = encode_conversation(tok, first["conversations"] + rest, template="chat", num_point_tokens=NPT)
+            joined.append(enc.input_ids)
+        assert item["input_ids"].tolist() in joined
+        # every answer of both conversations is supervised
+        n_answer = sum(len(tok(t["value"], add_special_tokens=False).input_ids)
+                       for r in (a, b) for t in r["conversations"] if t["from"] == "gpt")
+        assert int((item["labels"] != IGNORE_INDEX).sum()) >= n_answer
+        np.testing.assert_allclose(item["point_cloud"].numpy(), plain[plain.object_ids.index(oid)]["point_cloud"].numpy())
+
+
+def test_pack_by_object_runs_order_text_only_records_and_determinism():
+    def rec(oid, k, points=True):
+        q = ("<point>\n" if points else "") + f"q{k}"
+        return P._Record(oid, "single_round", [{"from": "human", "value": q}, {"from": "gpt", "value": f"a{k}"}],
+                         points, 0, k)
+
+    records = [rec("x", 0), rec("x", 1), rec("t", 2, points=False), rec("x", 2), rec("y", 3)]
+    out = P.pack_by_object(records, 2, seed=0)
+    assert out == P.pack_by_object(records, 2, seed=0)  # seeded
+    assert [r.object_id for r in out] == ["t", "x", "x", "y"]  # text-only first, then objects in order
+    assert out[0] is records[2] and out[3] is records[4]  # runs of one and text-only records pass unchanged
+    x_runs = [r for r in out if r.object_id == "x"]
+    assert sorted(len(r.convs) for r in x_runs) == [2, 4]  # 3 conversations → a run of 2 and a run of 1
+    pair = next(r for r in x_runs if len(r.convs) == 4)
+    assert pair.ctype == "packed"
+    humans = [t["value"] for t in pair.convs if t["from"] == "human"]
+    assert humans[0].startswith("<point>\n") and "<point>" not in humans[1]
+    asked = sorted(h.replace("<point>\n", "") for r in x_runs for h in (t["value"] for t in r.convs)
+                   if h.replace("<point>\n", "").startswith("q"))
+    assert asked == ["q0", "q1", "q2"]  # every question kept exactly once
+    assert records[0].convs[0]["value"] == "<point>\nq0"  # input untouched
+    orders = {tuple(t["value"] for t in r.convs if t["from"] == "gpt")
+              for s in range(8) for r in P.pack_by_object(records, 3, seed=s) if r.object_id == "x"}
+    assert len(orders) > 1  # the order within an object depends on the seed
+
+
+def test_pack_per_object_must_be_a_positive_integer(layout, tok):
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(DatasetError, match="pack_per_object"):
+            PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, pack_per_object=bad)

@@ -250,3 +250,40 @@ def test_training_loss_on_labelled_positions_equals_full_cross_entropy(tiny):
                                                   batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
     assert out.logits is None
     assert torch.allclose(out.loss, reference, atol=1e-5)
+
+
+def test_point_token_spread_against_hand_values():
+    from enel.model.modeling_enel import point_token_spread
+
+    x = torch.randn(1, 5, 4)
+    assert point_token_spread(x) is None  # one cloud: nothing to compare
+    assert float(point_token_spread(x.expand(3, 5, 4))) == pytest.approx(0.0, abs=1e-7)  # identical clouds
+    assert float(point_token_spread(torch.cat([x, -x]))) == pytest.approx(1.0)  # mean 0: all energy differs
+    # tokens [1, 1] and [3, 3] (one slot, one channel pair): mean [2, 2], deviations ±1 → 4 / (2 + 18)
+    pair = torch.tensor([[[1.0, 1.0]], [[3.0, 3.0]]])
+    assert float(point_token_spread(pair)) == pytest.approx(4 / 20)
+
+
+def test_training_forward_reports_point_spread_outside_the_loss(tiny):
+    from enel.data.collate import EnelCollator
+    from enel.data.conversation import encode_conversation
+
+    model, tok = tiny
+    conv = [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": "A red chair."}]
+    enc = encode_conversation(tok, conv, template="chat", num_point_tokens=129)
+    items = [{"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels), "point_cloud": c,
+              "object_id": str(i)} for i, c in enumerate(clouds(2))]
+    batch = EnelCollator.from_tokenizer(tok, return_extras=False)(items)
+    model.train()
+    try:
+        with torch.no_grad():
+            out = model(**batch)
+            feats = model.model.point_projector(model.model.embed_points(batch["point_clouds"]).features)
+    finally:
+        model.eval()
+    geo = feats[:, 1:].float()
+    expected = (geo - geo.mean(0)).pow(2).sum() / geo.pow(2).sum()
+    assert set(out.diagnostics) == {"point_spread"} and "point_spread" not in out.loss_terms
+    assert float(out.diagnostics["point_spread"]) == pytest.approx(float(expected), rel=1e-4)
+    with torch.no_grad():
+        assert model(**batch).diagnostics is None  # evaluation mode: no diagnostics

@@ -327,6 +327,29 @@ def test_feature_targets_carry_gradient_unless_detached():
         assert block.target_features.requires_grad is (not detach)
 
 
+def test_normalized_feature_targets_are_scale_free():
+    """With normalize_targets the masked-feature MSE compares against layer-normed targets (numpy reference),
+    so scaling the point tokens by 10 leaves the loss unchanged; without it the loss grows."""
+    losses = {}
+    for normalize in (False, True):
+        obj = PointObjectives(ObjectiveConfig(name="hybrid", normalize_targets=normalize), hidden=8, group_size=4)
+        feats, centres, patches = _block_inputs(2, hidden=8)
+        hidden = torch.randn(2, 128, 8, generator=torch.Generator().manual_seed(1))
+        for scale in (1.0, 10.0):
+            block = obj.prepare_block(feats * scale, centres, patches, training=True,
+                                      generator=torch.Generator().manual_seed(0))
+            nv = block.n_visible
+            loss = float(obj.losses(hidden, block)["loss_mask"].detach())
+            losses[normalize, scale] = loss
+            pred = obj.feature_head(hidden[:, nv:]).detach().numpy()
+            gt = np.take_along_axis(block.target_features.numpy(), block.masked_index.numpy()[..., None], axis=1)
+            if normalize:
+                gt = (gt - gt.mean(-1, keepdims=True)) / np.sqrt(gt.var(-1, keepdims=True) + 1e-5)
+            assert loss == pytest.approx(float(((pred - gt) ** 2).mean()), rel=1e-4)
+    assert losses[True, 1.0] == pytest.approx(losses[True, 10.0], rel=1e-4)
+    assert losses[False, 10.0] > 10 * losses[False, 1.0]
+
+
 def test_per_layer_pe_is_added_before_every_layer_and_mask_tokens_carry_their_centres_encoding():
     model, tok = make_model({"name": "hybrid", "per_layer_pe": True})
     obj = model.model.objectives

@@ -30,6 +30,11 @@ The rules, each PointLLM's unless marked *ours*:
 * **Conversation type**: a missing ``conversation_type`` counts as ``simple_description`` (PointLLM's
   ``data.get('conversation_type', 'simple_description')``); ``conversation_types`` keeps only the listed ones.
 * **Point or not**: a sample has a point cloud exactly when ``<point>`` appears in its first human turn.
+* **Packing** (*ours*, off by default): ``pack_per_object=n`` joins up to ``n`` conversations of the same object
+  into one multi-turn sample (order shuffled per object with ``seed``; the point block stays in the first human
+  turn only; type ``"packed"``). The 129 point tokens are then embedded and run through the LLM once for ``n``
+  answers instead of ``n`` times: on short question/answer data, where the point block is ~70 % of a sample's
+  tokens, this gives several times more supervised answer tokens per training FLOP.
 
 Skip policy (*ours*): malformed JSON and records that break the schema raise :class:`DatasetError` naming the
 file, the record index and the problem — a broken file is fixed, not silently thinned. Samples whose point file
@@ -49,6 +54,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -66,6 +72,7 @@ __all__ = [
     "CORRUPT_COLOUR_IDS",
     "DEFAULT_POINT_FILE_PATTERN",
     "PointLLMDataset",
+    "pack_by_object",
     "read_annotations",
     "load_benchmark_gt",
     "load_point_file",
@@ -331,6 +338,56 @@ def load_benchmark_gt(path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The dataset
 # ----------------------------------------------------------------------------------------------------------
+class _Record(NamedTuple):
+    """One annotation record that passed the filters: where it came from and what it says."""
+
+    object_id: str
+    ctype: str
+    convs: list[dict]
+    points: bool
+    file_index: int
+    record_index: int
+
+
+def _drop_point_placeholder(text: str) -> str:
+    if POINT_PLACEHOLDER + "\n" in text:
+        return text.replace(POINT_PLACEHOLDER + "\n", "", 1)
+    return text.replace(POINT_PLACEHOLDER, "", 1).strip()
+
+
+def pack_by_object(records: list, per_sample: int, seed: int = 0) -> list:
+    """Join up to ``per_sample`` conversations of the same object into one multi-turn conversation.
+
+    ``records`` are ``(object_id, ctype, convs, points, file_index, record_index)`` tuples. Records with points are
+    grouped by object (first-appearance order), shuffled within the object with ``seed`` and cut into runs of
+    ``per_sample``; a run of several becomes one record of type ``"packed"`` whose turns are the run's turns in
+    order, with ``<point>`` kept only in the first human turn (later ones lose it). A run of one and text-only
+    records pass through unchanged. Pure: the input records are not modified.
+    """
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list] = {}
+    out: list = []
+    for rec in records:
+        if rec[3]:
+            groups.setdefault(rec[0], []).append(rec)
+        else:
+            out.append(rec)
+    for object_id, recs in groups.items():
+        recs = [recs[i] for i in rng.permutation(len(recs))]
+        for start in range(0, len(recs), per_sample):
+            run = recs[start : start + per_sample]
+            if len(run) == 1:
+                out.append(run[0])
+                continue
+            convs = [dict(turn) for turn in run[0][2]]
+            for other in run[1:]:
+                turns = [dict(turn) for turn in other[2]]
+                turns[0]["value"] = _drop_point_placeholder(turns[0]["value"])
+                convs += turns
+            out.append(_Record(object_id, "packed", convs, True, run[0][4], run[0][5]))
+    return out
+
+
 def _first_human_value(convs: list[dict]) -> str:
     for turn in convs:
         if turn["from"] in ("human", "user"):
@@ -365,6 +422,8 @@ class PointLLMDataset(Dataset):
             :class:`DatasetError` for a sample that turns out unencodable.
         skip_invalid: skip samples with a missing point file or an unencodable conversation (counted, one
             warning); ``False`` raises :class:`DatasetError` on the first one.
+        pack_per_object: join up to this many conversations of one object into one multi-turn sample (see
+            *Packing* above; 1, the default, keeps PointLLM's one conversation per sample).
 
     Items (``dataset[i]``)::
 
@@ -374,7 +433,7 @@ class PointLLMDataset(Dataset):
 
     Attributes:
         stats: counts — ``records`` read, ``filtered_by_type``, ``corrupt_colour``, ``missing_point_file``,
-            ``unencodable``, ``kept``.
+            ``unencodable``, ``kept`` (samples, after packing).
         skipped: up to five ``(where, object_id, reason)`` examples per skip reason.
     """
 
@@ -395,8 +454,11 @@ class PointLLMDataset(Dataset):
         point_file_pattern: str = DEFAULT_POINT_FILE_PATTERN,
         encode_upfront: bool = True,
         skip_invalid: bool = True,
+        pack_per_object: int = 1,
     ):
         _check_resample_args(num_points, resample_method)
+        if isinstance(pack_per_object, bool) or not isinstance(pack_per_object, int) or pack_per_object < 1:
+            raise DatasetError(f"pack_per_object must be an integer ≥ 1 (1: no packing), got {pack_per_object!r}")
         _check_pattern(point_file_pattern)
         if isinstance(num_point_tokens, bool) or not isinstance(num_point_tokens, int) or num_point_tokens < 1:
             raise DatasetError(f"num_point_tokens must be a positive integer, got {num_point_tokens!r}")
@@ -430,6 +492,7 @@ class PointLLMDataset(Dataset):
         self.point_file_pattern = point_file_pattern
         self.encode_upfront = bool(encode_upfront)
         self.skip_invalid = bool(skip_invalid)
+        self.pack_per_object = pack_per_object
 
         self.stats = Counter(records=0, filtered_by_type=0, corrupt_colour=0, missing_point_file=0,
                              unencodable=0, kept=0)
@@ -464,8 +527,7 @@ class PointLLMDataset(Dataset):
         types_seen: Counter = Counter()
         existing: set[str] | None = None
         listed = False
-        object_ids, has_points, file_idx, rec_idx, codes = [], [], [], [], []
-        ids_chunks, label_chunks, lengths, conversations = [], [], [], []
+        records: list[_Record] = []
         for f, path in enumerate(self.anno_paths):
             for r, rec in enumerate(_load_json_list(path)):
                 self.stats["records"] += 1
@@ -488,25 +550,32 @@ class PointLLMDataset(Dataset):
                         self._skip("missing_point_file", where, object_id,
                                    f"point file {self.point_dir / name} not found")
                         continue
-                if self.encode_upfront:
-                    try:
-                        enc = self._encode(convs)
-                    except (ConversationError, SpliceError) as exc:
-                        self._skip("unencodable", where, object_id, str(exc))
-                        continue
-                    ids_chunks.append(np.asarray(enc.input_ids, dtype=np.int32))
-                    label_chunks.append(np.asarray(enc.labels, dtype=np.int32))
-                    lengths.append(len(enc.input_ids))
-                else:
-                    conversations.append(convs)
-                if ctype not in type_code:
-                    type_code[ctype] = len(type_names)
-                    type_names.append(ctype)
-                object_ids.append(object_id)
-                has_points.append(points)
-                file_idx.append(f)
-                rec_idx.append(r)
-                codes.append(type_code[ctype])
+                records.append(_Record(object_id, ctype, convs, points, f, r))
+        if self.pack_per_object > 1:
+            records = pack_by_object(records, self.pack_per_object, self.seed)
+        object_ids, has_points, file_idx, rec_idx, codes = [], [], [], [], []
+        ids_chunks, label_chunks, lengths, conversations = [], [], [], []
+        for object_id, ctype, convs, points, f, r in records:
+            where = f"{self.anno_paths[f]} record {r}"
+            if self.encode_upfront:
+                try:
+                    enc = self._encode(convs)
+                except (ConversationError, SpliceError) as exc:
+                    self._skip("unencodable", where, object_id, str(exc))
+                    continue
+                ids_chunks.append(np.asarray(enc.input_ids, dtype=np.int32))
+                label_chunks.append(np.asarray(enc.labels, dtype=np.int32))
+                lengths.append(len(enc.input_ids))
+            else:
+                conversations.append(convs)
+            if ctype not in type_code:
+                type_code[ctype] = len(type_names)
+                type_names.append(ctype)
+            object_ids.append(object_id)
+            has_points.append(points)
+            file_idx.append(f)
+            rec_idx.append(r)
+            codes.append(type_code[ctype])
         self.stats["kept"] = len(object_ids)
         self._warn_skips()
         if not object_ids:

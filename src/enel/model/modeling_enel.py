@@ -38,7 +38,9 @@ from .splice import (
     splice_point_block,
 )
 
-__all__ = ["EnelModel", "EnelForCausalLM", "EnelPreTrainedModel", "EnelCausalLMOutput", "EnelModelOutput"]
+__all__ = [
+    "EnelModel", "EnelForCausalLM", "EnelPreTrainedModel", "EnelCausalLMOutput", "EnelModelOutput", "point_token_spread",
+]
 
 
 @dataclass
@@ -67,13 +69,29 @@ class EnelModelOutput(ModelOutput):
 
 @dataclass
 class EnelCausalLMOutput(ModelOutput):
-    """Output of :class:`EnelForCausalLM`; ``loss_terms`` holds each named loss (``loss_ce``, ``loss_mask``, …)."""
+    """Output of :class:`EnelForCausalLM`; ``loss_terms`` holds each named loss (``loss_ce``, ``loss_mask``, …),
+    ``diagnostics`` training-time measurements that are not part of the loss (``point_spread``)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     cache: object | None = None
     hidden_states: tuple | None = None
     loss_terms: dict | None = None
+    diagnostics: dict | None = None
+
+
+def point_token_spread(tokens: torch.Tensor) -> torch.Tensor | None:
+    """Share of the point tokens' energy that differs between the clouds of a batch, in [0, 1].
+
+    ``tokens``: ``(B, T, H)`` projected point tokens (the LLM's inputs), token ``t`` of every cloud describing the
+    same slot. Returns ``Σ‖x_bt − mean_b x_bt‖² / Σ‖x_bt‖²`` (no gradient), or None for ``B < 2``. Word embeddings
+    sit near 0.8 on this scale; a value falling towards 0 in training means the point tokens are collapsing into
+    a fixed soft prompt that tells the LLM nothing about the cloud.
+    """
+    if tokens.shape[0] < 2:
+        return None
+    x = tokens.detach().float()
+    return (x - x.mean(0, keepdim=True)).pow(2).sum() / x.pow(2).sum().clamp(min=1e-12)
 
 
 class EnelPreTrainedModel(PreTrainedModel):
@@ -525,8 +543,12 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
             loss = obj.cfg.weight_ce * loss_ce if train_obj else loss_ce
             if train_obj and out.point_block is not None:
                 loss, terms = self._objective_losses(out, hidden, point_clouds, loss, terms)
+        diagnostics = None
+        if self.training and labels is not None and out.point_block is not None:
+            spread = point_token_spread(out.point_block.target_features)
+            diagnostics = {"point_spread": spread} if spread is not None else None
         return EnelCausalLMOutput(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states,
-                                  loss_terms=terms)
+                                  loss_terms=terms, diagnostics=diagnostics)
 
     def _objective_losses(self, out: EnelModelOutput, final_hidden, point_clouds, loss, terms):
         obj = self.model.objectives

@@ -29,8 +29,8 @@ token before every decoder layer; mask tokens get the encoding of the centre the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..points import ops
+from .subconfig import SubConfig
 
 __all__ = ["ObjectiveConfig", "PointObjectives", "PointBlock", "info_nce", "EmbeddingTeacher", "OBJECTIVES"]
 
@@ -45,7 +46,7 @@ OBJECTIVES = ("none", "hybrid", "masked", "reconstruction", "contrastive", "dist
 
 
 @dataclass
-class ObjectiveConfig:
+class ObjectiveConfig(SubConfig):
     """Which stage-1 objective runs beside the cross-entropy, and its settings.
 
     Attributes:
@@ -59,9 +60,14 @@ class ObjectiveConfig:
         head_layer: hidden states feeding the heads: ``-1`` the final ones after the final norm (paper), ``k ≥ 1``
             the output of decoder layer k (e.g. the last trainable layer, an internal variant).
         detach_targets: stop gradients through the feature targets (the released code does not).
+        normalize_targets: compare features after a per-token layer norm without affine parameters (as MAE's
+            normalised-pixel targets): the feature MSE then neither grows nor shrinks with the scale of the point
+            tokens, which training changes (the released code compares raw features).
         per_layer_pe: add a positional encoding of each point token's 3D centre before every decoder layer.
         teacher_dim: feature width of the distillation teacher.
     """
+
+    kind: ClassVar[str] = "objective"
 
     name: str = "none"
     mask_ratio: float = 0.3
@@ -76,22 +82,9 @@ class ObjectiveConfig:
     max_translation: float = 0.2
     head_layer: int = -1
     detach_targets: bool = False
+    normalize_targets: bool = False
     per_layer_pe: bool = False
     teacher_dim: int = 0
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "ObjectiveConfig":
-        data = dict(data or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown objective field(s) {unknown}; known fields: {sorted(known)}")
-        cfg = cls(**data)
-        cfg.validate()
-        return cfg
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def validate(self) -> None:
         if self.name not in OBJECTIVES:
@@ -258,6 +251,8 @@ class PointObjectives(nn.Module):
         if target == "feature":
             pred = self.feature_head(hidden).float()
             gt = ops.gather(block.target_features, index).float()
+            if self.cfg.normalize_targets:
+                gt = F.layer_norm(gt, gt.shape[-1:])
             return F.mse_loss(pred, gt)
         pred = self.patch_head(hidden).float().reshape(-1, self.group_size, 3)
         gt = ops.gather(block.patches, index).reshape(-1, block.patches.shape[2], 3)

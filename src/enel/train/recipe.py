@@ -36,6 +36,8 @@ class DataSection:
         max_length: longest token sequence; longer conversations are cut after the point block.
         encode_upfront: tokenise every sample when the dataset is built (fast training, ~2 ms per sample up
             front); turn it off for PointLLM's 660K stage-1 file, where it would take ~20 minutes.
+        pack_per_object: join up to this many conversations of one object into one multi-turn sample, so the
+            point block is processed once for several answers (1: PointLLM's one conversation per sample).
     """
 
     root: str = "data/procedural"
@@ -47,6 +49,7 @@ class DataSection:
     num_points: int | None = None
     max_length: int = 512
     encode_upfront: bool = True
+    pack_per_object: int = 1
 
 
 @dataclass

@@ -121,6 +121,7 @@ def build_datasets(recipe: Recipe, model, tokenizer):
         point_file_pattern=recipe.data.point_file_pattern,
         seed=recipe.train.seed,
         encode_upfront=recipe.data.encode_upfront,
+        pack_per_object=recipe.data.pack_per_object,
     )
     previews = []
     if recipe.data.preview and recipe.train.preview_every and (root / recipe.data.preview).is_file():

@@ -73,8 +73,8 @@ class EnelTrainer(Trainer):
         inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
         outputs = model(**inputs)
         loss = outputs.loss
-        if model.training and outputs.loss_terms:
-            for name, value in outputs.loss_terms.items():
+        if model.training:
+            for name, value in {**(outputs.loss_terms or {}), **(outputs.diagnostics or {})}.items():
                 self._term_sums[name] += float(value.detach().float())
                 self._term_counts[name] += 1
         return (loss, outputs) if return_outputs else loss
