@@ -104,13 +104,9 @@ def _model_dir(args: argparse.Namespace) -> Path:
 def _model_points(model_dir: Path) -> int:
     """The model's input resolution, read from its config without loading weights (so bad files fail fast)."""
     from .errors import ModelLoadError
+    from .inference import model_config_file
 
-    cfg = model_dir / "config.json"
-    if not cfg.is_file():
-        raise ModelLoadError(
-            f"no ENEL model in {model_dir}: run `enel quickstart` to train one, pass --model DIR, or create an "
-            "untrained one with `enel init DIR`"
-        )
+    cfg = model_config_file(model_dir)
     try:
         return int(json.loads(cfg.read_text())["point_config"]["num_points"])
     except (ValueError, KeyError, TypeError):

@@ -19,6 +19,7 @@ __all__ = [
     "PROMPTS",
     "GenerationSettings",
     "load_model",
+    "model_config_file",
     "save_model",
     "init_model",
     "prepare_cloud",
@@ -54,18 +55,24 @@ class GenerationSettings:
         return kw
 
 
+def model_config_file(path: str | os.PathLike) -> Path:
+    """``<path>/config.json`` of a model folder; :class:`ModelLoadError` saying how to get one when it is missing."""
+    cfg = Path(path) / "config.json"
+    if not cfg.is_file():
+        raise ModelLoadError(
+            f"no ENEL model in {Path(path)}: run `enel quickstart` to train one, pass --model DIR, or create an "
+            "untrained one with `enel init DIR`"
+        )
+    return cfg
+
+
 def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None):
     """Load ``(model, tokenizer)`` from a folder written by :func:`save_model` / training."""
     from transformers import AutoTokenizer
 
     from .model import EnelForCausalLM
 
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise ModelLoadError(
-            f"no ENEL model in {folder}: run `enel quickstart` to train one, pass --model DIR, or create an "
-            "untrained one with `enel init DIR`"
-        )
+    folder = model_config_file(path).parent
     try:
         model = EnelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)
