@@ -415,7 +415,7 @@ def test_packing_joins_each_objects_conversations_with_one_point_block(layout, t
 def test_pack_by_object_runs_order_text_only_records_and_determinism():
     def rec(oid, k, points=True):
         q = ("<point>\n" if points else "") + f"q{k}"
-        return P._Record(oid, "single_round", [{"from": "human", "value": q}, {"from": "gpt", "value": f"a{k}"}],
+        return P.AnnotationRecord(oid, "single_round", [{"from": "human", "value": q}, {"from": "gpt", "value": f"a{k}"}],
                          points, 0, k)
 
     records = [rec("x", 0), rec("x", 1), rec("t", 2, points=False), rec("x", 2), rec("y", 3)]

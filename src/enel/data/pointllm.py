@@ -73,6 +73,7 @@ __all__ = [
     "DEFAULT_POINT_FILE_PATTERN",
     "PointLLMDataset",
     "pack_by_object",
+    "AnnotationRecord",
     "read_annotations",
     "load_benchmark_gt",
     "load_point_file",
@@ -338,8 +339,9 @@ def load_benchmark_gt(path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # The dataset
 # ----------------------------------------------------------------------------------------------------------
-class _Record(NamedTuple):
-    """One annotation record that passed the filters: where it came from and what it says."""
+class AnnotationRecord(NamedTuple):
+    """One annotation record that passed the dataset's filters: what it says and where it came from
+    (``file_index`` into the dataset's ``anno_paths``, ``record_index`` in that file)."""
 
     object_id: str
     ctype: str
@@ -355,21 +357,20 @@ def _drop_point_placeholder(text: str) -> str:
     return text.replace(POINT_PLACEHOLDER, "", 1).strip()
 
 
-def pack_by_object(records: list, per_sample: int, seed: int = 0) -> list:
+def pack_by_object(records: list[AnnotationRecord], per_sample: int, seed: int = 0) -> list[AnnotationRecord]:
     """Join up to ``per_sample`` conversations of the same object into one multi-turn conversation.
 
-    ``records`` are ``(object_id, ctype, convs, points, file_index, record_index)`` tuples. Records with points are
-    grouped by object (first-appearance order), shuffled within the object with ``seed`` and cut into runs of
-    ``per_sample``; a run of several becomes one record of type ``"packed"`` whose turns are the run's turns in
-    order, with ``<point>`` kept only in the first human turn (later ones lose it). A run of one and text-only
-    records pass through unchanged. Pure: the input records are not modified.
+    Records with points are grouped by object (first-appearance order), shuffled within the object with ``seed``
+    and cut into runs of ``per_sample``; a run of several becomes one record of type ``"packed"`` whose turns are
+    the run's turns in order, with ``<point>`` kept only in the first human turn (later ones lose it). A run of
+    one and text-only records pass through unchanged. Pure: the input records are not modified.
     """
     rng = np.random.default_rng(seed)
-    groups: dict[str, list] = {}
-    out: list = []
+    groups: dict[str, list[AnnotationRecord]] = {}
+    out: list[AnnotationRecord] = []
     for rec in records:
-        if rec[3]:
-            groups.setdefault(rec[0], []).append(rec)
+        if rec.points:
+            groups.setdefault(rec.object_id, []).append(rec)
         else:
             out.append(rec)
     for object_id, recs in groups.items():
@@ -379,12 +380,12 @@ def pack_by_object(records: list, per_sample: int, seed: int = 0) -> list:
             if len(run) == 1:
                 out.append(run[0])
                 continue
-            convs = [dict(turn) for turn in run[0][2]]
+            convs = [dict(turn) for turn in run[0].convs]
             for other in run[1:]:
-                turns = [dict(turn) for turn in other[2]]
+                turns = [dict(turn) for turn in other.convs]
                 turns[0]["value"] = _drop_point_placeholder(turns[0]["value"])
                 convs += turns
-            out.append(_Record(object_id, "packed", convs, True, run[0][4], run[0][5]))
+            out.append(run[0]._replace(ctype="packed", convs=convs))
     return out
 
 
@@ -527,7 +528,7 @@ class PointLLMDataset(Dataset):
         types_seen: Counter = Counter()
         existing: set[str] | None = None
         listed = False
-        records: list[_Record] = []
+        records: list[AnnotationRecord] = []
         for f, path in enumerate(self.anno_paths):
             for r, rec in enumerate(_load_json_list(path)):
                 self.stats["records"] += 1
@@ -550,7 +551,7 @@ class PointLLMDataset(Dataset):
                         self._skip("missing_point_file", where, object_id,
                                    f"point file {self.point_dir / name} not found")
                         continue
-                records.append(_Record(object_id, ctype, convs, points, f, r))
+                records.append(AnnotationRecord(object_id, ctype, convs, points, f, r))
         if self.pack_per_object > 1:
             records = pack_by_object(records, self.pack_per_object, self.seed)
         object_ids, has_points, file_idx, rec_idx, codes = [], [], [], [], []
