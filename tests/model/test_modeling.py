@@ -287,3 +287,35 @@ def test_training_forward_reports_point_spread_outside_the_loss(tiny):
     assert float(out.diagnostics["point_spread"]) == pytest.approx(float(expected), rel=1e-4)
     with torch.no_grad():
         assert model(**batch).diagnostics is None  # evaluation mode: no diagnostics
+
+
+def test_point_reliance_is_the_loss_gap_of_swapped_clouds(tiny):
+    """The trainer's ``point_reliance``: CE with the clouds rolled along the batch minus CE with the right ones,
+    0 for identical clouds, and free of side effects on the RNG."""
+    from enel.data.collate import EnelCollator
+    from enel.data.conversation import encode_conversation
+    from enel.train.trainer import point_reliance
+
+    model, tok = tiny
+    convs = [[{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": a}]
+             for a in ("A red chair.", "A tall blue lamp.", "A green mug.")]
+    items = []
+    for i, (conv, c) in enumerate(zip(convs, clouds(3, seed=4))):
+        enc = encode_conversation(tok, conv, template="chat", num_point_tokens=129)
+        items.append({"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels), "point_cloud": c,
+                      "object_id": str(i)})
+    batch = EnelCollator.from_tokenizer(tok, return_extras=False)(items)
+    with torch.no_grad():
+        real = model(**batch)
+        rolled = model(**{**batch, "point_clouds": batch["point_clouds"][[2, 0, 1]]})  # sample b gets cloud b-1
+        torch.manual_seed(11)
+        gap = point_reliance(model, batch, real)
+        after = torch.rand(3)
+        torch.manual_seed(11)
+        assert torch.equal(after, torch.rand(3)), "the extra forward must not move the RNG"
+        assert gap == pytest.approx(float(rolled.loss - real.loss), abs=1e-5)
+        same = {**batch, "point_clouds": batch["point_clouds"][[0, 0, 0]]}
+        assert point_reliance(model, same, model(**same)) == pytest.approx(0.0, abs=1e-6)
+        one = {k: v[:1] for k, v in batch.items()}
+        assert point_reliance(model, one, model(**one)) is None  # one cloud: nothing to swap
+        assert point_reliance(model, {k: v for k, v in batch.items() if k != "labels"}, real) is None

@@ -79,6 +79,7 @@ class TrainSection:
     save_steps: int = 100
     save_total_limit: int = 2
     logging_steps: int = 10
+    point_reliance: bool = True
     preview_every: int = 0
     preview_samples: int = 3
     seed: int = 0

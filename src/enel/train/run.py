@@ -249,6 +249,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         callbacks=callbacks,
         lr_new=recipe.optim.lr_new,
         lr_llm=recipe.optim.lr_llm,
+        point_reliance=recipe.train.point_reliance,
         clock=clock,
     )
     start = time.time()

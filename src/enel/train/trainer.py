@@ -20,7 +20,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
-__all__ = ["EnelTrainer", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
+__all__ = ["EnelTrainer", "point_reliance", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
 
 MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "point_clouds", "position_ids")
 _COMPLETE = "enel-checkpoint-complete"
@@ -36,13 +36,18 @@ class EnelTrainer(Trainer):
     Args:
         lr_new: learning rate of the new modules (point embedding, projector, special tokens, heads, aggregation).
         lr_llm: learning rate of the backbone's trainable weights.
+        point_reliance: once per logging window, measure how much the answers depend on the clouds
+            (:func:`point_reliance`; one extra no-grad forward every ``logging_steps`` steps) and log it.
     """
 
-    def __init__(self, *args, lr_new: float, lr_llm: float, clock: "BudgetClock | None" = None, **kwargs):
+    def __init__(self, *args, lr_new: float, lr_llm: float, clock: "BudgetClock | None" = None,
+                 point_reliance: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.lr_new = lr_new
         self.lr_llm = lr_llm
         self.clock = clock
+        self.point_reliance = point_reliance
+        self._reliance_step = -1
         self.model_accepts_loss_kwargs = False  # our loss is a plain mean, not a token-count-normalised sum
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_counts: dict[str, int] = defaultdict(int)
@@ -77,6 +82,13 @@ class EnelTrainer(Trainer):
             for name, value in {**(outputs.loss_terms or {}), **(outputs.diagnostics or {})}.items():
                 self._term_sums[name] += float(value.detach().float())
                 self._term_counts[name] += 1
+            step, every = self.state.global_step, self.args.logging_steps
+            if self.point_reliance and every and step % every == 0 and step != self._reliance_step:
+                self._reliance_step = step  # the first micro-batch of the window only
+                gap = point_reliance(model, inputs, outputs)
+                if gap is not None:
+                    self._term_sums["point_reliance"] += gap
+                    self._term_counts["point_reliance"] += 1
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict, start_time: float | None = None) -> None:
@@ -115,6 +127,35 @@ class EnelTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+
+def answer_loss(outputs) -> torch.Tensor:
+    """The cross-entropy on the answers alone: ``loss_ce`` when the objective adds terms, else the loss."""
+    terms = outputs.loss_terms or {}
+    return terms["loss_ce"] if "loss_ce" in terms else outputs.loss
+
+
+@torch.no_grad()
+def point_reliance(model, inputs: dict, outputs) -> float | None:
+    """How much the answers depend on the clouds: answer loss with the clouds handed to the wrong samples
+    (rolled by one along the batch) minus the answer loss with the right ones, in nats per answer token.
+
+    ``inputs``: the model inputs of a training batch, ``point_clouds`` ``(B, N, C)`` (or a list of ``B`` clouds);
+    ``outputs``: the model's outputs on them. About 0 while the model answers from the text alone (the point
+    tokens are decoration); it grows as answers start to come from the points. Complements ``point_spread``,
+    which says whether the tokens differ between clouds, not whether anything reads them. None for batches
+    with fewer than two clouds. Runs in a forked RNG so that training draws the same random numbers with or
+    without it.
+    """
+    clouds = inputs.get("point_clouds")
+    if clouds is None or inputs.get("labels") is None or len(clouds) < 2:
+        return None
+    if not isinstance(clouds, torch.Tensor) and any(c is None for c in clouds):
+        return None
+    wrong = clouds.roll(1, dims=0) if isinstance(clouds, torch.Tensor) else clouds[-1:] + clouds[:-1]
+    with torch.random.fork_rng(devices=[]):
+        shuffled = model(**{**inputs, "point_clouds": wrong})
+    return float(answer_loss(shuffled).detach().float() - answer_loss(outputs).detach().float())
 
 
 class BudgetClock:
