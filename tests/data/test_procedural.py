@@ -73,7 +73,7 @@ def test_layout_manifest_and_splits(dataset):
     assert m["npy_dir"] == "8192_npy" and m["num_points"] == 8192
     for s in SPLITS:
         assert m["counts"][s] == {c: 1 for c in CATEGORY_NAMES}  # every category in every split
-        for stem in ("brief", "complex"):
+        for stem in ("brief", "complex", "grounding"):
             assert (dataset / "anno" / f"{stem}_{s}.json").is_file()
         assert (dataset / "anno" / f"benchmark_{s}_GT.json").is_file()
     rows = load_objects(dataset)
@@ -228,6 +228,24 @@ def test_answers_agree_with_the_facts(objects):
             # no generated answer names another category
             for text in _gpt_turns(o):
                 assert set(find_categories(text)) <= {cat}, (cat, text)
+
+
+def test_grounding_questions_never_name_an_object_and_answers_match_the_facts(objects):
+    """Stage 1's records: the answer (category + main colour, or a part's colour) must come from the cloud."""
+    for cat, objs in objects.items():
+        for o in objs:
+            recs = o.grounding
+            assert 2 <= len(recs) <= 3 and all(r["conversation_type"] == "single_round" for r in recs)
+            for r in recs:
+                question, answer = r["conversations"][0]["value"], r["conversations"][1]["value"]
+                assert question.startswith("<point>\n") and find_categories(question) == [], (cat, question)
+                assert set(find_categories(answer)) <= {cat}
+            first = recs[0]["conversations"][1]["value"]
+            assert match_category(first, cat) and match_colour(first, o.facts.main_colour), first
+            by_noun = {p.noun: p.colour for p in o.facts.parts}
+            for r in recs[1:]:
+                noun = r["conversations"][0]["value"].rstrip("?").split(" the ")[-1]
+                assert noun in by_noun and match_colour(r["conversations"][1]["value"], by_noun[noun]), r
 
 
 def test_main_colour_is_what_the_points_show(objects):

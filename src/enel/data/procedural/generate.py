@@ -5,6 +5,7 @@ Layout of ``out_dir`` (``N`` = ``num_points``, 8192 by default, as in PointLLM's
     {N}_npy/{object_id}_{N}.npy        (N, 6) float32: xyz (pc_norm'd, z up) + rgb in [0, 1]
     anno/brief_{split}.json            simple_description records (2 per object)
     anno/complex_{split}.json          detailed_description / single_round / multi_round records
+    anno/grounding_{split}.json        single_round records whose questions never name the object (stage 1)
     anno/benchmark_{split}_GT.json     one simple_description record per object, answer = reference caption
     objects.jsonl                      one line of metadata per object (category, label, split, parts, ...)
     class_labels.txt                   one category per line, sorted; line index = label
@@ -48,7 +49,7 @@ __all__ = [
     "load_objects",
 ]
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: anno/grounding_{split}.json
 SPLITS = ("train", "val", "test")
 SINGLE_ROUND_PER_OBJECT = 3
 BRIEF_PER_OBJECT = 2
@@ -158,7 +159,8 @@ class ProceduralObject:
 
     ``points``: ``(num_points, 6)`` float32, xyz normalised into the unit sphere, rgb in [0, 1].
     ``brief`` / ``complex``: PointLLM conversation records; ``benchmark``: the GT record;
-    ``qa``: every :class:`.language.QA` used in ``complex`` (with its kind and target, for tests and scoring).
+    ``qa``: every :class:`.language.QA` used in ``complex`` (with its kind and target, for tests and scoring);
+    ``grounding``: the stage-1 records (:func:`.language.grounding_qa`).
     """
 
     object_id: str
@@ -174,6 +176,7 @@ class ProceduralObject:
     qa: list[L.QA]
     colour_qa: L.QA
     meta: dict = field(default_factory=dict)
+    grounding: list[dict] = field(default_factory=list)
 
 
 def object_id(category: str, index: int) -> str:
@@ -301,6 +304,8 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
     qa_all.extend(rounds)
     bench = _record(oid, "simple_description", [(L._pick(r_txt, L.BRIEF_PROMPTS), cap)])
     cqa = L.colour_qa(facts, r_txt)
+    # drawn last from the text stream, so the other files are the same as before grounding existed
+    grounding = [_record(oid, "single_round", [(qa.question, qa.answer)]) for qa in L.grounding_qa(facts, r_txt)]
 
     meta = {
         "object_id": oid,
@@ -321,7 +326,7 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
         "traits": list(facts.traits),
     }
     return ProceduralObject(oid, category, index, points, facts, cap, detailed, brief, complex_, bench, qa_all, cqa,
-                            meta)
+                            meta, grounding)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -448,6 +453,7 @@ def synthesize(out_dir, *, objects_per_category: int = 60, seed: int = 0, num_po
     sizes = split_sizes(int(objects_per_category), val_fraction, test_fraction)
     brief = {s: [] for s in SPLITS}
     complex_ = {s: [] for s in SPLITS}
+    grounding = {s: [] for s in SPLITS}
     bench = {s: [] for s in SPLITS}
     counts = {s: {} for s in SPLITS}
     metas = []
@@ -468,6 +474,7 @@ def synthesize(out_dir, *, objects_per_category: int = 60, seed: int = 0, num_po
                 np.save(tmp / npy_name / f"{obj.object_id}_{int(num_points)}.npy", obj.points)
                 brief[split].extend(obj.brief)
                 complex_[split].extend(obj.complex)
+                grounding[split].extend(obj.grounding)
                 bench[split].append(obj.benchmark)
                 counts[split][cat] = counts[split].get(cat, 0) + 1
                 metas.append({**obj.meta, "label": label, "split": split})
@@ -475,7 +482,7 @@ def synthesize(out_dir, *, objects_per_category: int = 60, seed: int = 0, num_po
                     bar.update(1)
         files = []
         for s in SPLITS:
-            for stem, recs in (("brief", brief[s]), ("complex", complex_[s])):
+            for stem, recs in (("brief", brief[s]), ("complex", complex_[s]), ("grounding", grounding[s])):
                 _dump_json(tmp / "anno" / f"{stem}_{s}.json", recs)
                 files.append(f"anno/{stem}_{s}.json")
             _dump_json(tmp / "anno" / f"benchmark_{s}_GT.json", bench[s])
@@ -506,7 +513,8 @@ def synthesize(out_dir, *, objects_per_category: int = 60, seed: int = 0, num_po
         "num_objects": {s: sum(counts[s].values()) for s in SPLITS},
         "counts": {s: dict(sorted(counts[s].items())) for s in SPLITS},
         "records": {f"{stem}_{s}": len(d[s]) for stem, d in (("brief", brief), ("complex", complex_),
-                                                              ("benchmark", bench)) for s in SPLITS},
+                                                              ("grounding", grounding), ("benchmark", bench))
+                    for s in SPLITS},
         "files": files,
     }
     tmp_manifest = out_dir / "manifest.json.tmp"

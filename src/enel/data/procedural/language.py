@@ -33,6 +33,7 @@ __all__ = [
     "completion_answer",
     "detailed_description",
     "make_qa",
+    "grounding_qa",
     "QA_TYPES",
 ]
 
@@ -514,6 +515,29 @@ def colour_qa(f: ObjectFacts, rng: np.random.Generator) -> QA:
     p = f.main_part
     cw = "colour"
     return QA("colour", f"What {cw} {p.be} the {p.noun}?", f"The {p.noun} {p.be} {p.colour}.", p.colour)
+
+
+_GROUNDING_COLOUR_QUESTIONS = ("What {cw} {be} the {part}?", "What is the {cw} of the {part}?",
+                               "Which {cw} {be} the {part}?", "Can you tell me the {cw} of the {part}?")
+
+
+def grounding_qa(f: ObjectFacts, rng: np.random.Generator, parts: int = 2) -> list[QA]:
+    """Short questions whose answers can only come from the cloud: "What is this?" → "This is a green
+    airplane." and the colour of up to ``parts`` parts (the main part first) → "The fuselage is green.".
+
+    No question names the object's category or any other (parts whose name is a category word, such as a
+    bookshelf's "shelves", are skipped), and the answers keep one short form, so the loss falls on the colour and
+    category words. Stage 1's alignment data (the default recipe's): it ties the point tokens to words before
+    anything else is asked of them.
+    """
+    from .scoring import find_categories
+
+    qas = [QA("category", _pick(rng, IDENTIFY_PROMPTS), f"This is {a_an(f'{f.main_colour} {f.noun}')}.", f.category)]
+    candidates = [f.main_part] + [p for p in f.parts if p is not f.main_part]
+    for p in [p for p in candidates if not find_categories(p.noun)][:parts]:
+        q = _pick(rng, _GROUNDING_COLOUR_QUESTIONS).format(cw=_colour_word(rng), be=p.be, part=p.noun)
+        qas.append(QA("colour", q, f"The {p.noun} {p.be} {p.colour}.", p.colour))
+    return qas
 
 
 def follow_up(question: str, rng: np.random.Generator) -> str:
