@@ -79,6 +79,29 @@ def test_paper_config_sizes():
     assert count_parameters(PointProjector(2304, cfg.projector_hidden, 4096)) / 1e6 == pytest.approx(12.85, abs=0.01)
 
 
+def test_spec_with_a_preset_overrides_only_the_given_fields():
+    cfg = PointEmbeddingConfig.from_spec({"preset": "small", "input_points": 512})
+    # the small preset's fields (embed_dim 48, k 16, 2048 points, projector 576/576), 64 + 1 tokens
+    assert (cfg.embed_dim, cfg.group_size, cfg.num_points, cfg.projector_hidden) == (48, 16, 2048, [576, 576])
+    assert cfg.stage_centres == [256, 128, 64] and cfg.num_tokens == 65
+    assert PointEmbeddingConfig.from_spec("small") == PointEmbeddingConfig.small()
+    assert PointEmbeddingConfig.from_spec(None) == PointEmbeddingConfig.small()
+    assert PointEmbeddingConfig.from_spec({"embed_dim": 24}).group_size == 81  # no preset: the paper defaults
+    with pytest.raises(ConfigError, match="unknown point embedding preset 'tiny'"):
+        PointEmbeddingConfig.from_spec({"preset": "tiny"})
+    with pytest.raises(ConfigError, match="unknown point embedding field"):
+        PointEmbeddingConfig.from_spec({"preset": "small", "tokens": 65})
+    with pytest.raises(ConfigError, match="preset name or a dict"):
+        PointEmbeddingConfig.from_spec(65)
+
+
+def test_cpu_default_recipe_uses_65_point_tokens():
+    from enel.train.recipe import load_recipe
+
+    cfg = PointEmbeddingConfig.from_spec(load_recipe("smollm2_stage1").point_config)
+    assert cfg == PointEmbeddingConfig.small(input_points=512) and cfg.num_tokens == 65
+
+
 def test_paper_config_forward_bf16():
     torch.manual_seed(0)
     emb = PointTokenEmbedding(PointEmbeddingConfig.paper()).eval().to(torch.bfloat16)

@@ -121,6 +121,23 @@ class PointEmbeddingConfig(SubConfig):
             raise ConfigError(f"unknown point embedding preset {name!r}; choose one of {sorted(presets)}")
         return presets[name](**overrides)
 
+    @classmethod
+    def from_spec(cls, spec) -> "PointEmbeddingConfig":
+        """A config from what recipes and ``from_backbone`` accept: ``None`` (the ``small`` preset), a preset
+        name, a dict of fields (a ``preset`` key starts from that preset, the other keys override it), or a
+        ``PointEmbeddingConfig``."""
+        if spec is None or isinstance(spec, str):
+            return cls.preset(spec or "small")
+        if isinstance(spec, cls):
+            return spec
+        if not isinstance(spec, dict):
+            raise ConfigError(f"point_config must be a preset name or a dict of fields, not {type(spec).__name__}")
+        fields_ = dict(spec)
+        if "preset" in fields_:
+            cfg = cls.preset(fields_.pop("preset"))
+            return cls.from_dict({**cfg.to_dict(), **fields_})
+        return cls.from_dict(fields_)
+
     # ---- derived sizes ------------------------------------------------------------------------------------
     @property
     def in_channels(self) -> int:

@@ -415,7 +415,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
 
         Args:
             backbone: ``"smollm2"`` (default), ``"tiny-llama"``, ``"tiny-qwen2"`` or a local HF folder.
-            point_config: a preset name (``"small"``, ``"paper"``), a dict, or a ``PointEmbeddingConfig``.
+            point_config: a preset name (``"small"``, ``"paper"``), a dict (``{"preset": "small", ...}``
+                overrides a preset), or a ``PointEmbeddingConfig``.
             seed: seeds the initialisation of the new modules (None leaves the global RNG alone).
         """
         from .backbones import DEFAULT_BACKBONE, load_backbone
@@ -426,12 +427,7 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
             raise ConfigError(f"conversation_template must be 'chat' or 'vicuna_v1_1', not {conversation_template!r}")
         if seed is not None:
             torch.manual_seed(seed)
-        if point_config is None or isinstance(point_config, str):
-            pcfg = PointEmbeddingConfig.preset(point_config or "small")
-        elif isinstance(point_config, PointEmbeddingConfig):
-            pcfg = point_config
-        else:
-            pcfg = PointEmbeddingConfig.from_dict(point_config)
+        pcfg = PointEmbeddingConfig.from_spec(point_config)
         causal, tokenizer = load_backbone(backbone, dtype=dtype)
         ids = add_point_tokens(tokenizer)
         text_config = causal.config

@@ -19,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["quickstart", "STAGE1_SHARE"]
 
-STAGE1_SHARE = 0.85  # of the training budget; the rest goes to stage 2 (whose steps cost ~3x more: every weight trains)
+STAGE1_SHARE = 0.85  # of the training budget; the rest goes to stage 2 (whose steps cost ~2-3x more: every weight trains)
 
 
 def _finished(stage_dir: Path) -> bool:

@@ -100,7 +100,8 @@ class Recipe:
         stage: 1 (LLM-embedded semantic encoding) or 2 (hierarchical geometry aggregation / instruction tuning).
         backbone: stage 1 starts from this backbone (``smollm2``, ``tiny-llama``, a local HF folder).
         init_from: start from this ENEL model folder instead (stage 2: the stage-1 output).
-        point_config: embedding preset (``small`` / ``paper``) or a dict of fields (only for a new model).
+        point_config: embedding preset (``small`` / ``paper``) or a dict of fields, where ``preset: small``
+            starts from that preset (only for a new model).
         conversation_template: ``chat`` or ``vicuna_v1_1`` (only for a new model).
         objective: stage-1 objective settings (``ObjectiveConfig`` fields).
         aggregation: stage-2 aggregation settings (``AggregationConfig`` fields).
