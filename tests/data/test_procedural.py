@@ -235,15 +235,21 @@ def test_grounding_questions_never_name_an_object_and_answers_match_the_facts(ob
     for cat, objs in objects.items():
         for o in objs:
             recs = o.grounding
-            assert 2 <= len(recs) <= 3 and all(r["conversation_type"] == "single_round" for r in recs)
+            assert 4 <= len(recs) <= 5 and all(r["conversation_type"] == "single_round" for r in recs)
             for r in recs:
                 question, answer = r["conversations"][0]["value"], r["conversations"][1]["value"]
                 assert question.startswith("<point>\n") and find_categories(question) == [], (cat, question)
                 assert set(find_categories(answer)) <= {cat}
-            first = recs[0]["conversations"][1]["value"]
-            assert match_category(first, cat) and match_colour(first, o.facts.main_colour), first
+            # three identify records, each phrased differently, then the part colours
+            identify = [r["conversations"] for r in recs[:3]]
+            assert len({c[0]["value"] for c in identify}) == 3
+            assert all(c[0]["value"].removeprefix("<point>\n") in IDENTIFY_PROMPTS for c in identify)
+            for c in identify:
+                first = c[1]["value"]
+                assert match_category(first, cat) and match_colour(first, o.facts.main_colour), first
             by_noun = {p.noun: p.colour for p in o.facts.parts}
-            for r in recs[1:]:
+            for r in recs[3:]:
+                assert r["conversations"][0]["value"].removeprefix("<point>\n") not in IDENTIFY_PROMPTS
                 noun = r["conversations"][0]["value"].rstrip("?").split(" the ")[-1]
                 assert noun in by_noun and match_colour(r["conversations"][1]["value"], by_noun[noun]), r
 
@@ -363,3 +369,13 @@ def test_bundled_sample_chair_is_reproducible(tmp_path):
         np.testing.assert_allclose(va[k], vb[k], atol=1e-5)
     for k in ("red", "green", "blue"):
         assert np.abs(va[k].astype(int) - vb[k].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("identify", [0, len(IDENTIFY_PROMPTS) + 1])
+def test_grounding_identify_count_is_bounded_by_the_phrasings(objects, identify):
+    """Each identify record has its own phrasing, so asking for more than there are is an error, not a repeat."""
+    from enel.data.procedural.language import grounding_qa
+
+    o = next(iter(objects.values()))[0]
+    with pytest.raises(ValueError, match="identify must be between 1 and"):
+        grounding_qa(o.facts, np.random.default_rng(0), identify=identify)
