@@ -161,7 +161,8 @@ def test_std_mode_batch_depends_on_batch_mates(small):
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0}],
+    [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0},
+     {"class_token": "pooled"}],
 )
 def test_fused_inference_equals_autograd_path(overrides):
     emb = model(**overrides)
@@ -171,6 +172,19 @@ def test_fused_inference_equals_autograd_path(overrides):
     x.requires_grad_(True)  # forces the layer-by-layer path (eval-mode BatchNorm, same maths)
     plain = emb(x).features
     torch.testing.assert_close(fused, plain, atol=5e-5, rtol=1e-5)
+
+
+def test_pooled_class_token_is_the_learned_one_plus_the_max_over_the_geometric_tokens():
+    x = cloud(3, 900, seed=11)
+    learned, pooled = model(seed=4), model(seed=4, class_token="pooled")
+    with torch.no_grad():
+        a, b = learned(x).features, pooled(x).features
+    torch.testing.assert_close(b[:, 1:], a[:, 1:])  # same weights, same geometric tokens
+    geo = a[:, 1:].numpy()
+    expected = learned.class_token.detach().numpy()[0, 0] + geo.max(axis=1)  # brute force, per cloud
+    np.testing.assert_allclose(b[:, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert (b[0, 0] - b[1, 0]).abs().max() > 1e-2  # unlike the learned token, it differs between clouds
+    torch.testing.assert_close(a[0, 0], a[1, 0])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -277,6 +291,7 @@ def test_projector():
         ({"input_points": 4}, "no centres"),
         ({"lga_blocks": -1}, "lga_blocks"),
         ({"projector_hidden": [0]}, "projector_hidden"),
+        ({"class_token": "mean"}, "class_token"),
     ],
 )
 def test_config_validation(overrides, err):

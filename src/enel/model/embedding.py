@@ -79,6 +79,11 @@ class PointEmbeddingConfig(SubConfig):
         std_mode: ``"sample"`` (ours: per-sample std) or ``"batch"`` (released: one std for the batch).
         fps_random_start: in training only, start each FPS at a random index (the released behaviour);
             evaluation always starts at index 0.
+        class_token: ``"learned"`` (released: one learned vector, the same for every cloud) or ``"pooled"``
+            (ours: that vector plus the max over the geometric tokens, PointNet's global feature). A pooled class
+            token hands the LLM the whole cloud in one token: on the procedural data the max/mean over the
+            tokens separates the 30 categories linearly at 99 % while the LLM read them at 60 % after 25 minutes.
+            Under the stage-1 masked objective it carries the channel-wise max of the masked tokens too.
         projector_hidden: hidden widths of the projector MLP (paper: [1024, 2048]).
         num_points: the resolution loaders and the CLI resample clouds to before embedding (paper: 8192).
             The embedding itself accepts any number of points.
@@ -98,6 +103,7 @@ class PointEmbeddingConfig(SubConfig):
     pooling: str = "max"
     std_mode: str = "sample"
     fps_random_start: bool = False
+    class_token: str = "learned"
     projector_hidden: list[int] = field(default_factory=lambda: [1024, 2048])
     num_points: int = 8192
 
@@ -191,6 +197,8 @@ class PointEmbeddingConfig(SubConfig):
                 )
         if self.pooling not in ("max", "maxmean"):
             raise ConfigError(f"pooling must be 'max' or 'maxmean', not {self.pooling!r}")
+        if self.class_token not in ("learned", "pooled"):
+            raise ConfigError(f"class_token must be 'learned' or 'pooled', not {self.class_token!r}")
         if self.std_mode not in ("sample", "batch"):
             raise ConfigError(f"std_mode must be 'sample' or 'batch', not {self.std_mode!r}")
         if self.group_size < 2:
@@ -698,6 +706,8 @@ class PointTokenEmbedding(nn.Module):
         for stage in self.stages:
             xyz, x, patches = stage(xyz, x, random_start, generator, fused)
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        if self.cfg.class_token == "pooled":
+            cls = cls + x.amax(dim=1, keepdim=True)  # (B, 1, C): the cloud's global feature
         return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches)
 
 
