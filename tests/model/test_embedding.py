@@ -162,7 +162,7 @@ def test_std_mode_batch_depends_on_batch_mates(small):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0},
-     {"class_token": "pooled"}],
+     {"class_token": "pooled"}, {"color_skip": True}],
 )
 def test_fused_inference_equals_autograd_path(overrides):
     emb = model(**overrides)
@@ -185,6 +185,27 @@ def test_pooled_class_token_is_the_learned_one_plus_the_max_over_the_geometric_t
     np.testing.assert_allclose(b[:, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
     assert (b[0, 0] - b[1, 0]).abs().max() > 1e-2  # unlike the learned token, it differs between clouds
     torch.testing.assert_close(a[0, 0], a[1, 0])
+
+
+def test_color_skip_adds_a_linear_map_of_each_tokens_patch_colour():
+    x = cloud(2, 700, seed=12)
+    plain, skip = model(seed=5), model(seed=5, color_skip=True)
+    with torch.no_grad():
+        a, out = plain(x), skip(x)
+    torch.testing.assert_close(out.features[:, 0], a.features[:, 0])  # the class token has no patch
+    # brute force: the 16 input points nearest each centre, by numpy distances; their mean rgb, centred
+    pts, centres = x.numpy().astype(np.float64), out.centres.numpy().astype(np.float64)
+    d = ((centres[:, :, None, :] - pts[:, None, :, :3]) ** 2).sum(-1)  # (B, G, N)
+    near = np.argsort(d, axis=-1, kind="stable")[..., :16]
+    rgb = np.take_along_axis(pts[:, None, :, 3:], near[..., None], axis=2).mean(axis=2) - 0.5  # (B, G, 3)
+    w, b = skip.color_skip.weight.detach().numpy(), skip.color_skip.bias.detach().numpy()
+    expected = a.features[:, 1:].numpy() + rgb @ w.T + b
+    np.testing.assert_allclose(out.features[:, 1:].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_color_skip_needs_colour():
+    with pytest.raises(ConfigError, match="color_skip=True needs use_color=True"):
+        PointEmbeddingConfig.small(use_color=False, color_skip=True).validate()
 
 
 # ----------------------------------------------------------------------------------------------------------

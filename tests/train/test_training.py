@@ -58,6 +58,22 @@ def test_two_stages_end_to_end(tiny_data, tmp_path):
     assert gates and any(float(g.detach().abs()) > 0 for g in gates)
 
 
+def test_eager_attention_trains_the_same_maths_and_the_saved_model_keeps_sdpa(tiny_data, tmp_path):
+    losses = {}
+    for impl in ("sdpa", "eager"):
+        r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / impl, "train.max_steps=2", "train.bf16=false",
+                                                 f"train.attn_implementation={impl}", "point_config.color_skip=true"))
+        out = train(r, log=lambda *_: None)
+        summary = json.loads((tmp_path / impl / "train_summary.json").read_text())
+        losses[impl] = [e["loss_ce"] for e in summary["log_history"] if "loss_ce" in e] or [summary["train_loss"]]
+        assert out.model.config._attn_implementation == "sdpa"  # restored before saving
+        cfg = json.loads((out.model_dir / "config.json").read_text())
+        assert cfg["point_config"]["color_skip"] is True
+    assert losses["sdpa"] == pytest.approx(losses["eager"], rel=1e-4)
+    with pytest.raises(ConfigError, match="attn_implementation must be one of eager, sdpa"):
+        load_recipe("tiny_stage1", ["train.attn_implementation=flash"])
+
+
 def test_stage2_needs_a_stage1_folder(tiny_data, tmp_path):
     r2 = load_recipe("tiny_stage2", overrides(tiny_data, tmp_path / "s2", f"init_from={tmp_path / 'missing'}"))
     with pytest.raises(Exception, match="no ENEL model"):
@@ -72,6 +88,15 @@ def test_recipe_errors_are_clear(tiny_data, tmp_path):
     r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / "x", "data.anno=[anno/missing.json]"))
     with pytest.raises(ConfigError, match="enel data synth"):
         train(r, log=lambda *_: None)
+
+
+def test_point_config_fields_are_overridable_on_a_preset_name_or_a_dict():
+    r = load_recipe("tiny_stage1", ["point_config.color_skip=true", "point_config.group_size=8"])
+    assert r.point_config == {"preset": "small", "color_skip": True, "group_size": 8}  # the recipe says "small"
+    r = load_recipe("smollm2_stage1", ["point_config.input_points=256"])
+    assert r.point_config["input_points"] == 256 and r.point_config["preset"] == "small"  # the rest is kept
+    with pytest.raises(ConfigError, match="'nope' is not a section"):
+        load_recipe("tiny_stage1", ["train.nope.x=1"])
 
 
 def _cli(*args: str, env=None) -> list[str]:

@@ -66,7 +66,12 @@ class OptimSection:
 
 @dataclass
 class TrainSection:
-    """Trainer settings (mapped onto ``transformers.TrainingArguments``)."""
+    """Trainer settings (mapped onto ``transformers.TrainingArguments``).
+
+    ``attn_implementation`` (``eager`` / ``sdpa`` / ``null``) switches the LLM's attention kernel for this run
+    only; the saved model keeps the implementation it was loaded with. On the 2-core CPU the eager kernel takes
+    0.76× SDPA's time for a stage-1 forward + backward of the small default (docs/training.md), the same maths.
+    """
 
     output_dir: str = "runs/train"
     epochs: float = 3.0
@@ -89,6 +94,11 @@ class TrainSection:
     deepspeed: str | None = None
     ddp_backend: str | None = None
     threads: int | None = None
+    attn_implementation: str | None = None
+
+
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+"""What ``train.attn_implementation`` accepts (``null`` keeps the model's own, SDPA for the backbones here)."""
 
 
 @dataclass
@@ -130,6 +140,11 @@ class Recipe:
             raise ConfigError(f"train.bf16 must be auto, true or false, not {self.train.bf16!r}")
         if self.train.batch_size < 1 or self.train.grad_accum < 1:
             raise ConfigError("train.batch_size and train.grad_accum must be at least 1")
+        if self.train.attn_implementation not in (None, *ATTN_IMPLEMENTATIONS):
+            raise ConfigError(
+                f"train.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or null (the model's "
+                f"own), not {self.train.attn_implementation!r}"
+            )
         if self.optim.lr_new <= 0 or self.optim.lr_llm < 0:
             raise ConfigError("learning rates must be positive")
         if not self.data.anno:
@@ -216,6 +231,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r}: unknown key {parts[0]!r}; known: {sorted(defaults)}")
         target, default = data, defaults
         for p in parts[:-1]:
+            if p == "point_config" and target is data:  # a preset name or a dict: point_config.FIELD=VALUE
+                current = data.get(p, defaults[p])
+                data[p] = {"preset": current} if isinstance(current, str) else dict(current or {})
+                target, default = data[p], {}
+                continue
             if not isinstance(default, dict) or p not in default:
                 raise ConfigError(f"override {item!r}: {p!r} is not a section")
             target = target.setdefault(p, {})

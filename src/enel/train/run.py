@@ -221,6 +221,9 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
 
     model, tokenizer, report = build_model(recipe)
     log(f"[enel] stage {recipe.stage} ({recipe.name}): {report}")
+    saved_attn = model.config._attn_implementation
+    if recipe.train.attn_implementation:
+        model.set_attn_implementation(recipe.train.attn_implementation)
     dataset, previews = build_datasets(recipe, model, tokenizer)
     log(f"[enel] {len(dataset)} training samples from {', '.join(recipe.data.anno)}")
 
@@ -266,6 +269,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
             "steps": sum(h["steps"] for h in history),
             "history": history,
         }
+        if recipe.train.attn_implementation:  # a training-time choice: the saved model keeps its own kernel
+            model.set_attn_implementation(saved_attn)
         save_model(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module, tokenizer, final)
         (out / "train_summary.json").write_text(json.dumps({
             "recipe": recipe.to_dict(),
