@@ -162,7 +162,7 @@ def test_std_mode_batch_depends_on_batch_mates(small):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0},
-     {"class_token": "pooled"}, {"color_skip": True}],
+     {"class_token": "pooled"}, {"color_skip": True, "color_token": True}],
 )
 def test_fused_inference_equals_autograd_path(overrides):
     emb = model(**overrides)
@@ -193,19 +193,36 @@ def test_color_skip_adds_a_linear_map_of_each_tokens_patch_colour():
     with torch.no_grad():
         a, out = plain(x), skip(x)
     torch.testing.assert_close(out.features[:, 0], a.features[:, 0])  # the class token has no patch
-    # brute force: the 16 input points nearest each centre, by numpy distances; their mean rgb, centred
-    pts, centres = x.numpy().astype(np.float64), out.centres.numpy().astype(np.float64)
-    d = ((centres[:, :, None, :] - pts[:, None, :, :3]) ** 2).sum(-1)  # (B, G, N)
-    near = np.argsort(d, axis=-1, kind="stable")[..., :16]
-    rgb = np.take_along_axis(pts[:, None, :, 3:], near[..., None], axis=2).mean(axis=2) - 0.5  # (B, G, 3)
+    rgb = _patch_rgb_brute_force(x, out.centres)  # the 16 input points nearest each centre, by numpy
     w, b = skip.color_skip.weight.detach().numpy(), skip.color_skip.bias.detach().numpy()
     expected = a.features[:, 1:].numpy() + rgb @ w.T + b
     np.testing.assert_allclose(out.features[:, 1:].numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_color_skip_needs_colour():
-    with pytest.raises(ConfigError, match="color_skip=True needs use_color=True"):
-        PointEmbeddingConfig.small(use_color=False, color_skip=True).validate()
+def _patch_rgb_brute_force(x: torch.Tensor, centres: torch.Tensor, k: int = 16) -> np.ndarray:
+    """Mean rgb of the k input points nearest each centre, minus 0.5, by numpy distances: ``(B, G, 3)``."""
+    pts, c = x.numpy().astype(np.float64), centres.numpy().astype(np.float64)
+    d = ((c[:, :, None, :] - pts[:, None, :, :3]) ** 2).sum(-1)  # (B, G, N)
+    near = np.argsort(d, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(pts[:, None, :, 3:], near[..., None], axis=2).mean(axis=2) - 0.5
+
+
+def test_color_token_adds_the_mean_of_relu_colour_features_to_the_class_token():
+    x = cloud(2, 700, seed=13)
+    plain, tok = model(seed=6), model(seed=6, color_token=True)
+    with torch.no_grad():
+        a, out = plain(x), tok(x)
+    torch.testing.assert_close(out.features[:, 1:], a.features[:, 1:])  # geometric tokens untouched
+    rgb = _patch_rgb_brute_force(x, out.centres)
+    w, b = tok.color_token.weight.detach().numpy(), tok.color_token.bias.detach().numpy()
+    expected = a.features[:, 0].numpy() + np.maximum(rgb @ w.T + b, 0).mean(axis=1)
+    np.testing.assert_allclose(out.features[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["color_skip", "color_token"])
+def test_colour_options_need_colour(name):
+    with pytest.raises(ConfigError, match=f"{name}=True needs use_color=True"):
+        PointEmbeddingConfig.small(use_color=False, **{name: True}).validate()
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -319,3 +319,14 @@ def test_point_reliance_is_the_loss_gap_of_swapped_clouds(tiny):
         one = {k: v[:1] for k, v in batch.items()}
         assert point_reliance(model, one, model(**one)) is None  # one cloud: nothing to swap
         assert point_reliance(model, {k: v for k, v in batch.items() if k != "labels"}, real) is None
+
+
+def test_colour_options_start_at_their_documented_scales():
+    torch.manual_seed(0)
+    model, _ = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "color_skip": True,
+                                                                          "color_token": True})
+    emb = model.model.point_embedding
+    assert 0.17 < float(emb.color_skip.weight.std()) < 0.23 and float(emb.color_skip.bias.abs().max()) == 0.0
+    assert 0.85 < float(emb.color_token.weight.std()) < 1.15
+    assert -0.5 <= float(emb.color_token.bias.min()) and float(emb.color_token.bias.max()) <= 0.5
+    assert float(emb.color_token.bias.std()) > 0.2  # spread over U(-0.5, 0.5), not left at 0

@@ -110,6 +110,12 @@ class EnelPreTrainedModel(PreTrainedModel):
         std = getattr(self.config.text_config, "initializer_range", 0.02)
         if isinstance(module, PointTokenEmbedding):
             init.normal_(module.class_token, mean=0.0, std=1.0)
+            if module.color_skip is not None:  # the scale decides what stage 1 reads first (docs/training.md)
+                init.normal_(module.color_skip.weight, mean=0.0, std=0.2)
+                init.zeros_(module.color_skip.bias)
+            if module.color_token is not None:  # random colour features, informative from the first step
+                init.normal_(module.color_token.weight, mean=0.0, std=1.0)
+                init.uniform_(module.color_token.bias, -0.5, 0.5)
         elif isinstance(module, EnelModel):
             init.normal_(module.point_special_embeds, mean=0.0, std=std)
         elif isinstance(module, PointObjectives) and module.mask_token is not None:
