@@ -95,11 +95,11 @@ def test_spec_with_a_preset_overrides_only_the_given_fields():
         PointEmbeddingConfig.from_spec(65)
 
 
-def test_cpu_default_recipe_uses_65_point_tokens():
+def test_cpu_default_recipe_uses_65_point_tokens_and_the_colour_skip():
     from enel.train.recipe import load_recipe
 
     cfg = PointEmbeddingConfig.from_spec(load_recipe("smollm2_stage1").point_config)
-    assert cfg == PointEmbeddingConfig.small(input_points=512) and cfg.num_tokens == 65
+    assert cfg == PointEmbeddingConfig.small(input_points=512, color_skip=True) and cfg.num_tokens == 65
 
 
 def test_paper_config_forward_bf16():
