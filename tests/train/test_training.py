@@ -95,6 +95,11 @@ def test_point_config_fields_are_overridable_on_a_preset_name_or_a_dict():
     assert r.point_config == {"preset": "small", "color_skip": True, "group_size": 8}  # the recipe says "small"
     r = load_recipe("smollm2_stage1", ["point_config.input_points=256"])
     assert r.point_config["input_points"] == 256 and r.point_config["preset"] == "small"  # the rest is kept
+    from enel.train.recipe import apply_overrides
+
+    # no point_config means the small preset (PointEmbeddingConfig.from_spec): a field override starts from it
+    assert apply_overrides({"point_config": None}, ["point_config.color_skip=true"])["point_config"] == \
+        {"preset": "small", "color_skip": True}
     with pytest.raises(ConfigError, match="'nope' is not a section"):
         load_recipe("tiny_stage1", ["train.nope.x=1"])
 

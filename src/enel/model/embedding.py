@@ -87,11 +87,11 @@ class PointEmbeddingConfig(SubConfig):
         color_skip: ours, off in the released configuration. Adds ``Linear(3 → output_dim)`` of each geometric
             token's patch colour (the mean rgb of the ``group_size`` input points nearest its centre) to the
             token (rgb centred on 0.5; in a model the weights start at N(0, 0.2): about 0.1 per channel next to the
-            stage features' 0.7). The three stages mix colour with geometry and max-pool it away: linear probes on the CPU
-            default found a cloud's main colour in 86 % of held-out clouds after stage 1 of the embedding but in
-            35 % after stage 3 (docs/embedding.md). The skip's starting scale decides what stage 1 of the CPU
-            default learns in 25 minutes (60 held-out objects, category / colour): N(0, 1) 15 % / 87 %,
-            N(0, 0.2) 63 % / 92 %, N(0, 0.02) 90 % / 28 % (docs/training.md). Needs ``use_color``.
+            stage features' 0.7). The three stages mix colour with geometry and max-pool it away: linear probes on
+            the CPU default found a cloud's main colour in 86 % of held-out clouds after stage 1 of the embedding
+            but in 35 % after stage 3 (docs/training.md, "Where the colour goes"). The skip's starting scale
+            decides what stage 1 of the CPU default learns in 25 minutes (60 held-out objects, category /
+            colour): N(0, 1) 15 % / 87 %, N(0, 0.2) 63 % / 92 %, N(0, 0.02) 90 % / 28 %. Needs ``use_color``.
         color_token: ours, off in the released configuration. Adds the cloud's colour distribution to the class
             token: the mean over the geometric tokens of ``relu(Linear(3 → output_dim))`` of their patch colours
             (random features of the patch colours, averaged: a soft colour histogram from which the dominant
@@ -723,7 +723,7 @@ class PointTokenEmbedding(nn.Module):
         return self._stages(points, x, random_start, generator, fused=False)
 
     def _stages(self, points, x, random_start, generator, fused: bool) -> PointTokens:
-        """``points (B, N, C)`` (after :meth:`_check`), raw-embedded ``x (B, N, embed_dim)`` → :class:`PointTokens`."""
+        """``points (B, N, C)`` (after :meth:`_check`) and their raw embedding ``x (B, N, embed_dim)`` → tokens."""
         xyz = points[..., :3].float()
         patches = None
         for stage in self.stages:

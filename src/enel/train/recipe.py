@@ -232,8 +232,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         target, default = data, defaults
         for p in parts[:-1]:
             if p == "point_config" and target is data:  # a preset name or a dict: point_config.FIELD=VALUE
-                current = data.get(p, defaults[p])
-                data[p] = {"preset": current} if isinstance(current, str) else dict(current or {})
+                current = data.get(p) or defaults[p]  # None means the default preset, as in from_spec
+                data[p] = dict(current) if isinstance(current, dict) else {"preset": current}
                 target, default = data[p], {}
                 continue
             if not isinstance(default, dict) or p not in default:
