@@ -95,11 +95,12 @@ def test_spec_with_a_preset_overrides_only_the_given_fields():
         PointEmbeddingConfig.from_spec(65)
 
 
-def test_cpu_default_recipe_uses_65_point_tokens_and_the_colour_skip():
+def test_cpu_default_recipe_uses_65_point_tokens_and_the_colour_skip_after_the_projector():
     from enel.train.recipe import load_recipe
 
     cfg = PointEmbeddingConfig.from_spec(load_recipe("smollm2_stage1").point_config)
-    assert cfg == PointEmbeddingConfig.small(input_points=512, color_skip=True) and cfg.num_tokens == 65
+    assert cfg == PointEmbeddingConfig.small(input_points=512, color_skip=True, color_skip_at="llm")
+    assert cfg.num_tokens == 65
 
 
 def test_paper_config_forward_bf16():
@@ -197,6 +198,32 @@ def test_color_skip_adds_a_linear_map_of_each_tokens_patch_colour():
     w, b = skip.color_skip.weight.detach().numpy(), skip.color_skip.bias.detach().numpy()
     expected = a.features[:, 1:].numpy() + rgb @ w.T + b
     np.testing.assert_allclose(out.features[:, 1:].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_color_skip_after_the_projector_hands_the_patch_colours_on_and_adds_them_in_the_llm_width():
+    from enel.model.embedding import PointProjector
+
+    x = cloud(2, 700, seed=14)
+    plain, late = model(seed=5), model(seed=5, color_skip=True, color_skip_at="llm")
+    assert late.color_skip is None  # its weights live in the projector
+    with torch.no_grad():
+        a, out = plain(x), late(x)
+    torch.testing.assert_close(out.features, a.features)  # the embedding's own output is left alone
+    assert a.colours is None
+    np.testing.assert_allclose(out.colours.numpy(), _patch_rgb_brute_force(x, out.centres), rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    proj = PointProjector(late.cfg.output_dim, [32], 24, color=True)
+    with torch.no_grad():
+        y, base = proj(out.features, out.colours), proj(out.features)
+    w, b = proj.color.weight.detach().numpy(), proj.color.bias.detach().numpy()
+    np.testing.assert_allclose(y[:, 0].numpy(), base[:, 0].numpy())  # the class token has no patch
+    np.testing.assert_allclose(y[:, 1:].numpy(), base[:, 1:].numpy() + out.colours.numpy() @ w.T + b,
+                               rtol=1e-5, atol=1e-6)
+    late.color_skip_scale = 0.0  # held off (train.color_skip_from): nothing to add
+    with torch.no_grad():
+        assert late(x).colours is None
+    with pytest.raises(ConfigError, match="color_skip_at must be one of features, llm"):
+        PointEmbeddingConfig.small(color_skip=True, color_skip_at="input").validate()
 
 
 def _patch_rgb_brute_force(x: torch.Tensor, centres: torch.Tensor, k: int = 16) -> np.ndarray:

@@ -57,7 +57,10 @@ from ..errors import ConfigError
 from ..points import ops
 from .subconfig import SubConfig
 
-__all__ = ["PointEmbeddingConfig", "PointTokenEmbedding", "PointProjector", "PointTokens"]
+__all__ = ["PointEmbeddingConfig", "PointTokenEmbedding", "PointProjector", "PointTokens", "COLOR_SKIP_PLACES"]
+
+COLOR_SKIP_PLACES = ("features", "llm")
+"""Where ``PointEmbeddingConfig.color_skip_at`` may add the colour skip."""
 
 
 @dataclass
@@ -92,6 +95,13 @@ class PointEmbeddingConfig(SubConfig):
             but in 35 % after stage 3 (docs/training.md, "Where the colour goes"). The skip's starting scale
             decides what stage 1 of the CPU default learns in 25 minutes (60 held-out objects, category /
             colour): N(0, 1) 15 % / 87 %, N(0, 0.2) 63 % / 92 %, N(0, 0.02) 90 % / 28 %. Needs ``use_color``.
+        color_skip_at: where the colour skip adds: ``"features"`` (to the embedding's output features, before
+            the projector, as above) or ``"llm"`` (ours: ``Linear(3 → hidden)`` added to the projected point
+            tokens, in the LLM's width, so the projector's GELUs never mix the colour into the geometry and the
+            geometry stays linearly where it was in the LLM's residual stream; the weights live in
+            :class:`PointProjector`, and start at N(0, 0.12) in a model, about the spread of the geometric tokens
+            on SmolLM2). Stage 1 of the CPU default with it: 93 % category / 85 % colour, where no starting scale
+            before the projector gave both (docs/training.md, "The colour skip").
         color_token: ours, off in the released configuration. Adds the cloud's colour distribution to the class
             token: the mean over the geometric tokens of ``relu(Linear(3 → output_dim))`` of their patch colours
             (random features of the patch colours, averaged: a soft colour histogram from which the dominant
@@ -120,6 +130,7 @@ class PointEmbeddingConfig(SubConfig):
     fps_random_start: bool = False
     class_token: str = "learned"
     color_skip: bool = False
+    color_skip_at: str = "features"
     color_token: bool = False
     projector_hidden: list[int] = field(default_factory=lambda: [1024, 2048])
     num_points: int = 8192
@@ -216,6 +227,10 @@ class PointEmbeddingConfig(SubConfig):
             raise ConfigError(f"pooling must be 'max' or 'maxmean', not {self.pooling!r}")
         if self.class_token not in ("learned", "pooled"):
             raise ConfigError(f"class_token must be 'learned' or 'pooled', not {self.class_token!r}")
+        if self.color_skip_at not in COLOR_SKIP_PLACES:
+            raise ConfigError(
+                f"color_skip_at must be one of {', '.join(COLOR_SKIP_PLACES)}, not {self.color_skip_at!r}"
+            )
         for name in ("color_skip", "color_token"):
             if getattr(self, name) and not self.use_color:
                 raise ConfigError(f"{name}=True needs use_color=True (it carries the points' rgb)")
@@ -254,11 +269,14 @@ class PointTokens:
         features: ``(B, T, D)`` token features, ``T = 1 + G`` (class token first), ``D = output_dim``.
         centres: ``(B, G, 3)`` coordinates of the geometric tokens (the last stage's FPS centres).
         patches: ``(B, G, k, 3)`` absolute coordinates of each token's k neighbours in the last stage.
+        colours: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for a colour skip
+            placed after the projector (``color_skip_at="llm"``) while it is on; otherwise None.
     """
 
     features: torch.Tensor
     centres: torch.Tensor
     patches: torch.Tensor
+    colours: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -665,8 +683,9 @@ class PointTokenEmbedding(nn.Module):
         self.raw_embed = _LinearBN(cfg.in_channels, cfg.embed_dim, bias=False, relu=True)
         self.stages = nn.ModuleList([_Stage(cfg, g, d) for g, d in zip(cfg.stage_centres, cfg.stage_dims)])
         self.class_token = nn.Parameter(torch.randn(1, 1, cfg.output_dim))
-        self.color_skip = nn.Linear(3, cfg.output_dim) if cfg.color_skip else None
+        self.color_skip = nn.Linear(3, cfg.output_dim) if cfg.color_skip and cfg.color_skip_at == "features" else None
         self.color_token = nn.Linear(3, cfg.output_dim) if cfg.color_token else None
+        self.color_skip_scale = 1.0  # a training-time switch (train.color_skip_from), never saved
 
     def _check(self, points: torch.Tensor) -> torch.Tensor:
         if points.dim() != 3:
@@ -728,17 +747,20 @@ class PointTokenEmbedding(nn.Module):
         patches = None
         for stage in self.stages:
             xyz, x, patches = stage(xyz, x, random_start, generator, fused)
-        if self.color_skip is not None or self.color_token is not None:
+        if self.cfg.color_skip or self.color_token is not None:
             rgb = patch_colours(points, xyz, self.cfg.group_size) - 0.5  # (B, G, 3), centred
             rgb = rgb.to(self.class_token.dtype)
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
         if self.color_token is not None:  # (B, 1, C): a soft histogram of the patch colours
             cls = cls + torch.relu(self.color_token(rgb)).mean(dim=1, keepdim=True).to(x.dtype)
-        if self.color_skip is not None:
-            x = x + self.color_skip(rgb).to(x.dtype)
+        if self.color_skip is not None and self.color_skip_scale != 0.0:
+            x = x + self.color_skip_scale * self.color_skip(rgb).to(x.dtype)
         if self.cfg.class_token == "pooled":
             cls = cls + x.amax(dim=1, keepdim=True)  # (B, 1, C): the cloud's global feature
-        return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches)
+        colours = rgb if self.cfg.color_skip and self.color_skip is None and self.color_skip_scale != 0.0 else None
+        if colours is not None and self.color_skip_scale != 1.0:
+            colours = colours * self.color_skip_scale
+        return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colours=colours)
 
 
 def patch_colours(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
@@ -757,9 +779,13 @@ def patch_colours(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.
 
 
 class PointProjector(nn.Module):
-    """``(…, output_dim) → (…, hidden)``: ``Linear → GELU`` per hidden width, then a final ``Linear``."""
+    """``(…, output_dim) → (…, hidden)``: ``Linear → GELU`` per hidden width, then a final ``Linear``.
 
-    def __init__(self, in_dim: int, hidden: list[int], out_dim: int):
+    With ``color=True`` it also holds the colour skip placed after it (``color_skip_at="llm"``):
+    ``Linear(3 → hidden)`` of each geometric token's patch colour, added to that token's output.
+    """
+
+    def __init__(self, in_dim: int, hidden: list[int], out_dim: int, color: bool = False):
         super().__init__()
         dims = [in_dim, *hidden]
         layers: list[nn.Module] = []
@@ -767,9 +793,15 @@ class PointProjector(nn.Module):
             layers += [nn.Linear(a, b), nn.GELU()]
         layers.append(nn.Linear(dims[-1], out_dim))
         self.net = nn.Sequential(*layers)
+        self.color = nn.Linear(3, out_dim) if color else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, x: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colours (B, G, 3)`` or None → ``(…, hidden)``."""
+        y = self.net(x)
+        if colours is not None and self.color is not None:
+            skip = self.color(colours.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
+            y = torch.cat([y[:, :1], y[:, 1:] + skip], dim=1)
+        return y
 
 
 def count_parameters(module: nn.Module) -> int:

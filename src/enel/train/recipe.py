@@ -71,6 +71,11 @@ class TrainSection:
     ``attn_implementation`` (``eager`` / ``sdpa`` / ``null``) switches the LLM's attention kernel for this run
     only; the saved model keeps the implementation it was loaded with. On the 2-core CPU the eager kernel takes
     0.76× SDPA's time for a stage-1 forward + backward of the small default (docs/training.md), the same maths.
+
+    ``color_skip_from`` (a fraction in [0, 1)) holds the embedding's colour skip (``point_config.color_skip``) off
+    for that first part of the run (of the time budget with ``max_minutes``, else of the steps): the LLM learns the
+    geometry before the colour, which it picks up in far fewer steps and which otherwise slows the category down
+    (docs/training.md, "The colour skip"). 0 keeps the skip on throughout.
     """
 
     output_dir: str = "runs/train"
@@ -95,6 +100,7 @@ class TrainSection:
     ddp_backend: str | None = None
     threads: int | None = None
     attn_implementation: str | None = None
+    color_skip_from: float = 0.0
 
 
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -144,6 +150,11 @@ class Recipe:
             raise ConfigError(
                 f"train.attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} or null (the model's "
                 f"own), not {self.train.attn_implementation!r}"
+            )
+        if not 0.0 <= self.train.color_skip_from < 1.0:
+            raise ConfigError(
+                f"train.color_skip_from is the fraction of the run before the colour skip turns on, in [0, 1), "
+                f"not {self.train.color_skip_from!r}"
             )
         if self.optim.lr_new <= 0 or self.optim.lr_llm < 0:
             raise ConfigError("learning rates must be positive")
