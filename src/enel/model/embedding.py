@@ -101,7 +101,7 @@ class PointEmbeddingConfig(SubConfig):
             geometry stays linearly where it was in the LLM's residual stream; the weights live in
             :class:`PointProjector`, and start at N(0, 0.12) in a model, about the spread of the geometric tokens
             on SmolLM2). Stage 1 of the CPU default with it: 93 % category / 85 % colour, where no starting scale
-            before the projector gave both (docs/training.md, "The colour skip").
+            before the projector gave both (docs/training.md, "The colour skip after the projector").
         color_token: ours, off in the released configuration. Adds the cloud's colour distribution to the class
             token: the mean over the geometric tokens of ``relu(Linear(3 → output_dim))`` of their patch colours
             (random features of the patch colours, averaged: a soft colour histogram from which the dominant
@@ -747,19 +747,23 @@ class PointTokenEmbedding(nn.Module):
         patches = None
         for stage in self.stages:
             xyz, x, patches = stage(xyz, x, random_start, generator, fused)
-        if self.cfg.color_skip or self.color_token is not None:
+        skip_on = self.cfg.color_skip and self.color_skip_scale != 0.0  # held off: no kNN, nothing added
+        rgb = None
+        if skip_on or self.color_token is not None:
             rgb = patch_colours(points, xyz, self.cfg.group_size) - 0.5  # (B, G, 3), centred
             rgb = rgb.to(self.class_token.dtype)
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
         if self.color_token is not None:  # (B, 1, C): a soft histogram of the patch colours
             cls = cls + torch.relu(self.color_token(rgb)).mean(dim=1, keepdim=True).to(x.dtype)
-        if self.color_skip is not None and self.color_skip_scale != 0.0:
-            x = x + self.color_skip_scale * self.color_skip(rgb).to(x.dtype)
+        colours = None  # (B, G, 3) for the skip after the projector (color_skip_at="llm")
+        if skip_on:
+            skip_rgb = rgb if self.color_skip_scale == 1.0 else self.color_skip_scale * rgb
+            if self.color_skip is not None:  # color_skip_at="features": added here
+                x = x + self.color_skip(skip_rgb).to(x.dtype)
+            else:
+                colours = skip_rgb
         if self.cfg.class_token == "pooled":
             cls = cls + x.amax(dim=1, keepdim=True)  # (B, 1, C): the cloud's global feature
-        colours = rgb if self.cfg.color_skip and self.color_skip is None and self.color_skip_scale != 0.0 else None
-        if colours is not None and self.color_skip_scale != 1.0:
-            colours = colours * self.color_skip_scale
         return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colours=colours)
 
 

@@ -98,7 +98,7 @@ COLOR_SKIP_LLM_STD = 0.12
 """Starting std of the colour skip placed after the projector (``color_skip_at="llm"``). Measured on SmolLM2 (word
 embeddings' RMS 0.136; the geometric point tokens vary by ~0.04 RMS around their mean): at 0.024 (as loud as the
 pre-projector skip at N(0, 0.2)) stage 1 never read the colour (18 %); at 0.12 it did (85 %) and kept the category
-(93 %). docs/training.md, "The colour skip"."""
+(93 %). docs/training.md, "The colour skip after the projector"."""
 
 
 class EnelPreTrainedModel(PreTrainedModel):
