@@ -217,6 +217,7 @@ def test_grid_cell_sizes_follow_the_paper_formula():
         ({"grouping": "fps", "fps_centres": [64], "fps_k": [8]}, "has only 1 levels"),
         ({"grid_theta": [0.1]}, "grid_theta needs 3 values"),
         ({"colour": 1}, "unknown aggregation field"),
+        ({"residual": "skip"}, "residual must be one of"),
     ],
 )
 def test_bad_settings_are_refused(fields, message):
@@ -430,10 +431,44 @@ def test_closed_gate_aggregated_token_is_the_pooling_of_its_members(base, size, 
         assert torch.equal(regrown[b, s + 128 :], coarse_out[b, s + g :])
 
 
+
+def test_residual_flags_of_older_configs_are_read_as_names():
+    assert AggregationConfig.from_dict({"residual": True}).residual == "add"
+    assert AggregationConfig.from_dict({"residual": False}).residual == "none"
+    assert AggregationConfig.from_dict({}).residual == "none"
+
+
+@pytest.mark.parametrize("residual", ["add", "detail"])
+def test_propagation_residuals(base, residual):
+    """add: the copied-back group state plus the member's pre-aggregation state; detail: plus the member's
+    difference from its group's pooled state (computed here by hand from the recorded layer outputs)."""
+    model0, tok = base
+    size = 0.25
+    model, _ = build(agg_config(grid_alpha=size, grid_min=size, grid_max=size, residual=residual), like=model0)
+    enc = encode(tok, model, QUESTIONS)
+    clouds = make_clouds([0.3, 1.0])
+    with torch.no_grad():
+        centres = model.model.embed_points(clouds).centres
+    with record_layers(model) as rec:
+        logits(model, enc, clouds)
+    fine, coarse_out, regrown = rec["outputs"][0], rec["outputs"][2], rec["inputs"][3]
+    starts = (enc["input_ids"] == model.config.point_start_token_id).int().argmax(1)
+    merged = 0
+    for b in range(2):
+        s = int(starts[b]) + 2
+        fine_block = fine[b, s : s + 128]
+        for j, members in enumerate(grid_cells(centres[b], size)):
+            pooled = _pooled_reference(fine_block, members, "maxmean")
+            merged += len(members) > 1
+            for m in members:
+                skip = fine_block[m] - pooled if residual == "detail" else fine_block[m]
+                torch.testing.assert_close(regrown[b, s + m], coarse_out[b, s + j] + skip, atol=1e-5, rtol=1e-5)
+    assert merged > 0  # some cells hold several tokens, so the two skips differ from each other and from none
+
 @pytest.mark.parametrize("grouping", ["grid", "fps"])
 def test_kv_cached_generation_equals_uncached(base, grouping):
     model0, tok = base
-    extra = ({"grid_alpha": 0.25, "grid_min": 0.25, "grid_max": 0.25} if grouping == "grid"
+    extra = ({"grid_alpha": 0.25, "grid_min": 0.25, "grid_max": 0.25, "residual": "detail"} if grouping == "grid"
              else {"grouping": "fps", "fps_centres": [32], "fps_k": [8]})
     model, _ = build(agg_config(**extra), like=model0, gate=0.5)
     enc = encode(tok, model, QUESTIONS)

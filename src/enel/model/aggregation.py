@@ -10,7 +10,8 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
   by default θ_j = 1, the paper's ~1/8 reduction on unit-sphere objects (a draw from N(0, 1), the paper's
   init, often reduces nothing), or drawn with a recorded seed, or given.
 * **Gated self-attention** inside each group: ``F' = tanh(α)·Attn(F) + F`` with α a learnable scalar starting
-  at 0, so adding aggregation to a stage-1 model changes nothing until training opens the gate. The attention
+  at 0, so the attention adds nothing until training opens the gate (the pooling still merges tokens: a
+  stage-1 model with aggregation switched on computes the same function only where every group holds one token). The attention
   has its own projections with a bottleneck width (the authors' internal runs: 256). Only real members are
   keys and are pooled (the paper pads short groups with the group mean; here padding is masked, so its content
   is irrelevant and a cloud's result never depends on the largest group of its batch mates). Grid cells are
@@ -21,8 +22,13 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
   average keeps it (a group of one token pools to itself). The aggregated token's coordinate is the mean of
   its members' coordinates; its RoPE position is the smallest member position.
 * **Propagation** copies each group's feature back to its members (grid unpooling). With FPS + kNN the groups
-  overlap, so every token receives the feature of its *nearest* centre. An optional residual adds the
-  pre-aggregation features back (the authors' final run had it off).
+  overlap, so every token receives the feature of its *nearest* centre. The paper does not say whether a skip
+  adds anything back (the authors' final run had their ``residual`` flag off, ``residual="none"``).
+  ``residual="add"`` adds the pre-aggregation features; ``residual="detail"`` adds each token's *difference
+  from its group's pooled feature* at aggregation time, a U-Net-like skip: a token gets back its own
+  pre-aggregation state plus what the coarse layers added to its group, so the fine detail pooling removed
+  is not lost (a token alone in its group, with the gate closed, gets back its own state and update; a
+  merged token its own state plus its group's update).
 * **Schedule**: layers are numbered from 1; ``aggregate_after: [1, 2, 3]`` aggregates at the end of layers 1–3.
   A schedule written for ``reference_layers`` (the paper's 32) is mapped onto a backbone of depth L by
   ``round_half_up(l · L / reference)``; a mapping that merges two events, or a schedule that does not close
@@ -74,7 +80,9 @@ class AggregationConfig(SubConfig):
         gate: use the ``tanh(α)`` gate (off = the paper's "− gate mechanism" ablation, the attention output is
             added with weight 1).
         attn_heads, attn_dim: heads and bottleneck width of the in-group attention.
-        residual: add pre-aggregation features on propagation.
+        residual: what propagation adds to the copied-back group feature: ``"none"`` (the authors' final run),
+            ``"add"`` (the token's pre-aggregation state) or ``"detail"`` (the token's pre-aggregation state minus
+            its group's pooled feature). ``False`` / ``True`` are read as ``"none"`` / ``"add"``.
     """
 
     kind: ClassVar[str] = "aggregation"
@@ -94,7 +102,13 @@ class AggregationConfig(SubConfig):
     gate: bool = True
     attn_heads: int = 4
     attn_dim: int = 256
-    residual: bool = False
+    residual: str = "none"
+
+    RESIDUALS: ClassVar[tuple[str, ...]] = ("none", "add", "detail")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.residual, bool):  # configs written before the detail skip held a bool
+            self.residual = "add" if self.residual else "none"
 
     @property
     def levels(self) -> int:
@@ -108,6 +122,8 @@ class AggregationConfig(SubConfig):
             raise ConfigError(f"aggregation pooling must be 'max', 'mean' or 'maxmean', not {self.pooling!r}")
         if not 0 < self.grid_min <= self.grid_max:
             raise ConfigError("grid cell sizes need 0 < grid_min <= grid_max")
+        if self.residual not in self.RESIDUALS:
+            raise ConfigError(f"aggregation residual must be one of {list(self.RESIDUALS)}, not {self.residual!r}")
         if self.attn_dim % self.attn_heads:
             raise ConfigError(f"attn_dim={self.attn_dim} is not divisible by attn_heads={self.attn_heads}")
         for block in self.schedule:
@@ -448,6 +464,9 @@ class HierarchicalAggregation(nn.Module):
             attended = attn(fine, groups.members, mv)  # (B, G, K, H)
             pooled = _pool(attended.reshape(batch * n_groups, k, h), mv.reshape(batch * n_groups, k),
                            self.cfg.pooling).reshape(batch, n_groups, h)
+        skip = fine
+        if self.cfg.residual == "detail":  # each token's difference from its group's pooled feature
+            skip = fine - ops.gather(pooled, groups.group_of.clamp(min=0))
 
         # coordinates, positions and order of the aggregated tokens
         idx = groups.members.clamp(min=0)
@@ -467,8 +486,8 @@ class HierarchicalAggregation(nn.Module):
         new_pos = torch.where(new_valid, torch.gather(rep, 1, order), torch.zeros_like(rep))
         group_of = torch.where(groups.group_of >= 0, torch.gather(inverse, 1, groups.group_of.clamp(min=0)),
                                torch.full_like(groups.group_of, -1))
-        return L.shrink(layout, hidden, pooled, new_valid, new_pos, new_centres, group_of, pre_block=fine)
+        return L.shrink(layout, hidden, pooled, new_valid, new_pos, new_centres, group_of, pre_block=skip)
 
     def propagate(self, hidden: torch.Tensor, transition: L.Transition) -> torch.Tensor:
         """Copy each group's feature back to its members: ``(B, L', H)`` → ``(B, L, H)``."""
-        return L.regrow(transition, hidden, residual=self.cfg.residual)
+        return L.regrow(transition, hidden, residual=self.cfg.residual != "none")

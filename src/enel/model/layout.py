@@ -157,7 +157,8 @@ class Transition:
         source_valid: ``(B, L')`` bool, coarse positions copied from the fine sequence.
         group_of: ``(B, P)`` for every fine block slot, the coarse block slot whose feature it receives back
             on propagation (``-1`` for invalid fine slots).
-        pre_block: ``(B, P, H)`` the fine block's hidden states before aggregation (the residual source).
+        pre_block: ``(B, P, H)`` what propagation adds back when it has a residual: the fine block's hidden states
+            before aggregation, or (the detail skip) their difference from their group's pooled feature.
         fine_index: ``(B, L)`` row of ``cat(coarse hidden rows, one zero row)`` that every fine position takes
             back on propagation (built by :func:`regrow` on first use).
     """
@@ -190,7 +191,7 @@ def shrink(
         new_positions: ``(B, P')`` int64 positions of the aggregated tokens.
         new_centres: ``(B, P', 3)`` or None.
         group_of: ``(B, P)`` coarse slot of every fine slot (``-1`` where the fine slot is invalid).
-        pre_block: ``layout.gather_block(hidden)`` when the caller has it already (kept for the residual).
+        pre_block: ``(B, P, H)`` kept for the residual; default ``layout.gather_block(hidden)``.
 
     Returns:
         ``(hidden', transition)`` with ``hidden'`` of shape ``(B, L', H)``: ``L' = L - P + P'`` when every
@@ -276,7 +277,7 @@ def regrow(transition: Transition, hidden: torch.Tensor, residual: bool) -> torc
     Args:
         transition: the record :func:`shrink` returned.
         hidden: ``(B, L', H)`` in the coarse layout.
-        residual: add the fine block's pre-aggregation features to the propagated ones.
+        residual: add ``transition.pre_block`` to the propagated features of the valid fine slots.
 
     Returns:
         ``(B, L, H)`` in the fine layout: every non-block position takes back the state of the coarse position
