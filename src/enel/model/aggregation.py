@@ -11,8 +11,8 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
   init, often reduces nothing), or drawn with a recorded seed, or given.
 * **Gated self-attention** inside each group: ``F' = tanh(α)·Attn(F) + F`` with α a learnable scalar starting
   at 0, so the attention adds nothing until training opens the gate (the pooling still merges tokens: a
-  stage-1 model with aggregation switched on computes the same function only where every group holds one token). The attention
-  has its own projections with a bottleneck width (the authors' internal runs: 256). Only real members are
+  stage-1 model with aggregation switched on computes the same function only where every group holds one
+  token). The attention has its own projections with a bottleneck width (the authors' internal runs: 256). Only real members are
   keys and are pooled (the paper pads short groups with the group mean; here padding is masked, so its content
   is irrelevant and a cloud's result never depends on the largest group of its batch mates). Grid cells are
   disjoint, so the grid path runs per token with a "same cell" attention mask and segment pooling, with no

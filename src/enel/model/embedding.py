@@ -800,7 +800,8 @@ class PointProjector(nn.Module):
         self.color = nn.Linear(3, out_dim) if color else None
 
     def forward(self, x: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colours (B, G, 3)`` or None → ``(…, hidden)``."""
+        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colours (B, G, 3)`` or None
+        → ``(…, hidden)``."""
         y = self.net(x)
         if colours is not None and self.color is not None:
             skip = self.color(colours.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
