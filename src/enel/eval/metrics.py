@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..data.labels import MODELNET40_SYNONYMS, LabelVocabulary
 from ..errors import ConfigError
 from . import wordnet as _wordnet
 from .prompts import MODELNET40_CLASSES
@@ -337,36 +338,33 @@ def nearest_class(answers: Sequence[str], encoder: Any, class_names: Sequence[st
     return out
 
 
-def _name_pattern(name: str) -> re.Pattern:
-    words = [re.escape(w) for w in name.lower().split()]
-    return re.compile(r"\b" + r"[\s_-]?".join(words) + r"(?:s|es)?\b", re.IGNORECASE)
+def _vocabulary(class_names: Sequence[str]) -> LabelVocabulary:
+    """ModelNet40's classes with the synonyms a person would accept; other class lists by their names alone."""
+    if tuple(class_names) == tuple(MODELNET40_SYNONYMS):
+        return _MODELNET40
+    return LabelVocabulary({name: () for name in class_names}, "class")
+
+
+_MODELNET40 = LabelVocabulary(MODELNET40_SYNONYMS, "ModelNet40 class")
 
 
 def mentioned_classes(answer: str, class_names: Sequence[str] = MODELNET40_CLASSES) -> list[int]:
-    """Indices of the class names that appear in ``answer`` as whole words (plural ``s``/``es`` allowed),
-    ordered by first position; a name inside a longer matched name's span is dropped."""
-    spans = []
-    for i, name in enumerate(class_names):
-        m = _name_pattern(name).search(answer)
-        if m:
-            spans.append((m.start(), -(m.end() - m.start()), m.end(), i))
-    spans.sort()
-    kept: list[tuple[int, int, int, int]] = []
-    for s in spans:
-        if not any(k[0] <= s[0] and s[2] <= k[2] for k in kept):
-            kept.append(s)
-    return [s[3] for s in kept]
+    """Indices of the classes ``answer`` names (synonyms included for ModelNet40), in order of first mention
+    (:class:`enel.data.labels.LabelVocabulary`)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    return [index[label] for label in _vocabulary(class_names).named(answer)]
 
 
 def exact_match_class(answer: str, class_names: Sequence[str] = MODELNET40_CLASSES) -> int:
-    """The first class name mentioned in ``answer``, or -1 when none is."""
-    found = mentioned_classes(answer, class_names)
-    return found[0] if found else -1
+    """The first class ``answer`` names, or -1 when it names none: the project's scoring rule."""
+    label = _vocabulary(class_names).first(answer)
+    return list(class_names).index(label) if label is not None else -1
 
 
-def label_in_answer(label: str, answer: str) -> bool:
-    """Whether the ground-truth label appears in the answer as a whole word (plural allowed)."""
-    return _name_pattern(label).search(answer) is not None
+def label_in_answer(label: str, answer: str, class_names: Sequence[str] = MODELNET40_CLASSES) -> bool:
+    """Whether the ground-truth class is named anywhere in the answer (the lenient rule, reported beside the
+    strict one)."""
+    return _vocabulary(class_names).mentions(answer, label)
 
 
 def label_index(record: dict, class_names: Sequence[str] = MODELNET40_CLASSES) -> int:
@@ -398,7 +396,7 @@ def classify_closed_set(source: Any, *, encoder: Any = None, class_names: Sequen
     outs = [r["model_output"] for r in rf.results]
     matches = nearest_class(outs, enc, class_names, threshold=threshold, template=template)
     exact = [exact_match_class(o, class_names) for o in outs]
-    mentioned = [label_in_answer(class_names[g], o) for g, o in zip(gts, outs)]
+    mentioned = [label_in_answer(class_names[g], o, class_names) for g, o in zip(gts, outs)]
 
     n = len(gts)
     emb_ok = [m.index == g for m, g in zip(matches, gts)]

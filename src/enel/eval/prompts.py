@@ -21,6 +21,8 @@ outputs) are not re-parsed, so braces inside a model's answer are safe.
 
 from __future__ import annotations
 
+from ..data.labels import MODELNET40_CLASSES
+
 # --------------------------------------------------------------------------------------------------------
 # Benchmark prompts (PointLLM ``eval_objaverse.py`` / ``eval_modelnet_cls.py`` PROMPT_LISTS)
 # --------------------------------------------------------------------------------------------------------
@@ -28,16 +30,6 @@ PROMPT_LISTS: tuple[str, ...] = (
     "What is this?",  # 0: instruction-type classification ("I")
     "This is an object of ",  # 1: completion-type classification ("C"); the trailing space is PointLLM's
     "Caption this 3D model in detail.",  # 2: captioning
-)
-
-# --------------------------------------------------------------------------------------------------------
-# ModelNet40 class names as PointLLM feeds them to the judge (index = ModelNet40 label)
-# --------------------------------------------------------------------------------------------------------
-MODELNET40_CLASSES: tuple[str, ...] = (
-    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
-    "cup", "curtain", "desk", "door", "dresser", "flower pot", "glass box", "guitar", "keyboard", "lamp",
-    "laptop", "mantel", "monitor", "night stand", "person", "piano", "plant", "radio", "range hood", "sink",
-    "sofa", "stairs", "stool", "table", "tent", "toilet", "tv stand", "vase", "wardrobe", "xbox",
 )
 
 # --------------------------------------------------------------------------------------------------------

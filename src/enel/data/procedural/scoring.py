@@ -1,6 +1,7 @@
 """Keyword scoring of free-form answers against the procedural dataset's labels.
 
-Used by the quickstart evaluation (category accuracy, colour accuracy, count accuracy). Matching is by whole
+Used by the quickstart evaluation (category accuracy, colour accuracy, count accuracy). An answer is scored by
+the **first** category (colour) it names, the project's one rule (:mod:`enel.data.labels`): matching is by whole
 word, case-insensitive, with a plural ``s``/``es`` allowed, and multi-word synonyms match across any run of
 spaces or hyphens ("floor lamp", "floor-lamp"). The synonym sets are disjoint: no synonym of one category
 matches another category (tested), and no generated answer of one category names another.
@@ -9,12 +10,14 @@ matches another category (tested), and no generated answer of one category names
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
+from ..labels import LabelVocabulary
 from .colours import COLOUR_SYNONYMS
 
 __all__ = [
     "CATEGORY_SYNONYMS",
+    "CATEGORIES",
+    "COLOURS",
     "match_category",
     "match_colour",
     "match_count",
@@ -59,52 +62,36 @@ CATEGORY_SYNONYMS: dict[str, tuple[str, ...]] = {
 NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                                  "ten", "eleven", "twelve")
 
+CATEGORIES = LabelVocabulary(CATEGORY_SYNONYMS, "procedural category")
+"""The categories with :data:`CATEGORY_SYNONYMS`, scored by :class:`enel.data.labels.LabelVocabulary`'s rule."""
 
-def _words_pattern(phrases) -> str:
-    alts = []
-    for ph in sorted(phrases, key=len, reverse=True):
-        alts.append(r"[\s\-]+".join(re.escape(w) for w in ph.lower().split()))
-    return r"(?<![a-z0-9])(?:" + "|".join(alts) + r")(?:s|es)?(?![a-z0-9])"
-
-
-@lru_cache(maxsize=None)
-def _category_regex(category: str) -> re.Pattern:
-    return re.compile(_words_pattern(CATEGORY_SYNONYMS[category]))
-
-
-@lru_cache(maxsize=None)
-def _colour_regex(colour: str) -> re.Pattern:
-    return re.compile(_words_pattern(COLOUR_SYNONYMS.get(colour, (colour,))))
+COLOURS = LabelVocabulary(COLOUR_SYNONYMS, "colour")
+"""The palette colours with :data:`~enel.data.procedural.colours.COLOUR_SYNONYMS`."""
 
 
 def _known(category: str) -> str:
-    key = category.strip().lower()
-    if key not in CATEGORY_SYNONYMS:
+    try:
+        return CATEGORIES.check(category)
+    except ValueError as exc:
         from ...errors import ConfigError
 
-        raise ConfigError(f"unknown procedural category {category!r}; known: {', '.join(sorted(CATEGORY_SYNONYMS))}")
-    return key
+        raise ConfigError(str(exc)) from None
 
 
 def match_category(answer: str, category: str) -> bool:
-    """Whether ``answer`` names ``category`` or one of its synonyms as a whole word (case-insensitive)."""
-    return _category_regex(_known(category)).search(answer.lower()) is not None
+    """Whether the first category ``answer`` names (a synonym counts) is ``category``: "a chair or a table" is
+    a chair, and wrong for a table (:class:`enel.data.labels.LabelVocabulary`)."""
+    return CATEGORIES.first(answer) == _known(category)
 
 
 def find_categories(answer: str) -> list[str]:
     """All categories named in ``answer``, in order of first mention."""
-    text = answer.lower()
-    hits = []
-    for c in CATEGORY_SYNONYMS:
-        m = _category_regex(c).search(text)
-        if m:
-            hits.append((m.start(), c))
-    return [c for _, c in sorted(hits)]
+    return CATEGORIES.named(answer)
 
 
 def match_colour(answer: str, colour: str) -> bool:
-    """Whether ``answer`` names ``colour`` (a palette name; "grey" matches "gray", …) as a whole word."""
-    return _colour_regex(colour.strip().lower()).search(answer.lower()) is not None
+    """Whether the first colour ``answer`` names is ``colour`` (a palette name; "grey" counts as "gray", …)."""
+    return COLOURS.first(answer) == colour.strip().lower()
 
 
 def match_count(answer: str, count: int) -> bool:
