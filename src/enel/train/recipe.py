@@ -38,6 +38,14 @@ class DataSection:
             front); turn it off for PointLLM's 660K stage-1 file, where it would take ~20 minutes.
         pack_per_object: join up to this many conversations of one object into one multi-turn sample, so the
             point block is processed once for several answers (1: PointLLM's one conversation per sample).
+        weight: mixing weight of this PointLLM-layout source when other sources are mixed in.
+        modelnet40: a second source, ModelNet40 with grounded conversations
+            (:mod:`enel.data.modelnet_conversations`), mixed in when its ``weight`` is above 0: ``path`` (an
+            archive: ``enel data modelnet40`` output or the shared ``modelnet40_1024_train.npz``), ``weight``,
+            ``kinds`` (conversation kinds), ``identify`` (identify requests per object), ``val_fraction`` and
+            ``split_seed`` (the validation split carved out and never trained on), ``augment`` (yaw, scale,
+            jitter and input-resolution augmentation, or false).
+        length: samples per epoch of the mixture (None: the sources' sizes added up).
     """
 
     root: str = "data/procedural"
@@ -50,6 +58,19 @@ class DataSection:
     max_length: int = 512
     encode_upfront: bool = True
     pack_per_object: int = 1
+    weight: float = 1.0
+    modelnet40: dict = field(default_factory=lambda: dict(MODELNET40_DEFAULTS))
+    length: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.modelnet40, dict):
+            raise ConfigError(f"data.modelnet40 must be a mapping of {sorted(MODELNET40_DEFAULTS)}")
+        self.modelnet40 = {**MODELNET40_DEFAULTS, **self.modelnet40}
+
+
+MODELNET40_DEFAULTS: dict = {"path": None, "weight": 0.0, "kinds": ["grounding"], "identify": 2,
+                             "val_fraction": 0.1, "split_seed": 0, "augment": True}
+"""``data.modelnet40`` when a recipe does not say: no ModelNet40 in the mix."""
 
 
 @dataclass
@@ -158,8 +179,20 @@ class Recipe:
             )
         if self.optim.lr_new <= 0 or self.optim.lr_llm < 0:
             raise ConfigError("learning rates must be positive")
-        if not self.data.anno:
+        if not self.data.anno and not self.data.modelnet40.get("weight"):
             raise ConfigError("data.anno lists no annotation file to train on")
+        bad = sorted(set(self.data.modelnet40) - set(MODELNET40_DEFAULTS))
+        if bad:
+            raise ConfigError(f"unknown key(s) {bad} in data.modelnet40; known: {sorted(MODELNET40_DEFAULTS)}")
+        mn = self.data.modelnet40
+        if mn.get("weight", 0) and not mn.get("path"):
+            raise ConfigError(
+                "data.modelnet40.weight mixes in ModelNet40 but data.modelnet40.path names no archive: import one "
+                "with `enel data modelnet40 --from FILE` and set data.modelnet40.path=data/modelnet40/"
+                "modelnet40_train.npz"
+            )
+        if self.data.weight < 0 or float(mn.get("weight", 0)) < 0:
+            raise ConfigError("data.weight and data.modelnet40.weight are mixing weights: non-negative numbers")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -98,18 +98,50 @@ def _load_with(folder, **config_overrides):
 
 
 def build_datasets(recipe: Recipe, model, tokenizer):
-    """The training dataset and the clouds used for caption previews."""
-    from ..data.pointllm import PointLLMDataset, load_benchmark_gt
+    """The training dataset (the recipe's sources, mixed by weight) and the clouds used for caption previews."""
+    from ..data.mixing import MixedDataset
+    from ..data.pointllm import load_benchmark_gt
 
     root = _root(recipe)
     num_points = recipe.data.num_points or model.config.point.num_points
+    parts, weights, names = [], [], []
+    if recipe.data.anno and recipe.data.weight > 0:
+        parts.append(_pointllm_source(recipe, model, tokenizer, num_points))
+        weights.append(recipe.data.weight)
+        names.append(str(root))
+    mn = recipe.data.modelnet40
+    if mn["weight"]:
+        parts.append(modelnet40_source(recipe, model, tokenizer, num_points))
+        weights.append(float(mn["weight"]))
+        names.append("modelnet40")
+    if len(parts) == 1 and recipe.data.length is None:
+        dataset = parts[0]
+    else:
+        dataset = MixedDataset(parts, weights, names, length=recipe.data.length, seed=recipe.train.seed)
+    previews = []
+    if recipe.data.preview and recipe.train.preview_every and (root / recipe.data.preview).is_file():
+        from ..data.pointllm import load_point_file
+
+        gt = load_benchmark_gt(root / recipe.data.preview)
+        step = max(1, len(gt) // max(1, recipe.train.preview_samples))  # spread over the file (categories)
+        for rec in gt[::step][: recipe.train.preview_samples]:
+            pts = load_point_file(rec["object_id"], root / recipe.data.points, num_points=num_points,
+                                  point_file_pattern=recipe.data.point_file_pattern, seed=recipe.train.seed)
+            previews.append({"object_id": rec["object_id"], "points": pts, "ground_truth": rec["ground_truth"]})
+    return dataset, previews
+
+
+def _pointllm_source(recipe: Recipe, model, tokenizer, num_points: int):
+    from ..data.pointllm import PointLLMDataset
+
+    root = _root(recipe)
     missing = [a for a in recipe.data.anno if not (root / a).is_file()]
     if missing:
         raise ConfigError(
             f"annotation file(s) {missing} not found under {root}; generate the procedural data with "
             "`enel data synth` or point data.root at a PointLLM data folder"
         )
-    dataset = PointLLMDataset(
+    return PointLLMDataset(
         anno_paths=[root / a for a in recipe.data.anno],
         point_dir=root / recipe.data.points,
         tokenizer=tokenizer,
@@ -123,17 +155,43 @@ def build_datasets(recipe: Recipe, model, tokenizer):
         encode_upfront=recipe.data.encode_upfront,
         pack_per_object=recipe.data.pack_per_object,
     )
-    previews = []
-    if recipe.data.preview and recipe.train.preview_every and (root / recipe.data.preview).is_file():
-        from ..data.pointllm import load_point_file
 
-        gt = load_benchmark_gt(root / recipe.data.preview)
-        step = max(1, len(gt) // max(1, recipe.train.preview_samples))  # spread over the file (categories)
-        for rec in gt[::step][: recipe.train.preview_samples]:
-            pts = load_point_file(rec["object_id"], root / recipe.data.points, num_points=num_points,
-                                  point_file_pattern=recipe.data.point_file_pattern, seed=recipe.train.seed)
-            previews.append({"object_id": rec["object_id"], "points": pts, "ground_truth": rec["ground_truth"]})
-    return dataset, previews
+
+def modelnet40_source(recipe: Recipe, model, tokenizer, num_points: int):
+    """The training split of ``data.modelnet40`` (its validation split carved out) as a conversation dataset."""
+    from ..data.modelnet_conversations import ModelNetConversationDataset, split_by_class
+
+    mn = recipe.data.modelnet40
+    archive = load_modelnet_archive(mn["path"])
+    train_idx, _ = split_by_class(archive.labels, mn["val_fraction"], mn["split_seed"])
+    return ModelNetConversationDataset(
+        archive.points, archive.labels, archive.class_names, archive.object_ids, train_idx, tokenizer,
+        template=model.config.conversation_template, num_point_tokens=model.config.num_point_tokens,
+        num_points=num_points, max_length=recipe.data.max_length, kinds=mn["kinds"], identify=mn["identify"],
+        augment=training_augmentation if mn["augment"] else None, seed=recipe.train.seed,
+    )
+
+
+def load_modelnet_archive(path):  # TEMP until the importer lands
+    import numpy as np
+    from types import SimpleNamespace
+    with np.load(path, allow_pickle=False) as z:
+        return SimpleNamespace(points=z["points"].astype(np.float32), labels=z["labels"].astype(np.int64),
+                               class_names=tuple(str(c) for c in z["class_names"]),
+                               object_ids=tuple(str(o) for o in z["object_ids"]))
+
+
+def training_augmentation(xyz, rng):  # TEMP until the augmentation functions land
+    import numpy as np
+    from ..points.transforms import resample
+    n = xyz.shape[0]
+    keep = int(rng.integers(n // 2, n + 1))
+    xyz = xyz[np.sort(rng.choice(n, keep, replace=False))]
+    a = np.deg2rad(rng.uniform(-15, 15))
+    c, s_ = np.cos(a), np.sin(a)
+    R = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]], dtype=np.float32)
+    xyz = xyz @ R.T * rng.uniform(0.8, 1.25, size=3).astype(np.float32)
+    return (xyz + np.clip(rng.normal(0, 0.01, xyz.shape), -0.05, 0.05)).astype(np.float32)
 
 
 def training_arguments(recipe: Recipe, max_steps: int | None = None):
