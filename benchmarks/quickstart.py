@@ -53,14 +53,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench-quickstart")
     ap.add_argument("--data", default="data/procedural")
-    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--minutes", type=float, default=None, help="optional cap on the training time")
     ap.add_argument("--reuse", default=None, help="an existing quickstart folder to measure instead of training")
     args = ap.parse_args()
 
     run_dir = Path(args.reuse or args.out)
     wall = None
     if not args.reuse:
-        from enel.train.quickstart import quickstart
+        from enel.pipeline import quickstart
 
         t0 = time.time()
         quickstart(out=run_dir, data_dir=args.data, minutes=args.minutes)

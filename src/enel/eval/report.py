@@ -399,8 +399,8 @@ def _section_summary(doc: _Doc, eval_dir: Path, notes: list[str]) -> None:
         doc.h(3, f"Procedural {s.get('split', '?')} split ({s.get('objects', '?')} held-out objects)")
         doc.p(_prov(s), "prov")
         caption = s.get("caption_metrics") or {}
-        rows = [["category accuracy (%)", s.get("category_accuracy"), "“What is this?” names the category"],
-                ["colour accuracy (%)", s.get("colour_accuracy"), "the colour question names the colour"],
+        rows = [["category accuracy (%)", s.get("category_accuracy"), "the first category “What is this?” names"],
+                ["colour accuracy (%)", s.get("colour_accuracy"), "the first colour the colour answer names"],
                 ["caption Sentence-BERT", s.get("caption_sbert"), "cosine × 100 to the reference caption"]]
         for k in ("bleu-1", "rouge-l", "meteor"):
             if k in caption:
@@ -413,6 +413,30 @@ def _section_summary(doc: _Doc, eval_dir: Path, notes: list[str]) -> None:
             left, right = items[:half], items[half:] + [("", None)] * (half - len(items[half:]))
             doc.table(["category", "accuracy (%)", "category", "accuracy (%)"],
                       [[a, va, b, vb] for (a, va), (b, vb) in zip(left, right)])
+
+
+def _section_modelnet(doc: _Doc, eval_dir: Path, notes: list[str]) -> None:
+    """ModelNet40 summaries (``modelnet40_*_summary.json``, :func:`enel.eval.modelnet.evaluate_modelnet`)."""
+    for path in sorted(eval_dir.glob("modelnet40_*_summary.json")) if eval_dir.is_dir() else []:
+        s = _load_json(path, notes)
+        if not isinstance(s, dict) or not s.get("prompts"):
+            continue
+        prompts = s["prompts"]
+        doc.h(3, f"ModelNet40 `{path.name[:-len('_summary.json')]}` ({s.get('objects', '?')} real objects)")
+        doc.p(f"{_prov(s)}; scored by the first class the answer names", "prov")
+        doc.table(["prompt", "overall accuracy (%)", "mean per-class accuracy (%)", "label named anywhere (%)",
+                   "no class named"],
+                  [[f"“{v['prompt']}”", v["overall_accuracy"], v["mean_class_accuracy"], v["label_mentioned_rate"],
+                    v["no_class_named"]] for v in prompts.values()])
+        keys = list(prompts)
+        classes = list(prompts[keys[0]]["per_class"])
+        doc.table(["class", "objects"] + [f"“{prompts[k]['prompt'].strip()}” (%)" for k in keys],
+                  [[c, prompts[keys[0]]["per_class"][c]["objects"]]
+                   + [prompts[k]["per_class"].get(c, {}).get("accuracy") for k in keys] for c in classes])
+        conf = prompts[keys[0]].get("confusions") or []
+        if conf:
+            doc.p(f"Most frequent confusions for “{prompts[keys[0]]['prompt']}”:")
+            doc.table(["true class", "answered", "objects"], [[c["truth"], c["answer"], c["count"]] for c in conf])
 
 
 def _section_results(doc: _Doc, eval_dir: Path) -> list[tuple[Path, Any]]:
@@ -627,6 +651,7 @@ def write_report(run_dir, *, out_dir=None, max_objects: int = 8, title: str | No
           f"{model_meta['training_state'] or 'training state unknown'}).")
     _section_provenance(doc, run_dir, qs, model_meta)
     _section_summary(doc, eval_dir, notes)
+    _section_modelnet(doc, eval_dir, notes)
     files = _section_results(doc, eval_dir)
     _section_training(doc, run_dir, qs, files_dir, notes, figures)
     _section_resolution(doc, eval_dir, notes, figures)

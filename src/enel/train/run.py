@@ -162,6 +162,12 @@ def modelnet40_source(recipe: Recipe, model, tokenizer, num_points: int):
     from ..data.modelnet_conversations import ModelNetConversationDataset, split_by_class
 
     mn = recipe.data.modelnet40
+    if not Path(mn["path"]).is_file():
+        raise ConfigError(
+            f"data.modelnet40.path={mn['path']} not found: import ModelNet40 with `enel data modelnet40 --from FILE` "
+            "(our npz, PointLLM's .dat or Princeton's ModelNet40.zip), point data.modelnet40.path at an archive, "
+            "or train on the other sources alone with data.modelnet40.weight=0"
+        )
     archive = load_modelnet_archive(mn["path"])
     train_idx, _ = split_by_class(archive.labels, mn["val_fraction"], mn["split_seed"])
     return ModelNetConversationDataset(
@@ -291,14 +297,21 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     collator = EnelCollator.from_tokenizer(tokenizer, return_extras=False)
     args = training_arguments(recipe, max_steps=max_steps)
     callbacks = []
-    clock = None
-    if recipe.train.max_minutes and (max_steps is None or max_steps < 0) and recipe.train.max_steps < 0:
+    clock = None  # drives the learning rate when the run is budgeted in minutes alone
+    steps_wanted = max_steps if max_steps is not None and max_steps > 0 else recipe.train.max_steps
+    if recipe.train.max_minutes:
         if not checkpoint:
             (out / "enel_clock.json").unlink(missing_ok=True)
-        clock = BudgetClock(recipe.train.max_minutes, recipe.optim.warmup_ratio, out / "enel_clock.json")
-        callbacks.append(TimeBudgetCallback(clock))
-        log(f"[enel] time budget {recipe.train.max_minutes:g} min ({clock.elapsed() / 60:.1f} spent): the learning "
-            "rate follows the clock (warm-up, then cosine to 0) and training stops when the budget is spent")
+        budget = BudgetClock(recipe.train.max_minutes, recipe.optim.warmup_ratio, out / "enel_clock.json")
+        callbacks.append(TimeBudgetCallback(budget))
+        if steps_wanted > 0:
+            log(f"[enel] {steps_wanted} steps, capped at {recipe.train.max_minutes:g} min ({budget.elapsed() / 60:.1f} "
+                "spent): the learning rate follows the steps; training stops early if the cap is reached first")
+        else:
+            clock = budget
+            log(f"[enel] time budget {recipe.train.max_minutes:g} min ({budget.elapsed() / 60:.1f} spent): the "
+                "learning rate follows the clock (warm-up, then cosine to 0) and training stops when the budget is "
+                "spent")
     if recipe.train.color_skip_from > 0:
         embedding = model.model.point_embedding
         if not embedding.cfg.color_skip:
@@ -347,6 +360,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
             "train_loss": result.training_loss,
             "minutes": minutes,
             "seconds_per_step": minutes * 60 / max(1, trainer.state.global_step - _start_step(checkpoint)),
+            "max_steps": trainer.state.max_steps,
+            "stopped_early": trainer.state.global_step < trainer.state.max_steps,
             "log_history": trainer.state.log_history,
         }, indent=1, default=str))
         log(f"[enel] stage {recipe.stage} done: {trainer.state.global_step} steps in {minutes:.1f} min → {final}")
