@@ -257,6 +257,21 @@ def cmd_data_convert_modelnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_modelnet40(args: argparse.Namespace) -> int:
+    from .data.modelnet_import import import_modelnet40
+
+    written = import_modelnet40(args.source, args.out, split=args.split, allow_pickle=args.allow_pickle,
+                                seed=args.seed, num_points=args.points, up=args.up, progress=not args.json)
+    if args.json:
+        print(json.dumps({split: str(path) for split, path in written.items()}, indent=1))
+    else:
+        for split, path in written.items():
+            print(f"wrote {path} ({split})")
+        print(f"manifest and licence note: {Path(args.out) / 'README.md'} (ModelNet40 is for academic research "
+              "only: never commit or ship it)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.recipe import load_recipe
     from .train.run import train
@@ -345,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_init)
 
-    s = sub.add_parser("data", help="datasets: synthesise the procedural data, convert ModelNet40")
+    s = sub.add_parser("data", help="datasets: synthesise the procedural data, import or convert ModelNet40")
     dsub = s.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("synth", help="write the procedural 3D instruction dataset in PointLLM's layout")
     d.add_argument("--out", default="data/procedural")
@@ -360,6 +375,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("out")
     d.add_argument("--allow-pickle", action="store_true", help="confirm you trust the pickle (it is unpickled once)")
     d.set_defaults(func=cmd_data_convert_modelnet)
+
+    d = dsub.add_parser("modelnet40", help="import your ModelNet40 (npz, PointLLM's .dat, Princeton's "
+                                            "ModelNet40.zip) into data/modelnet40 as z-up unit-sphere clouds")
+    d.add_argument("--from", dest="source", required=True, metavar="FILE",
+                   help="an .npz (points, labels, class_names[, object_ids]), PointLLM's "
+                        "modelnet40_test_8192pts_fps.dat, or Princeton's ModelNet40.zip / its unpacked folder")
+    d.add_argument("--out", default="data/modelnet40", help="output folder (default data/modelnet40, git-ignored)")
+    d.add_argument("--allow-pickle", action="store_true", help="confirm you trust the .dat pickle (read once, "
+                                                               "with a numpy-only unpickler)")
+    d.add_argument("--split", choices=["train", "test"], default=None,
+                   help="the split an .npz holds (default: from its name); for the zip, import only this split")
+    d.add_argument("--points", type=int, default=None,
+                   help="points per cloud (meshes: default 1024; point sources: default keep theirs)")
+    d.add_argument("--up", choices=["z", "y"], default=None,
+                   help="override the source's up axis (default: npz z, .dat y, Princeton meshes z)")
+    d.add_argument("--seed", type=int, default=0, help="seeds the mesh surface sampling")
+    d.add_argument("--json", action="store_true", help="print the written paths as JSON, no progress")
+    d.set_defaults(func=cmd_data_modelnet40)
 
     s = sub.add_parser("train", help="train one stage from a recipe (see configs/)")
     s.add_argument("--recipe", required=True, help="a bundled recipe name (e.g. smollm2_stage1) or a YAML path")
