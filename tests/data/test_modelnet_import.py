@@ -81,9 +81,18 @@ def on_box_surface(xyz: np.ndarray, tol: float = 2e-3) -> bool:
 # ----------------------------------------------------------------------------------------------------------
 # Princeton's zip of OFF meshes
 # ----------------------------------------------------------------------------------------------------------
-def test_malformed_off_header_is_repaired():
-    assert mi._repair_off_header(b"OFF123 456 0\n1 2 3\n") == b"OFF\n123 456 0\n1 2 3\n"
-    assert mi._repair_off_header(b"OFF\n8 12 0\n") == b"OFF\n8 12 0\n"
+def test_off_reader_takes_both_headers_polygons_and_comments():
+    good, bad = mi._parse_off(box_off()), mi._parse_off(box_off(malformed=True))
+    np.testing.assert_array_equal(good[0], bad[0])
+    np.testing.assert_array_equal(good[1], bad[1])
+    assert good[0].shape == (8, 3) and good[1].shape == (12, 3)
+    vertices, faces = mi._parse_off(b"# a quad and a triangle\nOFF 4 2 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n"
+                                    b"4 0 1 2 3\n3 0 1 3\n")
+    assert faces.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 3]]  # the quad fanned into two triangles
+    for broken, message in [(b"PLY\n", "not an OFF file"), (b"OFF\n4 1 0\n0 0 0\n", "truncated: 4 vertices"),
+                            (b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", "outside")]:
+        with pytest.raises(ValueError, match=message):
+            mi._parse_off(broken)
     xyz = mi._sample_off(box_off(malformed=True), 32, seed=0)
     assert xyz.shape == (32, 3) and on_box_surface(xyz, 1e-9)
 
