@@ -47,7 +47,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
     from .model.embedding import PointEmbeddingConfig, PointTokenEmbedding, count_parameters
     from .points.io import load_point_cloud
-    from .points.transforms import pc_norm, resample
+    from .points.transforms import pc_norm, resample, to_z_up
 
     torch.manual_seed(args.seed)
     cfg = PointEmbeddingConfig.preset(args.config)
@@ -56,7 +56,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     cloud = load_point_cloud(path, seed=args.seed)
     load_s = time.perf_counter() - t0
     n_target = args.points or cfg.num_points
-    points = cloud.as_array()
+    points = to_z_up(cloud.as_array(), args.up)
     points = resample(points, n_target, method=args.resample, seed=args.seed)
     points[:, :3] = pc_norm(points[:, :3])
     emb = PointTokenEmbedding(cfg).eval()
@@ -72,6 +72,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         "notes": cloud.notes,
         "bbox_min": [round(float(v), 4) for v in cloud.xyz.min(0)],
         "bbox_max": [round(float(v), 4) for v in cloud.xyz.max(0)],
+        "up": args.up,
         "points_embedded": int(points.shape[0]),
         "config": args.config,
         "embedding_parameters": count_parameters(emb),
@@ -124,7 +125,7 @@ def _assistant(args: argparse.Namespace, model_dir: Path):
 def _clouds(args, num_points: int):
     from .inference import prepare_cloud
 
-    return [(f, *prepare_cloud(f, args.points or num_points, seed=args.seed)) for f in args.files]
+    return [(f, *prepare_cloud(f, args.points or num_points, seed=args.seed, up=args.up)) for f in args.files]
 
 
 def _answer_files(args: argparse.Namespace, questions: list[str]) -> int:
@@ -180,7 +181,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     num_points = _model_points(model_dir)
     path = args.file
     if path is not None:
-        prepare_cloud(path, args.points or num_points, seed=args.seed)  # a bad first file fails before loading
+        prepare_cloud(path, args.points or num_points, seed=args.seed, up=args.up)  # a bad first file fails before loading
     assistant = _assistant(args, model_dir)
     if not assistant.trained:
         print(f"warning: {assistant.metadata()['warning']}", file=sys.stderr)
@@ -196,7 +197,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 path = None
                 continue
         try:
-            points, cloud = prepare_cloud(path, args.points or assistant.num_points, seed=args.seed)
+            points, cloud = prepare_cloud(path, args.points or assistant.num_points, seed=args.seed, up=args.up)
         except EnelError as exc:
             print(f"error: {exc}", file=sys.stderr)
             path = None
@@ -256,6 +257,21 @@ def cmd_data_convert_modelnet(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_modelnet40(args: argparse.Namespace) -> int:
+    from .data.modelnet_import import import_modelnet40
+
+    written = import_modelnet40(args.source, args.out, split=args.split, allow_pickle=args.allow_pickle,
+                                seed=args.seed, num_points=args.points, up=args.up, progress=not args.json)
+    if args.json:
+        print(json.dumps({split: str(path) for split, path in written.items()}, indent=1))
+    else:
+        for split, path in written.items():
+            print(f"wrote {path} ({split})")
+        print(f"manifest and licence note: {Path(args.out) / 'README.md'} (ModelNet40 is for academic research "
+              "only: never commit or ship it)")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.recipe import load_recipe
     from .train.run import train
@@ -293,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="rebuild the SmolLM2 conversion")
     s.set_defaults(func=cmd_setup)
 
+    def up_flag(sp):
+        sp.add_argument("--up", choices=["z", "y"], default="z",
+                        help="the axis pointing up in the files: z (default, the model's frame) or y (PointLLM's "
+                             "Objaverse .npy, glTF); y-up clouds are turned to z-up before the model sees them")
+
     s = sub.add_parser("tokens", help="load a point cloud or mesh and print its point-token shapes")
     s.add_argument("file", nargs="?", help="point cloud or mesh file (default: the bundled sample chair)")
     s.add_argument("--points", type=int, default=None, help="resample to N points (default: the config's)")
@@ -300,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resample", choices=["fps", "random"], default="fps")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    up_flag(s)
     s.set_defaults(func=cmd_tokens)
 
     def generation_flags(sp):
@@ -314,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--top-k", type=int, default=50)
         sp.add_argument("--beams", type=int, default=1, help="beam search width")
         sp.add_argument("--batch-size", type=int, default=4)
+        up_flag(sp)
 
     s = sub.add_parser("caption", help="caption point clouds or meshes")
     s.add_argument("files", nargs="+", help="point cloud or mesh files (.npy .npz .ply .pcd .xyz .txt .pts .obj .off .stl .glb .gltf)")
@@ -345,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_init)
 
-    s = sub.add_parser("data", help="datasets: synthesise the procedural data, convert ModelNet40")
+    s = sub.add_parser("data", help="datasets: synthesise the procedural data, import or convert ModelNet40")
     dsub = s.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("synth", help="write the procedural 3D instruction dataset in PointLLM's layout")
     d.add_argument("--out", default="data/procedural")
@@ -360,6 +383,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("out")
     d.add_argument("--allow-pickle", action="store_true", help="confirm you trust the pickle (it is unpickled once)")
     d.set_defaults(func=cmd_data_convert_modelnet)
+
+    d = dsub.add_parser("modelnet40", help="import your ModelNet40 (npz, PointLLM's .dat, Princeton's "
+                                            "ModelNet40.zip) into data/modelnet40 as z-up unit-sphere clouds")
+    d.add_argument("--from", dest="source", required=True, metavar="FILE",
+                   help="an .npz (points, labels, class_names[, object_ids]), PointLLM's "
+                        "modelnet40_test_8192pts_fps.dat, or Princeton's ModelNet40.zip / its unpacked folder")
+    d.add_argument("--out", default="data/modelnet40", help="output folder (default data/modelnet40, git-ignored)")
+    d.add_argument("--allow-pickle", action="store_true", help="confirm you trust the .dat pickle (read once, "
+                                                               "with a numpy-only unpickler)")
+    d.add_argument("--split", choices=["train", "test"], default=None,
+                   help="the split an .npz holds (default: from its name); for the zip, import only this split")
+    d.add_argument("--points", type=int, default=None,
+                   help="points per cloud (meshes: default 1024; point sources: default keep theirs)")
+    d.add_argument("--up", choices=["z", "y"], default=None,
+                   help="override the source's up axis (default: npz z, .dat y, Princeton meshes z)")
+    d.add_argument("--seed", type=int, default=0, help="seeds the mesh surface sampling")
+    d.add_argument("--json", action="store_true", help="print the written paths as JSON, no progress")
+    d.set_defaults(func=cmd_data_modelnet40)
 
     s = sub.add_parser("train", help="train one stage from a recipe (see configs/)")
     s.add_argument("--recipe", required=True, help="a bundled recipe name (e.g. smollm2_stage1) or a YAML path")

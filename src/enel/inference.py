@@ -108,21 +108,26 @@ def init_model(path, backbone: str | None = None, point_config: str = "small", s
     return save_model(model, tokenizer, path)
 
 
-def prepare_cloud(source, num_points: int, *, seed: int = 0, resample: str = "fps"):
+def prepare_cloud(source, num_points: int, *, seed: int = 0, resample: str = "fps", up: str = "z"):
     """A file path or an ``(N, 3|6)`` array → ``(num_points, 6)`` float32, normalised as PointLLM does.
 
+    Steps: read (:func:`~enel.points.io.load_point_cloud` / :func:`~enel.points.io.from_array`), turn to the
+    canonical z-up frame (:func:`~enel.points.transforms.to_z_up`; ``up="y"`` for y-up files such as
+    PointLLM's Objaverse ``.npy``), resample to ``num_points``, ``pc_norm`` the xyz.
+
     Returns:
-        ``(points, cloud)`` — the model input and the loaded :class:`~enel.points.io.PointCloud` (for notes).
+        ``(points, cloud)`` — the model input and the loaded :class:`~enel.points.io.PointCloud` (for notes;
+        as read, in the file's own frame).
     """
     from .points.io import from_array, load_point_cloud
-    from .points.transforms import pc_norm, resample as resample_fn
+    from .points.transforms import pc_norm, resample as resample_fn, to_z_up
 
     cloud = load_point_cloud(source, seed=seed) if isinstance(source, (str, os.PathLike)) else from_array(
         np.asarray(source)
     )
     if num_points < 1:
         raise PointCloudError(f"--points must be positive, got {num_points}")
-    points = resample_fn(cloud.as_array(), num_points, method=resample, seed=seed)
+    points = resample_fn(to_z_up(cloud.as_array(), up), num_points, method=resample, seed=seed)
     points[:, :3] = pc_norm(points[:, :3])
     return points.astype(np.float32), cloud
 

@@ -20,9 +20,18 @@ from enel.data.modelnet import (
     load_modelnet_pickle,
     pc_normalize,
 )
+from enel.data.modelnet_import import load_modelnet_archive, modelnet40_source
 from enel.points.transforms import pc_norm, resample
 
-REAL_SHAPE_NAMES = Path("/work/shared/data/real/modelnet40_normal_resampled_subset/modelnet40_shape_names.txt")
+
+def real_modelnet40() -> Path:
+    """The real ModelNet40 training archive (``modelnet40_source()``: $ENEL_MODELNET40, data/modelnet40, or the
+    shared folder beside the checkout); skips the test when there is none."""
+    source = modelnet40_source()
+    if source is None:
+        pytest.skip("no ModelNet40 archive found: set ENEL_MODELNET40, run `enel data modelnet40 --from FILE`, "
+                    "or put the shared folder beside the checkout (../shared/data/modelnet40)")
+    return source
 
 
 def fake_modelnet(m=5, n=64, seed=0):
@@ -72,10 +81,29 @@ def test_forty_class_names_in_modelnet_order_with_spaces():
     assert MODELNET40_CLASSES.index("airplane") == 0 and MODELNET40_CLASSES.index("xbox") == 39
 
 
-@pytest.mark.skipif(not REAL_SHAPE_NAMES.is_file(), reason="the shared real-data folder is not on this machine")
-def test_class_names_match_the_real_modelnet40_shape_names():
-    real = REAL_SHAPE_NAMES.read_text().split()
-    assert [c.replace("_", " ") for c in real] == list(MODELNET40_CLASSES)
+def test_class_names_match_the_real_modelnet40_archive():
+    source = real_modelnet40()
+    archive = load_modelnet_archive(source)
+    assert archive.class_names == MODELNET40_CLASSES
+    names_file = source.parent / "shape_names.txt"  # the official order, one name a line, beside the shared file
+    if names_file.is_file():
+        lines = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        assert [c.replace("_", " ") for c in lines] == list(MODELNET40_CLASSES)
+
+
+def test_the_real_archive_is_z_up_unit_sphere_clouds_of_all_classes():
+    archive = load_modelnet_archive(real_modelnet40())
+    m, n, c = archive.points.shape
+    assert c == 3 and n >= 1024 and m == len(archive.labels) == len(archive.object_ids)
+    assert set(archive.labels.tolist()) == set(range(40))
+    radius = np.linalg.norm(archive.points, axis=2).max(axis=1)
+    np.testing.assert_allclose(radius, 1.0, atol=2e-3)
+    np.testing.assert_allclose(archive.points.mean(axis=1), 0.0, atol=2e-3)
+    for name in ("bottle", "person", "chair"):  # upright objects are tallest along z in a z-up frame
+        clouds = archive.points[archive.labels == MODELNET40_CLASSES.index(name)]
+        extent = clouds.max(axis=1) - clouds.min(axis=1)
+        assert (extent.argmax(axis=1) == 2).mean() > 0.8, name
+    assert archive.object_ids[int(np.flatnonzero(archive.labels == 0)[0])].startswith("airplane_")
 
 
 def test_class_names_agree_with_the_evaluation_prompts():

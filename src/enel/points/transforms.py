@@ -10,6 +10,9 @@ only code calls, raise ``ValueError``.
 * :func:`resample` — exactly ``n`` points: FPS or a seeded random subset down, seeded duplicates up.
 * :func:`random_rotation`, :func:`apply_rigid` — one uniform random rotation and ``x -> R x + t`` (numpy).
 * :func:`random_rigid_transforms`, :func:`apply_rigid_torch` — the batched torch versions.
+* :func:`to_z_up` — the project's canonical frame is **z-up**; turn a y-up cloud into it.
+* :func:`rotation_z`, :func:`augment_cloud`, :func:`random_resolution` — training augmentation: a yaw about
+  the up axis, anisotropic scale and clipped jitter; a random input resolution before the model's resample.
 """
 
 from __future__ import annotations
@@ -28,6 +31,11 @@ __all__ = [
     "apply_rigid",
     "random_rigid_transforms",
     "apply_rigid_torch",
+    "UP_AXES",
+    "to_z_up",
+    "rotation_z",
+    "augment_cloud",
+    "random_resolution",
 ]
 
 RESAMPLE_METHODS: tuple[str, ...] = ("fps", "random")
@@ -214,3 +222,141 @@ def apply_rigid_torch(xyz: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> to
             f"apply_rigid_torch expects R ({batch}, 3, 3) and t ({batch}, 3), got {tuple(R.shape)}, {tuple(t.shape)}"
         )
     return xyz @ R.to(xyz.dtype).transpose(1, 2) + t.to(xyz.dtype).unsqueeze(1)
+
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The up axis
+# ----------------------------------------------------------------------------------------------------------
+UP_AXES: tuple[str, ...] = ("z", "y")
+"""Up axes a cloud may come in. The project's canonical frame is z-up (the procedural data, ModelNet40's
+meshes and its npz); PointLLM's Objaverse files and its ModelNet40 ``.dat`` are y-up."""
+
+
+def to_z_up(points: np.ndarray, up: str) -> np.ndarray:
+    """Turn a cloud into the canonical z-up frame.
+
+    ``up="y"``: ``(x, y, z) -> (x, -z, y)``, a proper rotation of +90° about x (the old +y becomes +z, the old
+    +z becomes -y). It undoes the procedural generator's ``up_axis="y"`` mapping ``(x, y, z) -> (x, z, -y)``.
+    ``up="z"``: a copy.
+
+    Args:
+        points: ``(N, C)`` with xyz in the first three columns, ``C >= 3``; other columns (rgb) are copied
+            unchanged.
+        up: ``"z"`` or ``"y"``, the axis that points up in ``points``.
+
+    Returns:
+        ``(N, C)`` of the input dtype (float64 for integer input).
+    """
+    if up not in UP_AXES:
+        raise PointCloudError(f"unknown up axis {up!r}; choose one of {', '.join(UP_AXES)} (the axis pointing up "
+                              "in the file: y for PointLLM's Objaverse and ModelNet40 .dat, z otherwise)")
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise PointCloudError(f"to_z_up expects (N, C >= 3) points, got shape {pts.shape}")
+    out = pts.astype(np.float64) if pts.dtype.kind in "iub" else pts.copy()
+    if up == "y":
+        out[:, 1], out[:, 2] = -pts[:, 2], pts[:, 1]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Augmentation
+# ----------------------------------------------------------------------------------------------------------
+def rotation_z(angle: float) -> np.ndarray:
+    """The rotation by ``angle`` radians about +z (counter-clockwise seen from above): ``(3, 3)`` float64.
+
+    ``rotation_z(pi / 2) @ (1, 0, 0) = (0, 1, 0)``.
+    """
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def augment_cloud(
+    points: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    yaw: bool = True,
+    scale: tuple[float, float] = (0.8, 1.25),
+    jitter: float = 0.01,
+    jitter_clip: float = 0.05,
+) -> np.ndarray:
+    """One random training augmentation of a z-up cloud; columns after xyz (rgb) are returned untouched.
+
+    In this order, drawing from ``rng`` in this order (so a seeded generator gives the same result):
+
+    1. ``yaw``: an angle uniform in ``[0, 2 pi)``; xyz is rotated about z (the up axis) by
+       :func:`rotation_z`. Objects stay upright.
+    2. ``scale``: three factors uniform in ``[scale[0], scale[1]]``, one per axis (anisotropic), multiplying
+       x, y and z. ``(1, 1)`` turns it off. After the model's ``pc_norm`` only the change of proportions remains.
+    3. ``jitter``: Gaussian noise of standard deviation ``jitter`` per coordinate, clipped to
+       ``[-jitter_clip, jitter_clip]``, added to xyz (PointNet's ``jitter_point_cloud``). ``0`` turns it off
+       (nothing is drawn).
+
+    Apply it to a cloud in the units of the model's input (unit sphere) before the model's resample and
+    ``pc_norm``, so the jitter is relative to the object's size.
+
+    Args:
+        points: ``(N, C)``, ``C >= 3``, xyz first.
+        rng: ``np.random.default_rng(seed)``.
+
+    Returns:
+        ``(N, C)`` of the input's floating dtype (float32 for float32 input; float64 for integer input).
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f"augment_cloud expects (N, C >= 3) points, got shape {pts.shape}")
+    lo, hi = (float(v) for v in scale)
+    if not 0 < lo <= hi:
+        raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale!r}")
+    if not (jitter >= 0 and jitter_clip >= 0):
+        raise ValueError(f"jitter and jitter_clip must be >= 0, got {jitter!r} and {jitter_clip!r}")
+    out = pts.astype(np.float64 if pts.dtype.kind in "iub" else pts.dtype, copy=True)
+    xyz = pts[:, :3].astype(np.float64)
+    if yaw:
+        xyz = xyz @ rotation_z(rng.uniform(0.0, 2.0 * np.pi)).T
+    xyz = xyz * rng.uniform(lo, hi, size=3)
+    if jitter > 0:
+        xyz = xyz + np.clip(rng.normal(0.0, jitter, size=xyz.shape), -jitter_clip, jitter_clip)
+    out[:, :3] = xyz
+    return out
+
+
+def random_resolution(
+    points: np.ndarray,
+    rng: np.random.Generator,
+    n_out: int,
+    *,
+    min_fraction: float = 0.5,
+    method: str = "fps",
+) -> np.ndarray:
+    """Simulate a cloud captured at another resolution, then bring it to the model's ``n_out`` points.
+
+    1. ``k`` is drawn uniformly from the integers ``[max(1, ceil(min_fraction * N)), N]`` (both ends included);
+    2. ``k`` of the ``N`` points are drawn uniformly without replacement (kept in input order);
+    3. the subset goes through the project's :func:`resample` to ``n_out`` points with ``method`` (FPS, the
+       model's input rule, by default) and a seed drawn from ``rng``: down by FPS when ``k > n_out``, up by
+       seeded duplicates when ``k < n_out`` (a sparse scan), a copy when equal.
+
+    So the model sees its usual ``n_out`` points, but spread as they would be from a sparser source. Draws from
+    ``rng`` in this order: ``k``, the subset, the resample seed.
+
+    Args:
+        points: ``(N, C)``, ``C >= 3``, xyz first.
+        rng: ``np.random.default_rng(seed)``.
+        n_out: points returned, ``>= 1``.
+        min_fraction: the smallest share of the points kept, in ``(0, 1]``; ``1`` keeps all (only resamples).
+
+    Returns:
+        ``(n_out, C)`` of the input dtype; every row is a row of ``points``.
+    """
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3 or pts.shape[0] == 0:
+        raise ValueError(f"random_resolution expects (N, C >= 3) points with N >= 1, got shape {pts.shape}")
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
+    count = pts.shape[0]
+    low = min(count, max(1, int(np.ceil(min_fraction * count))))
+    k = int(rng.integers(low, count, endpoint=True))
+    subset = pts[np.sort(rng.choice(count, size=k, replace=False))]
+    return resample(subset, n_out, method=method, seed=int(rng.integers(0, 2**31 - 1)))
