@@ -94,13 +94,21 @@ def test_augmented_items_follow_torch_s_seed():
 
     ds = ModelNetConversationDataset(points, np.array([8, 8]), MODELNET40_CLASSES, ["a", "b"], [0, 1], tok,
                                      template=model.config.conversation_template,
-                                     num_point_tokens=model.config.num_point_tokens, num_points=64,
-                                     augment=lambda xyz, rng: xyz * rng.uniform(0.5, 2.0, size=3).astype(np.float32))
+                                     num_point_tokens=model.config.num_point_tokens, num_points=64, augment=True)
     torch.manual_seed(0)
     a = ds[0]["point_cloud"]
     torch.manual_seed(0)
     assert torch.equal(a, ds[0]["point_cloud"])
     assert not torch.equal(a, ds[0]["point_cloud"])  # a fresh draw is another augmentation
+    plain = ModelNetConversationDataset(points, np.array([8, 8]), MODELNET40_CLASSES, ["a", "b"], [0, 1], tok,
+                                        template=model.config.conversation_template,
+                                        num_point_tokens=model.config.num_point_tokens, num_points=64)
+    assert torch.equal(plain[0]["point_cloud"], plain[0]["point_cloud"])  # no augmentation: the same FPS subset
+    with pytest.raises(DatasetError, match="augmentation setting"):
+        ModelNetConversationDataset(points, np.array([8, 8]), MODELNET40_CLASSES, ["a", "b"], [0], tok,
+                                    template=model.config.conversation_template,
+                                    num_point_tokens=model.config.num_point_tokens, num_points=64,
+                                    augment={"roll": 3})
 
 
 class _Range(torch.utils.data.Dataset):

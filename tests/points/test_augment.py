@@ -63,29 +63,38 @@ def test_rotation_z_quarter_turn_maps_x_to_y():
 def test_yaw_only_is_the_rotation_of_the_first_draw():
     pts = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0]])
     out = augment_cloud(pts, np.random.default_rng(3), scale=(1.0, 1.0), jitter=0.0)
-    angle = np.random.default_rng(3).uniform(0.0, 2.0 * np.pi)
+    angle = np.deg2rad(np.random.default_rng(3).uniform(-180.0, 180.0))
     np.testing.assert_allclose(out, pts @ rotation_z(angle).T, atol=1e-12)
     np.testing.assert_allclose(out[0], [np.cos(angle), np.sin(angle), 0.0], atol=1e-12)
     np.testing.assert_allclose(out[1], [0.0, 0.0, 2.0], atol=1e-12)  # the up axis is kept
 
 
+def test_yaw_stays_within_its_bound():
+    pts = np.array([[1.0, 0.0, 0.0]])
+    angles = [np.degrees(np.arctan2(*augment_cloud(pts, np.random.default_rng(s), yaw_degrees=20, scale=(1.0, 1.0),
+                                                   jitter=0.0)[0, 1::-1])) for s in range(200)]
+    assert max(np.abs(angles)) <= 20 and max(angles) > 15 and min(angles) < -15
+    with pytest.raises(ValueError, match="yaw_degrees"):
+        augment_cloud(pts, np.random.default_rng(0), yaw_degrees=200)
+
+
 def test_scale_is_per_axis_and_within_bounds_over_seeds():
     ones = np.ones((4, 3))
-    factors = np.stack([augment_cloud(ones, np.random.default_rng(s), yaw=False, jitter=0.0)[0]
+    factors = np.stack([augment_cloud(ones, np.random.default_rng(s), yaw_degrees=0, jitter=0.0)[0]
                         for s in range(200)])
     assert factors.min() >= 0.8 and factors.max() <= 1.25
     assert factors.min() < 0.82 and factors.max() > 1.23  # the whole range is used
     assert not np.allclose(factors[:, 0], factors[:, 1])  # anisotropic
-    np.testing.assert_array_equal(augment_cloud(ones, np.random.default_rng(0), yaw=False, jitter=0.0,
+    np.testing.assert_array_equal(augment_cloud(ones, np.random.default_rng(0), yaw_degrees=0, jitter=0.0,
                                                 scale=(2.0, 2.0)), 2 * ones)
 
 
 def test_jitter_is_clipped_and_centred():
     pts = np.zeros((5000, 3))
-    noise = augment_cloud(pts, np.random.default_rng(0), yaw=False, scale=(1.0, 1.0), jitter=0.05, jitter_clip=0.02)
+    noise = augment_cloud(pts, np.random.default_rng(0), yaw_degrees=0, scale=(1.0, 1.0), jitter=0.05, jitter_clip=0.02)
     assert np.abs(noise).max() == pytest.approx(0.02)  # with sigma 0.05, many draws reach the clip
     assert abs(noise.mean()) < 2e-3
-    small = augment_cloud(pts, np.random.default_rng(0), yaw=False, scale=(1.0, 1.0), jitter=0.01)
+    small = augment_cloud(pts, np.random.default_rng(0), yaw_degrees=0, scale=(1.0, 1.0), jitter=0.01)
     assert 0.008 < small.std() < 0.012 and np.abs(small).max() <= 0.05
 
 

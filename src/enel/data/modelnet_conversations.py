@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..model.configuration_enel import POINT_PLACEHOLDER
-from ..points.transforms import pc_norm, resample
+from ..points.transforms import augment_cloud, pc_norm, random_resolution, resample
 from .conversation import encode_conversation
 from .errors import DatasetError
 from .pointllm import _object_seed
@@ -41,8 +41,14 @@ __all__ = [
     "object_phrase",
     "conversations_for",
     "split_by_class",
+    "AUGMENT_DEFAULTS",
     "ModelNetConversationDataset",
 ]
+
+AUGMENT_DEFAULTS: dict = {"yaw_degrees": 180.0, "scale": (0.8, 1.25), "jitter": 0.01, "min_fraction": 0.5}
+"""Training augmentation of real clouds: any heading about the up axis, per-axis scale, clipped jitter
+(:func:`enel.points.transforms.augment_cloud`), and an input resolution between half and all the stored points
+(:func:`~enel.points.transforms.random_resolution`), PointNet's recipe plus the resolution draw."""
 
 KINDS: tuple[str, ...] = ("grounding", "brief", "shape")
 
@@ -176,8 +182,8 @@ class ModelNetConversationDataset(Dataset):
         num_points: the model's input resolution (clouds are resampled to it, then normalised).
         kinds: conversation kinds (:data:`KINDS`).
         identify: identify requests per object in ``grounding``.
-        augment: a callable ``(points (N, 3), rng) -> (N', 3)`` applied before resampling (training only), or
-            ``None``: clouds are then the FPS subset of the stored points, the same in every epoch.
+        augment: ``True`` (:data:`AUGMENT_DEFAULTS`), a dict overriding some of them, or ``None`` / ``False``:
+            clouds are then the FPS subset of the stored points, the same in every epoch.
         seed: seeds the conversations' phrasing.
 
     Items: ``{"input_ids", "labels", "point_cloud" (num_points, 6) xyz + zero rgb, "object_id"}``, as
@@ -193,7 +199,14 @@ class ModelNetConversationDataset(Dataset):
             raise DatasetError(f"identify must be between 1 and {len(IDENTIFY_PROMPTS)}, got {identify}")
         self.points, self.labels = points, np.asarray(labels)
         self.class_names, self.object_ids = tuple(class_names), tuple(object_ids)
-        self.num_points, self.augment = int(num_points), augment
+        self.num_points = int(num_points)
+        self.augment = None
+        if augment:
+            extra = {} if augment is True else dict(augment)
+            bad = sorted(set(extra) - set(AUGMENT_DEFAULTS))
+            if bad:
+                raise DatasetError(f"unknown augmentation setting(s) {bad}; known: {sorted(AUGMENT_DEFAULTS)}")
+            self.augment = {**AUGMENT_DEFAULTS, **extra}
         ids, labs, self._object = [], [], []
         for i in np.asarray(indices, dtype=np.int64):
             name = self.class_names[int(self.labels[i])]
@@ -217,8 +230,12 @@ class ModelNetConversationDataset(Dataset):
         """``(num_points, 6)`` float32 model input of object ``obj`` (augmented when ``rng`` is given)."""
         xyz = np.asarray(self.points[obj], dtype=np.float32)
         if rng is not None and self.augment is not None:
-            xyz = self.augment(xyz, rng)
-        xyz = pc_norm(resample(xyz, self.num_points, method="fps"))
+            a = self.augment
+            xyz = random_resolution(xyz, rng, self.num_points, min_fraction=a["min_fraction"])
+            xyz = augment_cloud(xyz, rng, yaw_degrees=a["yaw_degrees"], scale=tuple(a["scale"]), jitter=a["jitter"])
+        else:
+            xyz = resample(xyz, self.num_points, method="fps")
+        xyz = pc_norm(xyz)
         return np.concatenate([xyz, np.zeros_like(xyz)], axis=1)
 
     def __getitem__(self, index: int) -> dict:

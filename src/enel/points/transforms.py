@@ -276,7 +276,7 @@ def augment_cloud(
     points: np.ndarray,
     rng: np.random.Generator,
     *,
-    yaw: bool = True,
+    yaw_degrees: float = 180.0,
     scale: tuple[float, float] = (0.8, 1.25),
     jitter: float = 0.01,
     jitter_clip: float = 0.05,
@@ -285,8 +285,8 @@ def augment_cloud(
 
     In this order, drawing from ``rng`` in this order (so a seeded generator gives the same result):
 
-    1. ``yaw``: an angle uniform in ``[0, 2 pi)``; xyz is rotated about z (the up axis) by
-       :func:`rotation_z`. Objects stay upright.
+    1. ``yaw_degrees``: an angle uniform in ``[-yaw_degrees, yaw_degrees)`` (180: any heading; 0 turns it off,
+       nothing is drawn); xyz is rotated about z (the up axis) by :func:`rotation_z`. Objects stay upright.
     2. ``scale``: three factors uniform in ``[scale[0], scale[1]]``, one per axis (anisotropic), multiplying
        x, y and z. ``(1, 1)`` turns it off. After the model's ``pc_norm`` only the change of proportions remains.
     3. ``jitter``: Gaussian noise of standard deviation ``jitter`` per coordinate, clipped to
@@ -313,8 +313,10 @@ def augment_cloud(
         raise ValueError(f"jitter and jitter_clip must be >= 0, got {jitter!r} and {jitter_clip!r}")
     out = pts.astype(np.float64 if pts.dtype.kind in "iub" else pts.dtype, copy=True)
     xyz = pts[:, :3].astype(np.float64)
-    if yaw:
-        xyz = xyz @ rotation_z(rng.uniform(0.0, 2.0 * np.pi)).T
+    if not 0 <= yaw_degrees <= 180:
+        raise ValueError(f"yaw_degrees must be in [0, 180], got {yaw_degrees!r}")
+    if yaw_degrees:
+        xyz = xyz @ rotation_z(np.deg2rad(rng.uniform(-yaw_degrees, yaw_degrees))).T
     xyz = xyz * rng.uniform(lo, hi, size=3)
     if jitter > 0:
         xyz = xyz + np.clip(rng.normal(0.0, jitter, size=xyz.shape), -jitter_clip, jitter_clip)

@@ -160,6 +160,7 @@ def _pointllm_source(recipe: Recipe, model, tokenizer, num_points: int):
 def modelnet40_source(recipe: Recipe, model, tokenizer, num_points: int):
     """The training split of ``data.modelnet40`` (its validation split carved out) as a conversation dataset."""
     from ..data.modelnet_conversations import ModelNetConversationDataset, split_by_class
+    from ..data.modelnet_import import load_modelnet_archive
 
     mn = recipe.data.modelnet40
     if not Path(mn["path"]).is_file():
@@ -174,30 +175,8 @@ def modelnet40_source(recipe: Recipe, model, tokenizer, num_points: int):
         archive.points, archive.labels, archive.class_names, archive.object_ids, train_idx, tokenizer,
         template=model.config.conversation_template, num_point_tokens=model.config.num_point_tokens,
         num_points=num_points, max_length=recipe.data.max_length, kinds=mn["kinds"], identify=mn["identify"],
-        augment=training_augmentation if mn["augment"] else None, seed=recipe.train.seed,
+        augment=mn["augment"], seed=recipe.train.seed,
     )
-
-
-def load_modelnet_archive(path):  # TEMP until the importer lands
-    import numpy as np
-    from types import SimpleNamespace
-    with np.load(path, allow_pickle=False) as z:
-        return SimpleNamespace(points=z["points"].astype(np.float32), labels=z["labels"].astype(np.int64),
-                               class_names=tuple(str(c) for c in z["class_names"]),
-                               object_ids=tuple(str(o) for o in z["object_ids"]))
-
-
-def training_augmentation(xyz, rng):  # TEMP until the augmentation functions land
-    import numpy as np
-    from ..points.transforms import resample
-    n = xyz.shape[0]
-    keep = int(rng.integers(n // 2, n + 1))
-    xyz = xyz[np.sort(rng.choice(n, keep, replace=False))]
-    a = np.deg2rad(rng.uniform(-15, 15))
-    c, s_ = np.cos(a), np.sin(a)
-    R = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]], dtype=np.float32)
-    xyz = xyz @ R.T * rng.uniform(0.8, 1.25, size=3).astype(np.float32)
-    return (xyz + np.clip(rng.normal(0, 0.01, xyz.shape), -0.05, 0.05)).astype(np.float32)
 
 
 def training_arguments(recipe: Recipe, max_steps: int | None = None):
