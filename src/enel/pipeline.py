@@ -53,7 +53,7 @@ def _publish(target: Path, link: Path) -> None:
 def _real_shapes(modelnet40, out_dir: Path, log) -> Path | None:
     """The imported ModelNet40 training archive in ``out_dir``, importing it first when needed; ``None`` when no
     source is set or found."""
-    from .data.modelnet_import import import_modelnet40, modelnet40_source
+    from .data.modelnet_import import detect_format, import_modelnet40, modelnet40_source
 
     imported = out_dir / "modelnet40_train.npz"
     source = Path(modelnet40) if modelnet40 else modelnet40_source()
@@ -67,7 +67,8 @@ def _real_shapes(modelnet40, out_dir: Path, log) -> Path | None:
         return imported
     if not imported.is_file():
         log(f"[quickstart] importing ModelNet40 from {source} into {out_dir}")
-        written = import_modelnet40(source, out_dir)
+        # an npz whose name does not say its split, and Princeton's zip: their training split is what trains here
+        written = import_modelnet40(source, out_dir, split="train" if detect_format(source) != "pickle" else None)
         if "train" not in written:
             from .errors import ConfigError
 
