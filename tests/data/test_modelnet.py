@@ -21,7 +21,8 @@ from enel.data.modelnet import (
     pc_normalize,
 )
 from enel.data.modelnet_import import load_modelnet_archive, modelnet40_source
-from enel.points.transforms import pc_norm, resample
+from enel.errors import PointCloudError
+from enel.points.transforms import pc_norm, resample, to_z_up
 
 
 def real_modelnet40() -> Path:
@@ -229,7 +230,9 @@ def test_items_are_black_normalised_xyz_with_label_names(tmp_path):
         cloud = item["point_cloud"]
         assert cloud.dtype == torch.float32 and cloud.shape == (64, 6)
         assert not cloud[:, 3:].any()  # normals dropped, colour zero
-        np.testing.assert_allclose(cloud[:, :3].numpy(), pc_norm(points[i][:, :3]), atol=1e-6)
+        # PointLLM's file is y-up: (x, y, z) comes out as (x, -z, y), the project's z-up frame
+        np.testing.assert_allclose(cloud[:, :3].numpy(), pc_norm(points[i][:, :3])[:, [0, 2, 1]] * [1, -1, 1],
+                                   atol=1e-6)
         assert item["label"] == int(labels[i][0])
         assert item["label_name"] == MODELNET40_CLASSES[item["label"]]
         assert item["object_id"] == i
@@ -251,7 +254,13 @@ def test_resampling_modelnet(tmp_path):
     ds = ModelNetDataset(write_pickle(tmp_path / "m.dat", (points, labels)), allow_pickle=True, num_points=16)
     cloud = ds[2]["point_cloud"]
     assert cloud.shape == (16, 6)
-    np.testing.assert_allclose(cloud[:, :3].numpy(), pc_norm(resample(points[2][:, :3], 16)), atol=1e-6)
+    np.testing.assert_allclose(cloud[:, :3].numpy(), to_z_up(pc_norm(resample(points[2][:, :3], 16)), "y"),
+                               atol=1e-6)
+    stored = ModelNetDataset(tmp_path / "m.dat", allow_pickle=True, num_points=16, up="z")
+    np.testing.assert_allclose(stored[2]["point_cloud"][:, :3].numpy(), pc_norm(resample(points[2][:, :3], 16)),
+                               atol=1e-6)
+    with pytest.raises(PointCloudError, match="unknown up axis"):
+        ModelNetDataset(tmp_path / "m.dat", allow_pickle=True, up="x")
     rnd = ModelNetDataset(tmp_path / "m.dat", allow_pickle=True, num_points=16, resample_method="random", seed=1)
     assert torch.equal(rnd[2]["point_cloud"], rnd[2]["point_cloud"])
     assert not torch.equal(rnd[2]["point_cloud"], cloud)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..points.transforms import pc_norm, resample
+from ..points.transforms import pc_norm, resample, to_z_up
 from .errors import DatasetError, UnsafePickleError
 from .pointllm import _check_resample_args, _object_seed
 
@@ -287,16 +287,21 @@ class ModelNetDataset(Dataset):
         num_points: resample every cloud to this many points; ``None`` (default) keeps the stored 8192.
         resample_method: ``"fps"`` (default, deterministic) or ``"random"`` (seeded per index).
         seed: seeds the random subsets.
+        up: the up axis of the stored clouds (*ours*): ``"y"`` for PointLLM's file (default), turned into the
+            project's z-up frame (:func:`enel.points.transforms.to_z_up`) so a model trained on z-up shapes
+            reads them upright; ``"z"`` keeps them as stored (PointLLM's own models, trained y-up).
 
     Items (``dataset[i]``)::
 
-        {"point_cloud": FloatTensor (N, 6) xyz (pc_normalize, pc_norm) + zero rgb,
+        {"point_cloud": FloatTensor (N, 6) xyz (pc_normalize, pc_norm, z-up) + zero rgb,
          "label": int, "label_name": str (e.g. "night stand"), "object_id": int (= i)}
     """
 
     def __init__(self, path, *, allow_pickle: bool = False, num_points: int | None = None,
-                 resample_method: str = "fps", seed: int = 0):
+                 resample_method: str = "fps", seed: int = 0, up: str = "y"):
         _check_resample_args(num_points, resample_method)
+        to_z_up(np.zeros((1, 3)), up)  # refuses an unknown axis here, not at the first item
+        self.up = up
         self.path = Path(path)
         if self.path.suffix.lower() == ".npz":
             self.points, self.labels, self.class_names = load_modelnet_npz(self.path)
@@ -319,7 +324,7 @@ class ModelNetDataset(Dataset):
         if self.num_points is not None and self.num_points != xyz.shape[0]:
             xyz = resample(xyz, int(self.num_points), method=self.resample_method,
                            seed=_object_seed(self.seed, str(index)))
-        xyz = pc_norm(pc_normalize(xyz))
+        xyz = to_z_up(pc_norm(pc_normalize(xyz)), self.up)
         cloud = np.concatenate([xyz, np.zeros_like(xyz)], axis=1)
         label = int(self.labels[index])
         return {"point_cloud": torch.from_numpy(cloud), "label": label, "label_name": self.class_names[label],
