@@ -31,7 +31,71 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     add_resolution_parser(sub)
     add_attention_parser(sub)
     add_report_parser(sub)
+    add_modelnet_parser(sub)
     return sub
+
+
+# --------------------------------------------------------------------------------------------------------
+# modelnet
+# --------------------------------------------------------------------------------------------------------
+def add_modelnet_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    s = sub.add_parser("modelnet", help="ModelNet40 classification in PointLLM's protocol on an archive's "
+                                        "validation split (both prompts, first class named)",
+                       description="Ask a model PointLLM's two classification prompts about ModelNet40 objects and "
+                                   "score each answer by the first class it names (synonyms included).")
+    s.add_argument("--model", default="runs/quickstart/model", help="model folder (default: the quickstart's)")
+    s.add_argument("--archive", default=None,
+                   help="a ModelNet40 archive (enel data modelnet40 output or the shared npz; default: "
+                        "$ENEL_MODELNET40, data/modelnet40/modelnet40_train.npz, or the shared folder)")
+    s.add_argument("--split", choices=["val", "all"], default="val",
+                   help="val: the validation split the recipes carve out (10 %% per class, seed 0); all: every "
+                        "object (for a test archive or a model that never saw this one)")
+    s.add_argument("--val-fraction", type=float, default=0.1)
+    s.add_argument("--split-seed", type=int, default=0)
+    s.add_argument("--classes", choices=["all", "overlap"], default="all",
+                   help="overlap: only the 17 classes the procedural generator also builds (zero-shot sim-to-real)")
+    s.add_argument("--per-class", type=int, default=None, help="at most N objects per class (default: all)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--out", default=None, help="output folder (default: <model>/../eval)")
+    s.add_argument("--name", default=None, help="file stem (default modelnet40_<split>[_overlap])")
+    s.set_defaults(func=cmd_modelnet)
+    return s
+
+
+def cmd_modelnet(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..data.modelnet_conversations import split_by_class
+    from ..data.modelnet_import import load_modelnet_archive, modelnet40_source
+    from ..inference import model_config_file
+    from .modelnet import PROCEDURAL_OVERLAP, evaluate_modelnet, pick_per_class
+
+    model_config_file(args.model)
+    archive_path = Path(args.archive) if args.archive else modelnet40_source()
+    if archive_path is None:
+        raise ConfigError("no ModelNet40 archive: pass --archive FILE, set ENEL_MODELNET40, or import one with "
+                          "`enel data modelnet40 --from FILE`")
+    if args.per_class is not None and args.per_class < 1:
+        raise ConfigError(f"--per-class must be at least 1, got {args.per_class}")
+    archive = load_modelnet_archive(archive_path)
+    if args.split == "val":
+        _, indices = split_by_class(archive.labels, args.val_fraction, args.split_seed)
+    else:
+        indices = np.arange(len(archive.labels))
+    if args.classes == "overlap":
+        keep = {archive.class_names.index(c) for c in PROCEDURAL_OVERLAP}
+        indices = np.asarray([i for i in indices if int(archive.labels[i]) in keep], dtype=np.int64)
+    indices = pick_per_class(archive.labels, indices, args.per_class)
+    name = args.name or f"modelnet40_{args.split}" + ("_overlap" if args.classes == "overlap" else "")
+    out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
+    summary = evaluate_modelnet(args.model, archive.points, archive.labels, archive.class_names, indices, out,
+                                object_ids=archive.object_ids, name=name, batch_size=args.batch_size,
+                                command="enel " + " ".join(sys.argv[1:]))
+    for key, v in summary["prompts"].items():
+        print(f"{v['prompt']!r}: {v['overall_accuracy']:.1f} % overall, {v['mean_class_accuracy']:.1f} % mean per "
+              f"class ({v['objects']} objects; the label named anywhere: {v['label_mentioned_rate']:.1f} %)")
+    print(f"written to {out / (name + '_summary.json')}")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------------
