@@ -47,7 +47,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
     from .model.embedding import PointEmbeddingConfig, PointTokenEmbedding, count_parameters
     from .points.io import load_point_cloud
-    from .points.transforms import pc_norm, resample, to_z_up
+    from .points.transforms import model_input, to_z_up
 
     torch.manual_seed(args.seed)
     cfg = PointEmbeddingConfig.preset(args.config)
@@ -56,9 +56,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     cloud = load_point_cloud(path, seed=args.seed)
     load_s = time.perf_counter() - t0
     n_target = args.points or cfg.num_points
-    points = to_z_up(cloud.as_array(), args.up)
-    points = resample(points, n_target, method=args.resample, seed=args.seed)
-    points[:, :3] = pc_norm(points[:, :3])
+    points = model_input(to_z_up(cloud.as_array(), args.up), n_target, method=args.resample, seed=args.seed)
     emb = PointTokenEmbedding(cfg).eval()
     x = torch.from_numpy(points).unsqueeze(0)
     t0 = time.perf_counter()

@@ -120,16 +120,14 @@ def prepare_cloud(source, num_points: int, *, seed: int = 0, resample: str = "fp
         as read, in the file's own frame).
     """
     from .points.io import from_array, load_point_cloud
-    from .points.transforms import pc_norm, resample as resample_fn, to_z_up
+    from .points.transforms import model_input, to_z_up
 
     cloud = load_point_cloud(source, seed=seed) if isinstance(source, (str, os.PathLike)) else from_array(
         np.asarray(source)
     )
     if num_points < 1:
         raise PointCloudError(f"--points must be positive, got {num_points}")
-    points = resample_fn(to_z_up(cloud.as_array(), up), num_points, method=resample, seed=seed)
-    points[:, :3] = pc_norm(points[:, :3])
-    return points.astype(np.float32), cloud
+    return model_input(to_z_up(cloud.as_array(), up), num_points, method=resample, seed=seed), cloud
 
 
 @dataclass

@@ -208,3 +208,22 @@ def test_apply_rigid_torch_is_differentiable_and_rejects_bad_shapes():
         apply_rigid_torch(torch.rand(2, 5, 3), R[:1], t[:1])
     with pytest.raises(ValueError, match="apply_rigid_torch expects"):
         apply_rigid_torch(torch.rand(5, 3), R, t)
+
+
+def test_model_input_resamples_then_normalises():
+    from enel.points.transforms import model_input, pc_norm, resample, with_zero_color
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(size=(300, 3)) * 5 + 2, rng.uniform(size=(300, 3))], axis=1)
+    out = model_input(pts, 64)
+    ref = resample(pts, 64)  # the order matters: normalising first would centre on all 300 points
+    assert out.dtype == np.float32 and out.shape == (64, 6)
+    np.testing.assert_allclose(out[:, :3], pc_norm(ref[:, :3]), atol=1e-6)
+    np.testing.assert_array_equal(out[:, 3:], ref[:, 3:].astype(np.float32))
+    # normalised last: the 64 points themselves are centred and reach radius 1 (normalising the 300 first
+    # would leave the FPS subset off-centre)
+    np.testing.assert_allclose(out[:, :3].mean(0), 0, atol=1e-5)
+    assert np.linalg.norm(out[:, :3], axis=1).max() == pytest.approx(1.0, abs=1e-5)
+    assert np.abs(resample(pc_norm(pts[:, :3]), 64).mean(0)).max() > 1e-3
+    zero = with_zero_color(out[:, :3])
+    assert zero.shape == (64, 6) and not zero[:, 3:].any() and np.array_equal(zero[:, :3], out[:, :3])

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..model.configuration_enel import POINT_PLACEHOLDER
-from ..points.transforms import augment_cloud, pc_norm, random_resolution, resample
+from ..points.transforms import augment_cloud, model_input, random_resolution, with_zero_color
 from .conversation import encode_conversation
 from .errors import DatasetError
 from .pointllm import _object_seed
@@ -233,10 +233,7 @@ class ModelNetConversationDataset(Dataset):
             a = self.augment
             xyz = random_resolution(xyz, rng, self.num_points, min_fraction=a["min_fraction"])
             xyz = augment_cloud(xyz, rng, yaw_degrees=a["yaw_degrees"], scale=tuple(a["scale"]), jitter=a["jitter"])
-        else:
-            xyz = resample(xyz, self.num_points, method="fps")
-        xyz = pc_norm(xyz)
-        return np.concatenate([xyz, np.zeros_like(xyz)], axis=1)
+        return with_zero_color(model_input(xyz, self.num_points))
 
     def __getitem__(self, index: int) -> dict:
         lo, hi = int(self._offsets[index]), int(self._offsets[index + 1])

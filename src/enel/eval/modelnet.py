@@ -89,17 +89,13 @@ def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_n
     Writes a PointLLM-format results file per prompt (``ground_truth`` the integer label, ``label_name``,
     plus ``predicted`` and ``correct``) and the summary to ``out_dir``.
     """
-    from ..points.transforms import pc_norm, resample
+    from ..points.transforms import model_input, with_zero_color
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = np.asarray(indices, dtype=np.int64)
     assistant = Assistant.from_folder(model_dir, max_new_tokens=max_new_tokens, seed=seed)
-    clouds = []
-    for i in indices:
-        xyz = pc_norm(resample(np.asarray(points[i], dtype=np.float32), assistant.num_points, method="fps"))
-        clouds.append(np.concatenate([xyz, np.zeros_like(xyz)], axis=1))
-    clouds = np.stack(clouds)
+    clouds = np.stack([with_zero_color(model_input(points[i], assistant.num_points)) for i in indices])
     truths = [class_names[int(labels[i])] for i in indices]
     ids = [object_ids[i] for i in indices] if object_ids is not None else [int(i) for i in indices]
     meta = {"model": str(model_dir), "objects": len(indices), "seed": seed, "command": command,

@@ -25,15 +25,13 @@ __all__ = ["evaluate_procedural"]
 
 def _load_clouds(data_dir: Path, objects: list[dict], manifest: dict, num_points: int, seed: int) -> np.ndarray:
     """``(M, num_points, 6)`` normalised clouds of the listed objects."""
-    from ..points.transforms import pc_norm, resample
+    from ..points.transforms import model_input
 
     clouds = []
     folder = data_dir / manifest["npy_dir"]
     for obj in objects:
         pts = np.load(folder / f"{obj['object_id']}_{manifest['num_points']}.npy").astype(np.float32)
-        pts = resample(pts, num_points, method="fps", seed=seed)
-        pts[:, :3] = pc_norm(pts[:, :3])
-        clouds.append(pts)
+        clouds.append(model_input(pts, num_points, seed=seed))
     return np.stack(clouds)
 
 

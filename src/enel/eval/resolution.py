@@ -119,13 +119,12 @@ class _Clouds:
         return self._dense[oid]
 
     def __call__(self, item: BenchmarkItem, n: int) -> np.ndarray:
-        from ..points.transforms import pc_norm, resample
+        from ..points.transforms import model_input
 
         key = (item.key if self.rule == "stored" else item.object_id, n)
         if key not in self._cache:
             if self.rule == "mesh":
-                pts = resample(self.dense_cloud(item), n, method="fps")
-                pts[:, :3] = pc_norm(pts[:, :3])
+                pts = model_input(self.dense_cloud(item), n)
             else:
                 pts = item.load(n)
             self._cache[key] = np.asarray(pts, dtype=np.float32)

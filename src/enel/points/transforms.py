@@ -26,6 +26,8 @@ from enel.points.ops import farthest_point_sample_np
 __all__ = [
     "pc_norm",
     "resample",
+    "model_input",
+    "with_zero_color",
     "RESAMPLE_METHODS",
     "random_rotation",
     "apply_rigid",
@@ -97,6 +99,24 @@ def resample(points: np.ndarray, n: int, *, method: str = "fps", seed: int = 0) 
     else:
         idx = np.sort(rng.choice(count, size=int(n), replace=False))
     return pts[idx]
+
+
+def model_input(points: np.ndarray, num_points: int, *, method: str = "fps", seed: int = 0) -> np.ndarray:
+    """The model's input rule: exactly ``num_points`` points (:func:`resample`), then xyz normalised into the unit
+    sphere (:func:`pc_norm`); columns after xyz (rgb) follow their point unchanged.
+
+    ``(N, C)`` -> ``(num_points, C)`` float32. Every path that hands a cloud to a model (training data, the
+    evaluations, ``prepare_cloud``) goes through this function, in this order.
+    """
+    pts = resample(points, num_points, method=method, seed=seed).astype(np.float32)
+    pts[:, :3] = pc_norm(pts[:, :3])
+    return pts
+
+
+def with_zero_color(xyz: np.ndarray) -> np.ndarray:
+    """``(N, 3)`` -> ``(N, 6)`` float32 with zero rgb: how a colourless cloud is fed (PointLLM's ModelNet40 rule)."""
+    xyz = np.asarray(xyz, dtype=np.float32)
+    return np.concatenate([xyz, np.zeros_like(xyz)], axis=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
