@@ -269,7 +269,7 @@ def test_load_archive_synthesises_ids_and_checks(tmp_path):
              class_names=np.array(MODELNET40_CLASSES), object_ids=np.array(["a"]))
     with pytest.raises(DatasetError, match=r"1 object_ids for 2 point sets"):
         load_modelnet_archive(tmp_path / "y.npz")
-    with pytest.raises(DatasetError, match=r"not found; import one with `enel data modelnet40 --from FILE`"):
+    with pytest.raises(DatasetError, match=r"not found; import your ModelNet40 with `enel data modelnet40 --from FILE`"):
         load_modelnet_archive(tmp_path / "none.npz")
 
 

@@ -206,6 +206,26 @@ def load_modelnet_pickle(path, *, allow_pickle: bool = False) -> tuple[np.ndarra
     return _check_structure(data, path, len(MODELNET40_CLASSES))
 
 
+def read_npz_arrays(path: Path, required, optional=(), *, hint: str) -> dict[str, np.ndarray]:
+    """The ``required`` (and present ``optional``) arrays of an ``.npz`` read without unpickling; a
+    :class:`DatasetError` naming the problem and ``hint`` (the fix) for a missing, unreadable or incomplete file."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not hasattr(npz, "files"):
+                raise DatasetError(f"{path}: expected an .npz archive with {', '.join(required)}, found one array")
+            missing = [k for k in required if k not in npz.files]
+            if missing:
+                raise DatasetError(f"{path}: the archive lacks {', '.join(missing)} (has {', '.join(npz.files)}); "
+                                   f"{hint}")
+            return {k: npz[k] for k in (*required, *optional) if k in npz.files}
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: ModelNet40 archive not found; {hint}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from None
+
+
 def load_modelnet_npz(path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read an archive written by :func:`convert_modelnet` (``np.load`` with ``allow_pickle=False``).
 
@@ -213,19 +233,8 @@ def load_modelnet_npz(path) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
         ``(points (M, N, C) float32, labels (M,) int64, class_names)``.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise DatasetError(f"{path}: expected an .npz archive with {', '.join(NPZ_KEYS)}")
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DatasetError(f"{path}: the archive lacks {', '.join(missing)} (has {', '.join(npz.files)}); "
-                                   "write it with convert_modelnet")
-            points, labels, names = npz["points"], npz["labels"], npz["class_names"]
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: ModelNet40 archive not found") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from None
+    arrays = read_npz_arrays(path, NPZ_KEYS, hint="write it with convert_modelnet")
+    points, labels, names = arrays["points"], arrays["labels"], arrays["class_names"]
     if names.ndim != 1 or names.dtype.kind != "U" or not len(names):
         raise DatasetError(f"{path}: class_names must be a 1-D array of strings")
     class_names = tuple(str(n) for n in names)

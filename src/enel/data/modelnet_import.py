@@ -51,7 +51,7 @@ import numpy as np
 
 from ..points.transforms import UP_AXES, to_z_up
 from .errors import DatasetError, DatasetWarning, UnsafePickleError
-from .modelnet import MODELNET40_CLASSES, NPZ_KEYS, load_modelnet_pickle
+from .modelnet import MODELNET40_CLASSES, NPZ_KEYS, load_modelnet_pickle, read_npz_arrays
 
 __all__ = [
     "ARCHIVE_KEYS",
@@ -143,21 +143,10 @@ def load_modelnet_archive(path, *, split: str | None = None) -> ModelNetArchive:
             of range, non-finite coordinates, ``object_ids`` of the wrong length.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise DatasetError(f"{path}: expected an .npz archive with {', '.join(ARCHIVE_KEYS)}, found one array")
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise DatasetError(f"{path}: the archive lacks {', '.join(missing)} (has {', '.join(npz.files)}); "
-                                   "import your ModelNet40 with `enel data modelnet40 --from FILE`")
-            points, labels, names = npz["points"], npz["labels"], npz["class_names"]
-            ids = npz["object_ids"] if "object_ids" in npz.files else None
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: ModelNet40 archive not found; import one with "
-                           "`enel data modelnet40 --from FILE`") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path}: not a readable .npz archive ({exc})") from None
+    arrays = read_npz_arrays(path, NPZ_KEYS, ("object_ids",),
+                             hint="import your ModelNet40 with `enel data modelnet40 --from FILE`")
+    points, labels, names = arrays["points"], arrays["labels"], arrays["class_names"]
+    ids = arrays.get("object_ids")
     class_names = _unicode_1d(names, path, "class_names")
     if points.ndim != 3 or points.dtype.kind not in "fiu":
         raise DatasetError(f"{path}: points must be a numeric (M, N, 3) array, found shape {points.shape}, "
