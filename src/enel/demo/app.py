@@ -1,0 +1,219 @@
+"""The Gradio page of ``enel demo`` and the server that runs it.
+
+Offline by construction: analytics off (``GRADIO_ANALYTICS_ENABLED=False`` and ``analytics_enabled=False``), the
+default theme's fonts are served by the app itself (``LocalFont``, no Google Fonts), no share link, no server-side
+rendering through Node, no PWA manifest, no MCP server; the 3D views use the plotly.js that Gradio bundles. The
+end-to-end test (``tests/demo/test_demo_e2e.py``) records every request the page makes and fails on any host but
+the app's.
+
+The handlers are thin: each turns a :class:`~enel.demo.core.DemoEngine` call into component updates and every
+:class:`~enel.errors.EnelError` into a message in the page's status line (never a traceback). Events that use
+the model share one concurrency group of size 1, so one model serves every tab and the others queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from ..errors import EnelError
+from ..inference import PROMPTS
+from ..points.io import SUPPORTED_EXTENSIONS
+from .core import DemoEngine, Session, example_names
+
+__all__ = ["build_app", "serve", "CSS"]
+
+log = logging.getLogger("enel.demo")
+
+CSS = """
+#status p { margin: 0; }
+#status .error { color: #b42318; font-weight: 600; }
+.example-row button { min-width: 0; }
+"""
+
+_MODEL_GROUP = "enel-model"  # every event that runs the model: one at a time
+_FILE_GROUP = "enel-files"   # reading uploads and examples: a few at a time, never blocked by generation
+
+
+def _error(message: str) -> str:
+    return f'<span class="error">⚠️ {message}</span>'
+
+
+def _object_status(session: Session) -> str:
+    return session.cloud.describe() if session.cloud is not None else "No object yet: upload a file or click an example."
+
+
+def build_app(engine: DemoEngine):
+    """The ``gr.Blocks`` page bound to ``engine`` (not launched; :func:`serve` launches it)."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    from .views import attention_figure, cloud_figure, empty_figure
+
+    formats = " ".join(SUPPORTED_EXTENSIONS)
+
+    def facts_when_ready():
+        try:
+            engine.wait(timeout=600)
+        except EnelError:
+            pass
+        return engine.facts_markdown()
+
+    def show(session: Session, view, message: str | None = None):
+        session = Session(cloud=view)
+        status = _object_status(session) + (f"\n\n{message}" if message else "")
+        return (session, cloud_figure(view.points, view.name), status, [],
+                empty_figure("attention of the last answer: ask a question"))
+
+    def on_upload(path, session: Session):
+        if path is None:  # the file was removed from the upload box: keep the object
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        name = os.path.basename(path)
+        try:
+            view = engine.load_upload(path, name=name)
+        except EnelError as exc:
+            keep = (f" Still talking about {session.cloud.name}." if session.cloud is not None else "")
+            return gr.skip(), gr.skip(), _error(f"{exc}{keep}"), gr.skip(), gr.skip()
+        except Exception as exc:  # noqa: BLE001 - the page must stay usable whatever a file does
+            log.exception("upload %s failed", name)
+            return gr.skip(), gr.skip(), _error(f"{name}: could not be read ({type(exc).__name__}: {exc})"), \
+                gr.skip(), gr.skip()
+        return show(session, view)
+
+    def on_example(name: str, session: Session):
+        try:
+            view = engine.load_example(name)
+        except EnelError as exc:
+            return gr.skip(), gr.skip(), _error(str(exc)), gr.skip(), gr.skip()
+        return show(session, view)
+
+    def on_chat(question: str, session: Session):
+        """Stream the answer into the chat; the status line says what happened."""
+        try:
+            q = engine.check_question(session, question)
+        except EnelError as exc:
+            yield gr.skip(), gr.skip(), _error(str(exc))
+            return
+        pending = [*session.messages(), {"role": "user", "content": q}, {"role": "assistant", "content": "…"}]
+        waiting = "Waiting for the model (another answer is being generated) …" if engine.lock.locked() else \
+            "Answering …"
+        yield pending, "", waiting
+        try:
+            for text in engine.stream(session, q):
+                pending[-1] = {"role": "assistant", "content": text}
+                yield pending, gr.skip(), gr.skip()
+            yield session.messages(), gr.skip(), _object_status(session)
+        except EnelError as exc:
+            yield session.messages(), gr.skip(), _error(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("generation failed")
+            yield session.messages(), gr.skip(), _error(f"generation failed ({type(exc).__name__}: {exc})")
+
+    def preset(prompt: str):
+        def ask_preset(session: Session):
+            yield from on_chat(prompt, session)
+
+        return ask_preset
+
+    def on_attention(session: Session):
+        if session.cloud is None or not session.history:
+            return gr.skip(), gr.skip()
+        try:
+            att = engine.attention(session)
+        except EnelError as exc:
+            return gr.skip(), _error(f"attention map: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            log.exception("attention failed")
+            return gr.skip(), _error(f"attention map failed ({type(exc).__name__}: {exc})")
+        title = (f"attention of the last answer (layer {att['layer']}, "
+                 f"{att['point_mass'] * 100:.1f}% of the text's attention on the points)")
+        return attention_figure(session.cloud.points, att["weights"], title), gr.skip()
+
+    def on_clear(session: Session):
+        session.clear()
+        return session, [], empty_figure("attention of the last answer: ask a question"), _object_status(session)
+
+    with gr.Blocks(title="enel demo", analytics_enabled=False) as demo:
+        session = gr.State(Session())
+        gr.Markdown("# enel: ask a 3D model about a point cloud\nAn encoder-free 3D LMM (ENEL): the points enter "
+                    "the language model through a light token embedding. Everything runs on this machine.")
+        facts = gr.Markdown(engine.facts_markdown(), elem_id="facts")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                upload = gr.File(label=f"Upload a point cloud or mesh ({formats})", file_count="single",
+                                 type="filepath", elem_id="upload", height=110)
+                gr.Markdown("**Examples** (one click): the bundled sample and procedural test objects")
+                with gr.Row(elem_classes="example-row"):
+                    example_buttons = [gr.Button(name, size="sm", elem_id=f"example-{i}")
+                                       for i, name in enumerate(example_names())]
+                status = gr.Markdown("No object yet: upload a file or click an example.", elem_id="status")
+                cloud_view = gr.Plot(empty_figure("upload a file or click an example"), label="The object as the "
+                                     "model sees it (normalised, resampled, coloured)", elem_id="cloud-view")
+            with gr.Column(scale=1):
+                chat = gr.Chatbot(label="Chat", elem_id="chat", height=430, feedback_options=None)
+                question = gr.Textbox(placeholder="Ask about the object, then press Enter", show_label=False,
+                                      elem_id="question", max_lines=4, max_length=engine.limits.max_question_chars)
+                with gr.Row():
+                    ask_btn = gr.Button("Ask", variant="primary", elem_id="ask")
+                    caption_btn = gr.Button("Caption", elem_id="caption")
+                    classify_btn = gr.Button("Classify", elem_id="classify")
+                    clear_btn = gr.Button("Clear", elem_id="clear")
+                attention_view = gr.Plot(empty_figure("attention of the last answer: ask a question"),
+                                         label="Attention of the last answer (last layer)", elem_id="attention-view")
+
+        object_outputs = [session, cloud_view, status, chat, attention_view]
+        upload.upload(on_upload, [upload, session], object_outputs, concurrency_limit=2,
+                      concurrency_id=_FILE_GROUP)
+        for button in example_buttons:
+            button.click(on_example, [button, session], object_outputs, concurrency_limit=2,
+                         concurrency_id=_FILE_GROUP)
+
+        def chain(trigger_event):
+            trigger_event.then(on_attention, [session], [attention_view, status], concurrency_limit=1,
+                               concurrency_id=_MODEL_GROUP, show_progress="minimal")
+
+        chat_outputs = [chat, question, status]
+        chain(gr.on([ask_btn.click, question.submit], on_chat, [question, session], chat_outputs,
+                    concurrency_limit=1, concurrency_id=_MODEL_GROUP, show_progress="minimal"))
+        for button, prompt in ((caption_btn, PROMPTS["caption"]), (classify_btn, PROMPTS["what"])):
+            chain(button.click(preset(prompt), [session], chat_outputs,
+                               concurrency_limit=1, concurrency_id=_MODEL_GROUP, show_progress="minimal"))
+        clear_btn.click(on_clear, [session], [session, chat, attention_view, status], queue=False)
+        demo.load(facts_when_ready, None, facts, concurrency_limit=None, show_progress="hidden")
+    return demo
+
+
+def serve(engine: DemoEngine, host: str = "127.0.0.1", port: int = 7860, *, quiet: bool = False) -> None:
+    """Start loading the model, build the page and serve it until interrupted (blocks).
+
+    Raises:
+        EnelError: the port is taken or the host cannot be bound.
+    """
+    t0 = time.perf_counter()
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    engine.start_loading()  # the weights load while the page is built and served
+    demo = build_app(engine)
+    import gradio as gr
+
+    demo.queue(max_size=64, default_concurrency_limit=1)
+    try:
+        demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, prevent_thread_lock=True,
+                    show_error=False, quiet=True, ssr_mode=False, pwa=False, mcp_server=False,
+                    max_file_size=engine.limits.max_upload_bytes, footer_links=["settings"],
+                    theme=gr.themes.Default(), css=CSS)
+    except OSError as exc:
+        raise EnelError(f"cannot serve on {host}:{port} ({exc}); pass another --port or --host") from None
+    url = f"http://{host}:{port}"
+    print(f"enel demo: {url} (page up in {time.perf_counter() - t0:.1f} s; the model loads in the background; "
+          "Ctrl-C to stop)", flush=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host}: other machines can reach this demo", file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
