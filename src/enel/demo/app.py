@@ -23,7 +23,7 @@ from ..inference import PROMPTS
 from ..points.io import SUPPORTED_EXTENSIONS
 from .core import DemoEngine, Session, example_names
 
-__all__ = ["build_app", "serve", "CSS"]
+__all__ = ["Handlers", "build_app", "serve", "CSS"]
 
 log = logging.getLogger("enel.demo")
 
@@ -42,7 +42,118 @@ def _error(message: str) -> str:
 
 
 def _object_status(session: Session) -> str:
-    return session.cloud.describe() if session.cloud is not None else "No object yet: upload a file or click an example."
+    return session.status()
+
+
+_NO_ATTENTION = "attention of the last answer: ask a question"
+
+
+class Handlers:
+    """What each page event does, as plain methods over one engine (the unit tests call them directly).
+
+    Every method returns (or yields) one value per output component, ``gr.skip()`` for those it leaves alone;
+    an :class:`~enel.errors.EnelError` becomes a message in the status line, any other exception too (logged with
+    its traceback on the server), so a bad file or a failed generation never breaks the page.
+    """
+
+    def __init__(self, engine: DemoEngine):
+        import gradio as gr
+
+        self.engine = engine
+        self.skip = gr.skip
+
+    def facts_when_ready(self) -> str:
+        try:
+            self.engine.wait(timeout=600)
+        except EnelError:
+            pass
+        return self.engine.facts_markdown()
+
+    def _show(self, view):
+        from .views import cloud_figure, empty_figure
+
+        session = Session(cloud=view)  # a new object starts a new conversation
+        return session, cloud_figure(view.points, view.name), _object_status(session), [], empty_figure(_NO_ATTENTION)
+
+    def _object_error(self, message: str, session: Session):
+        keep = f" Still talking about {session.cloud.name}." if session.cloud is not None else ""
+        s = self.skip
+        return s(), s(), _error(f"{message}{keep}"), s(), s()
+
+    def upload(self, path, session: Session):
+        """Outputs: session, cloud view, status, chat, attention view."""
+        if path is None:  # the file was removed from the upload box: keep the object
+            return tuple(self.skip() for _ in range(5))
+        name = os.path.basename(path)
+        try:
+            view = self.engine.load_upload(path, name=name)
+        except EnelError as exc:
+            return self._object_error(str(exc), session)
+        except Exception as exc:  # noqa: BLE001 - the page must stay usable whatever a file does
+            log.exception("upload %s failed", name)
+            return self._object_error(f"{name}: could not be read ({type(exc).__name__}: {exc})", session)
+        return self._show(view)
+
+    def example(self, name: str, session: Session):
+        """Outputs as :meth:`upload`."""
+        try:
+            view = self.engine.load_example(name)
+        except EnelError as exc:
+            return self._object_error(str(exc), session)
+        return self._show(view)
+
+    def chat(self, question: str, session: Session):
+        """Stream the answer into the chat. Outputs: chat messages, question box, status."""
+        engine, skip = self.engine, self.skip
+        try:
+            q = engine.check_question(session, question)
+        except EnelError as exc:
+            yield skip(), skip(), _error(str(exc))
+            return
+        pending = [*session.messages(), {"role": "user", "content": q}, {"role": "assistant", "content": "…"}]
+        busy = engine.lock.locked()
+        yield pending, "", "Waiting for the model (another answer is being generated) …" if busy else "Answering …"
+        try:
+            for text in engine.stream(session, q):
+                pending[-1] = {"role": "assistant", "content": text}
+                yield pending, skip(), skip()
+            yield session.messages(), skip(), _object_status(session)
+        except EnelError as exc:
+            yield session.messages(), skip(), _error(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("generation failed")
+            yield session.messages(), skip(), _error(f"generation failed ({type(exc).__name__}: {exc})")
+
+    def preset(self, prompt: str):
+        """A :meth:`chat` with a fixed question (the Caption and Classify buttons)."""
+        def ask_preset(session: Session):
+            yield from self.chat(prompt, session)
+
+        return ask_preset
+
+    def attention(self, session: Session):
+        """Outputs: attention view, status."""
+        from .views import attention_figure
+
+        if session.cloud is None or not session.history:
+            return self.skip(), self.skip()
+        try:
+            att = self.engine.attention(session)
+        except EnelError as exc:
+            return self.skip(), _error(f"attention map: {exc}")
+        except Exception as exc:  # noqa: BLE001
+            log.exception("attention failed")
+            return self.skip(), _error(f"attention map failed ({type(exc).__name__}: {exc})")
+        title = (f"last answer, layer {att['layer']}: {att['point_mass'] * 100:.1f}% of the text's attention "
+                 "on the point tokens")
+        return attention_figure(session.cloud.points, att["weights"], title), self.skip()
+
+    def clear(self, session: Session):
+        """Forget the conversation, keep the object. Outputs: session, chat, attention view, status."""
+        from .views import empty_figure
+
+        session.clear()
+        return session, [], empty_figure(_NO_ATTENTION), _object_status(session)
 
 
 def build_app(engine: DemoEngine):
@@ -50,90 +161,10 @@ def build_app(engine: DemoEngine):
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
 
-    from .views import attention_figure, cloud_figure, empty_figure
+    from .views import empty_figure
 
     formats = " ".join(SUPPORTED_EXTENSIONS)
-
-    def facts_when_ready():
-        try:
-            engine.wait(timeout=600)
-        except EnelError:
-            pass
-        return engine.facts_markdown()
-
-    def show(session: Session, view, message: str | None = None):
-        session = Session(cloud=view)
-        status = _object_status(session) + (f"\n\n{message}" if message else "")
-        return (session, cloud_figure(view.points, view.name), status, [],
-                empty_figure("attention of the last answer: ask a question"))
-
-    def on_upload(path, session: Session):
-        if path is None:  # the file was removed from the upload box: keep the object
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        name = os.path.basename(path)
-        try:
-            view = engine.load_upload(path, name=name)
-        except EnelError as exc:
-            keep = (f" Still talking about {session.cloud.name}." if session.cloud is not None else "")
-            return gr.skip(), gr.skip(), _error(f"{exc}{keep}"), gr.skip(), gr.skip()
-        except Exception as exc:  # noqa: BLE001 - the page must stay usable whatever a file does
-            log.exception("upload %s failed", name)
-            return gr.skip(), gr.skip(), _error(f"{name}: could not be read ({type(exc).__name__}: {exc})"), \
-                gr.skip(), gr.skip()
-        return show(session, view)
-
-    def on_example(name: str, session: Session):
-        try:
-            view = engine.load_example(name)
-        except EnelError as exc:
-            return gr.skip(), gr.skip(), _error(str(exc)), gr.skip(), gr.skip()
-        return show(session, view)
-
-    def on_chat(question: str, session: Session):
-        """Stream the answer into the chat; the status line says what happened."""
-        try:
-            q = engine.check_question(session, question)
-        except EnelError as exc:
-            yield gr.skip(), gr.skip(), _error(str(exc))
-            return
-        pending = [*session.messages(), {"role": "user", "content": q}, {"role": "assistant", "content": "…"}]
-        waiting = "Waiting for the model (another answer is being generated) …" if engine.lock.locked() else \
-            "Answering …"
-        yield pending, "", waiting
-        try:
-            for text in engine.stream(session, q):
-                pending[-1] = {"role": "assistant", "content": text}
-                yield pending, gr.skip(), gr.skip()
-            yield session.messages(), gr.skip(), _object_status(session)
-        except EnelError as exc:
-            yield session.messages(), gr.skip(), _error(str(exc))
-        except Exception as exc:  # noqa: BLE001
-            log.exception("generation failed")
-            yield session.messages(), gr.skip(), _error(f"generation failed ({type(exc).__name__}: {exc})")
-
-    def preset(prompt: str):
-        def ask_preset(session: Session):
-            yield from on_chat(prompt, session)
-
-        return ask_preset
-
-    def on_attention(session: Session):
-        if session.cloud is None or not session.history:
-            return gr.skip(), gr.skip()
-        try:
-            att = engine.attention(session)
-        except EnelError as exc:
-            return gr.skip(), _error(f"attention map: {exc}")
-        except Exception as exc:  # noqa: BLE001
-            log.exception("attention failed")
-            return gr.skip(), _error(f"attention map failed ({type(exc).__name__}: {exc})")
-        title = (f"attention of the last answer (layer {att['layer']}, "
-                 f"{att['point_mass'] * 100:.1f}% of the text's attention on the points)")
-        return attention_figure(session.cloud.points, att["weights"], title), gr.skip()
-
-    def on_clear(session: Session):
-        session.clear()
-        return session, [], empty_figure("attention of the last answer: ask a question"), _object_status(session)
+    h = Handlers(engine)
 
     with gr.Blocks(title="enel demo", analytics_enabled=False) as demo:
         session = gr.State(Session())
@@ -160,32 +191,32 @@ def build_app(engine: DemoEngine):
                     caption_btn = gr.Button("Caption", elem_id="caption")
                     classify_btn = gr.Button("Classify", elem_id="classify")
                     clear_btn = gr.Button("Clear", elem_id="clear")
-                attention_view = gr.Plot(empty_figure("attention of the last answer: ask a question"),
+                attention_view = gr.Plot(empty_figure(_NO_ATTENTION),
                                          label="Attention of the last answer (last layer)", elem_id="attention-view")
 
         object_outputs = [session, cloud_view, status, chat, attention_view]
-        upload.upload(on_upload, [upload, session], object_outputs, concurrency_limit=2,
+        upload.upload(h.upload, [upload, session], object_outputs, concurrency_limit=2,
                       concurrency_id=_FILE_GROUP)
         for button in example_buttons:
-            button.click(on_example, [button, session], object_outputs, concurrency_limit=2,
+            button.click(h.example, [button, session], object_outputs, concurrency_limit=2,
                          concurrency_id=_FILE_GROUP)
 
         def chain(trigger_event):
-            trigger_event.then(on_attention, [session], [attention_view, status], concurrency_limit=1,
+            trigger_event.then(h.attention, [session], [attention_view, status], concurrency_limit=1,
                                concurrency_id=_MODEL_GROUP, show_progress="minimal")
 
         chat_outputs = [chat, question, status]
-        chain(gr.on([ask_btn.click, question.submit], on_chat, [question, session], chat_outputs,
+        chain(gr.on([ask_btn.click, question.submit], h.chat, [question, session], chat_outputs,
                     concurrency_limit=1, concurrency_id=_MODEL_GROUP, show_progress="minimal"))
         for button, prompt in ((caption_btn, PROMPTS["caption"]), (classify_btn, PROMPTS["what"])):
-            chain(button.click(preset(prompt), [session], chat_outputs,
+            chain(button.click(h.preset(prompt), [session], chat_outputs,
                                concurrency_limit=1, concurrency_id=_MODEL_GROUP, show_progress="minimal"))
-        clear_btn.click(on_clear, [session], [session, chat, attention_view, status], queue=False)
-        demo.load(facts_when_ready, None, facts, concurrency_limit=None, show_progress="hidden")
+        clear_btn.click(h.clear, [session], [session, chat, attention_view, status], queue=False)
+        demo.load(h.facts_when_ready, None, facts, concurrency_limit=None, show_progress="hidden")
     return demo
 
 
-def serve(engine: DemoEngine, host: str = "127.0.0.1", port: int = 7860, *, quiet: bool = False) -> None:
+def serve(engine: DemoEngine, host: str = "127.0.0.1", port: int = 7860) -> None:
     """Start loading the model, build the page and serve it until interrupted (blocks).
 
     Raises:

@@ -95,9 +95,21 @@ class CloudView:
 class Session:
     """One browser tab: its object, its conversation ``[(question, answer), …]`` and its last attention map."""
 
+    def status(self) -> str:
+        """The page's status line: the object, and how long the last answer took."""
+        if self.cloud is None:
+            return "No object yet: upload a file or click an example."
+        line = self.cloud.describe()
+        t = self.timing
+        if t:
+            first = f"first words after {t['first_words_s']:.2f} s, " if t["first_words_s"] is not None else ""
+            line += f"\n\nLast answer: {t['tokens']} tokens, {first}{t['total_s']:.1f} s in all."
+        return line
+
     cloud: CloudView | None = None
     history: list[tuple[str, str]] = field(default_factory=list)
     attention: dict | None = None
+    timing: dict | None = None  # the last answer's: tokens, seconds to the first words and in all
 
     def messages(self) -> list[dict]:
         """The conversation as chat messages (``{"role", "content"}``), the format Gradio's Chatbot takes."""
@@ -109,6 +121,7 @@ class Session:
     def clear(self) -> None:
         self.history = []
         self.attention = None
+        self.timing = None
 
 
 def _deadline_criterion(seconds: float, cancel: threading.Event):
@@ -343,13 +356,16 @@ class DemoEngine:
         assistant = self.wait()
         cancel = threading.Event()
         history = session.history[-self.limits.history_turns:] if self.limits.history_turns else []
-        text, note = "", ""
+        text, note, first = "", "", None
         with self.lock:
+            t0 = time.perf_counter()
             criterion = _deadline_criterion(self.limits.time_limit_s, cancel)
             pieces = assistant.stream(session.cloud.points, q, history, stopping_criteria=[criterion])
             try:
                 for piece in pieces:
                     text += piece
+                    if first is None and text.strip():
+                        first = time.perf_counter() - t0
                     yield text
             finally:
                 cancel.set()  # a reader that leaves early stops the generation at the next token
@@ -358,6 +374,8 @@ class DemoEngine:
                 note = f"[stopped at the {self.limits.time_limit_s:g} s time limit]"
             elif criterion.generated >= self.limits.max_new_tokens:
                 note = f"[stopped at the {self.limits.max_new_tokens}-token limit]"
+            session.timing = {"tokens": criterion.generated, "first_words_s": first,
+                              "total_s": time.perf_counter() - t0}
         answer = text.strip() or "(the model gave an empty answer)"
         if note:
             answer = f"{answer} {note}"
