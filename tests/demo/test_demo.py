@@ -112,10 +112,10 @@ def test_chat_handler_streams_into_the_chat_and_keeps_the_history(engine):
     first_chat, cleared_box, status = steps[0]
     assert first_chat[-2] == {"role": "user", "content": "What is this?"} and cleared_box == ""
     assert steps[-1][0] == session.messages() and len(session.history) == 1
-    assert "Last answer:" in steps[-1][2] and "tokens" in steps[-1][2]
+    assert "Answer 1:" in steps[-1][2] and "tokens" in steps[-1][2]
     list(h.chat("And its colour?", session))
     assert [q for q, _ in session.history] == ["What is this?", "And its colour?"]
-    figure, _ = h.attention(session)
+    figure = h.attention(session)
     assert len(figure.data[0].marker.color) == engine.num_points()
     session, chat, attention, status = h.clear(session)
     assert chat == [] and session.history == [] and session.cloud is not None

@@ -132,21 +132,22 @@ class Handlers:
         return ask_preset
 
     def attention(self, session: Session):
-        """Outputs: attention view, status."""
-        from .views import attention_figure
+        """Output: the attention view (a failure is drawn there as a message, the status line stays)."""
+        from .views import attention_figure, empty_figure
 
         if session.cloud is None or not session.history:
-            return self.skip(), self.skip()
+            return self.skip()
         try:
             att = self.engine.attention(session)
         except EnelError as exc:
-            return self.skip(), _error(f"attention map: {exc}")
+            return empty_figure(f"no attention map: {exc}")
         except Exception as exc:  # noqa: BLE001
             log.exception("attention failed")
-            return self.skip(), _error(f"attention map failed ({type(exc).__name__}: {exc})")
-        title = (f"last answer, layer {att['layer']}: {att['point_mass'] * 100:.1f}% of the text's attention "
+            return empty_figure(f"the attention map failed ({type(exc).__name__}: {exc})")
+        question = att["question"] if len(att["question"]) <= 60 else att["question"][:57] + "…"
+        title = (f"“{question}”: layer {att['layer']}, {att['point_mass'] * 100:.1f}% of the text's attention "
                  "on the point tokens")
-        return attention_figure(session.cloud.points, att["weights"], title), self.skip()
+        return attention_figure(session.cloud.points, att["weights"], title)
 
     def clear(self, session: Session):
         """Forget the conversation, keep the object. Outputs: session, chat, attention view, status."""
@@ -195,14 +196,15 @@ def build_app(engine: DemoEngine):
                                          label="Attention of the last answer (last layer)", elem_id="attention-view")
 
         object_outputs = [session, cloud_view, status, chat, attention_view]
+        # the drop zone empties after each upload, ready for the next file; the status line names the object
         upload.upload(h.upload, [upload, session], object_outputs, concurrency_limit=2,
-                      concurrency_id=_FILE_GROUP)
+                      concurrency_id=_FILE_GROUP).then(lambda: None, None, upload, queue=False)
         for button in example_buttons:
             button.click(h.example, [button, session], object_outputs, concurrency_limit=2,
                          concurrency_id=_FILE_GROUP)
 
         def chain(trigger_event):
-            trigger_event.then(h.attention, [session], [attention_view, status], concurrency_limit=1,
+            trigger_event.then(h.attention, [session], [attention_view], concurrency_limit=1,
                                concurrency_id=_MODEL_GROUP, show_progress="minimal")
 
         chat_outputs = [chat, question, status]

@@ -103,7 +103,7 @@ class Session:
         t = self.timing
         if t:
             first = f"first words after {t['first_words_s']:.2f} s, " if t["first_words_s"] is not None else ""
-            line += f"\n\nLast answer: {t['tokens']} tokens, {first}{t['total_s']:.1f} s in all."
+            line += f"\n\nAnswer {len(self.history)}: {t['tokens']} tokens, {first}{t['total_s']:.1f} s in all."
         return line
 
     cloud: CloudView | None = None
