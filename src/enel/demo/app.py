@@ -237,7 +237,8 @@ def serve(engine: DemoEngine, host: str = "127.0.0.1", port: int = 7860) -> None
                     max_file_size=engine.limits.max_upload_bytes, footer_links=["settings"],
                     theme=gr.themes.Default(), css=CSS)
     except OSError as exc:
-        raise EnelError(f"cannot serve on {host}:{port} ({exc}); pass another --port or --host") from None
+        why = "the port is in use" if "empty port" in str(exc) else str(exc)  # Gradio's text speaks of launch()
+        raise EnelError(f"cannot serve on {host}:{port}: {why}; pass another --port or --host") from None
     url = f"http://{host}:{port}"
     print(f"enel demo: {url} (page up in {time.perf_counter() - t0:.1f} s; the model loads in the background; "
           "Ctrl-C to stop)", flush=True)

@@ -199,8 +199,11 @@ class DemoEngine:
         t0 = time.perf_counter()
         try:
             import torch
+            from transformers.utils import logging as hf_logging
 
             from ..inference import Assistant, GenerationSettings
+
+            hf_logging.disable_progress_bar()  # a server's log, not a terminal: no "Loading weights" bars
 
             if self.threads:
                 torch.set_num_threads(self.threads)
