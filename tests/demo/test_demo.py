@@ -71,7 +71,8 @@ def test_the_upload_handler_shows_the_error_and_keeps_the_object(engine, tmp_pat
     assert len(figure.data[0].x) == engine.num_points()
     for name, message in _bad_files(tmp_path).items():
         out = h.upload(str(tmp_path / name), session)
-        assert message in out[2] and "Still talking about sample_chair.ply" in out[2] and "Traceback" not in out[2]
+        shown = out[2].replace("\\", "")  # as the Markdown renders it
+        assert message in shown and "Still talking about sample_chair.ply" in shown and "Traceback" not in shown
         assert all(o == h.skip() for i, o in enumerate(out) if i != 2)  # the session and the views stay
     assert engine.ask(session, "What is this?")  # and the model still answers about it
 
@@ -238,3 +239,14 @@ def test_a_taken_port_is_a_one_line_error(model_dir, capsys):
         assert main(["demo", "--model", str(model_dir), "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]  # after whatever the loading thread printed
     assert err.startswith(f"error: cannot serve on 127.0.0.1:{port}: the port is in use") and "--port" in err
+
+
+def test_file_names_and_messages_cannot_inject_markup(engine, tmp_path):
+    from enel.demo.app import Handlers
+
+    bad = tmp_path / "![x](http:__evil.example_x.png)<img src=y>.ply"
+    bad.write_text("not a ply")
+    status = Handlers(engine).upload(str(bad), Session())[2]
+    assert "![x](" not in status and "<img" not in status and "&lt;img" in status
+    view = engine.load_upload(SAMPLE_FILE, name="**[a](http:__b)**.ply")
+    assert "[a](" not in view.describe()

@@ -111,7 +111,11 @@ def _open(browser, server, recorder):
     page.goto(server["url"])
     page.wait_for_selector("#chat", timeout=30_000)
     # the facts appear once the model is loaded (and warmed up)
-    page.wait_for_function("document.querySelector('#facts').innerText.includes('point tokens')", timeout=180_000)
+    page.wait_for_function("(() => { const t = document.querySelector('#facts').innerText;"
+                           "return t.includes('point tokens') || t.includes('could not be loaded'); })()",
+                           timeout=180_000)
+    facts = page.inner_text("#facts")
+    assert "point tokens" in facts, f"the model did not load: {facts}\n{server['log'].read_text()}"
     return page
 
 

@@ -21,7 +21,7 @@ import time
 from ..errors import EnelError
 from ..inference import PROMPTS
 from ..points.io import SUPPORTED_EXTENSIONS
-from .core import DemoEngine, Session, example_names
+from .core import DemoEngine, Session, example_names, md_escape
 
 __all__ = ["Handlers", "build_app", "serve", "CSS"]
 
@@ -38,7 +38,7 @@ _FILE_GROUP = "enel-files"   # reading uploads and examples: a few at a time, ne
 
 
 def _error(message: str) -> str:
-    return f'<span class="error">⚠️ {message}</span>'
+    return f'<span class="error">⚠️ {md_escape(message)}</span>'
 
 
 def _object_status(session: Session) -> str:
@@ -76,7 +76,7 @@ class Handlers:
         return session, cloud_figure(view.points, view.name), _object_status(session), [], empty_figure(_NO_ATTENTION)
 
     def _object_error(self, message: str, session: Session):
-        keep = f" Still talking about {session.cloud.name}." if session.cloud is not None else ""
+        keep = f" Still talking about {session.cloud.name}." if session.cloud is not None else ""  # escaped below
         s = self.skip
         return s(), s(), _error(f"{message}{keep}"), s(), s()
 
@@ -167,7 +167,8 @@ def build_app(engine: DemoEngine):
     formats = " ".join(SUPPORTED_EXTENSIONS)
     h = Handlers(engine)
 
-    with gr.Blocks(title="enel demo", analytics_enabled=False) as demo:
+    # uploads are copied into Gradio's cache: every 30 minutes, those older than an hour are deleted
+    with gr.Blocks(title="enel demo", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         session = gr.State(Session())
         gr.Markdown("# enel: ask a 3D model about a point cloud\nAn encoder-free 3D LMM (ENEL): the points enter "
                     "the language model through a light token embedding. Everything runs on this machine.")
@@ -184,7 +185,9 @@ def build_app(engine: DemoEngine):
                 cloud_view = gr.Plot(empty_figure("upload a file or click an example"), label="The object as the "
                                      "model sees it (normalised, resampled, coloured)", elem_id="cloud-view")
             with gr.Column(scale=1):
-                chat = gr.Chatbot(label="Chat", elem_id="chat", height=430, feedback_options=None)
+                # plain text: a question holding Markdown like ![](http://host/x.png) must not make the page fetch it
+                chat = gr.Chatbot(label="Chat", elem_id="chat", height=430, feedback_options=None,
+                                  render_markdown=False)
                 question = gr.Textbox(placeholder="Ask about the object, then press Enter", show_label=False,
                                       elem_id="question", max_lines=4, max_length=engine.limits.max_question_chars)
                 with gr.Row():

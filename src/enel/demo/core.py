@@ -50,6 +50,15 @@ EXAMPLES: tuple[str, ...] = ("airplane", "mug", "lamp", "car", "guitar", "table"
 """Procedural categories offered as one-click examples next to the bundled sample (index 0, seed 0)."""
 
 
+def md_escape(text: str) -> str:
+    """``text`` shown literally in Markdown: a file named ``![x](http://host/x.png).ply`` must not become an image
+    that the browser fetches from another host, nor ``<b>`` markup."""
+    import html
+    import re
+
+    return re.sub(r"([\\`*_\[\]!|~])", r"\\\1", html.escape(str(text), quote=False))
+
+
 def example_names() -> list[str]:
     return [SAMPLE_NAME, *EXAMPLES]
 
@@ -86,9 +95,9 @@ class CloudView:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        notes = f" ({'; '.join(self.notes)})" if self.notes else ""
-        return (f"**{self.name}**: {self.points_in_file:,} points in the file, {len(self.points):,} fed to the "
-                f"model, colour: {self.colour}{notes}")
+        notes = f" ({md_escape('; '.join(self.notes))})" if self.notes else ""
+        return (f"**{md_escape(self.name)}**: {self.points_in_file:,} points in the file, {len(self.points):,} fed "
+                f"to the model, colour: {md_escape(self.colour)}{notes}")
 
 
 @dataclass
