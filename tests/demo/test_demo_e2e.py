@@ -69,7 +69,7 @@ def server(tmp_path_factory):
                 time.sleep(0.1)
         assert page_up is not None, f"the demo did not come up:\n{log_path.read_text()}"
         print(f"\n[demo e2e] page up {page_up:.1f} s after the command started")
-        yield {"url": url, "host": f"127.0.0.1:{port}", "page_up": page_up, "tmp": tmp, "log": log_path}
+        yield {"url": url, "host": f"127.0.0.1:{port}", "page_up": page_up, "tmp": tmp, "log": log_path, "t0": t0}
     finally:
         proc.terminate()
         try:
@@ -192,6 +192,7 @@ def test_upload_view_streamed_answer_corrupt_file_and_again(server, browser):
     corrupt.write_bytes(ply.read_bytes()[:400])  # a header and a few points: truncated
     recorder = Recorder()
     page = _open(browser, server, recorder)
+    print(f"[demo e2e] model loaded and warmed up {time.monotonic() - server['t0']:.1f} s after the command started")
     facts = page.inner_text("#facts")
     assert "smollm2" in facts.lower() and "untrained" in facts and "129 point tokens" in facts
 
