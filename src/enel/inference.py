@@ -200,14 +200,25 @@ class Assistant:
         new = out[:, enc["input_ids"].shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
-    def stream(self, cloud: np.ndarray, question: str, history=None):
-        """Yield the answer to one question piece by piece (``TextIteratorStreamer``)."""
-        from transformers import TextIteratorStreamer
+    def stream(self, cloud: np.ndarray, question: str, history=None, *, stopping_criteria=None):
+        """Yield the answer to one question piece by piece (``TextIteratorStreamer``).
+
+        Args:
+            stopping_criteria: optional ``transformers`` stopping criteria (a list) added to the length limit,
+                e.g. a wall-clock deadline or a cancel flag (the demo passes one).
+
+        Closing the generator early (a consumer that stops reading) waits for the generation thread to end, so
+        a caller that serialises access to the model never has two generations running: pass a criterion that
+        stops it promptly when that matters.
+        """
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         enc = self._encode([question], [history or []])
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = self._generate_kwargs(enc, cloud[None])
         kwargs["streamer"] = streamer
+        if stopping_criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(list(stopping_criteria))
         errors: list[BaseException] = []
 
         def run():
@@ -221,7 +232,9 @@ class Assistant:
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        yield from streamer
-        thread.join()
+        try:
+            yield from streamer
+        finally:
+            thread.join()
         if errors:
             raise errors[0]
