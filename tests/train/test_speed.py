@@ -119,11 +119,16 @@ def test_a_fixed_seed_50_step_run_keeps_todays_loss_curve(tmp_path, monkeypatch)
         history = json.loads((out / "train_summary.json").read_text())["log_history"]
         return [e["loss"] for e in history if "loss" in e]
 
-    fast = curve("fast")
+    copies = []
+    real = speed.cache_frozen_bf16
+    with monkeypatch.context() as m:
+        m.setattr(speed, "cache_frozen_bf16", lambda model, enable=True: copies.append(real(model, enable)))
+        fast = curve("fast")
+    assert copies and copies[0] > 0  # the run did use the copies
     with monkeypatch.context() as m:  # today's step: no bf16 copies, every cloud prepared again
         m.setattr(speed, "cache_frozen_bf16", lambda model, enable=True: 0)
         m.setattr(pointllm, "CLOUD_CACHE_BYTES", 0)
         today = curve("today")
-    assert len(today) == 50
+    assert len(today) == len(fast) == 50
     assert fast == today
-    assert today[-1] < today[0]  # it trains
+    assert sum(today[-10:]) < sum(today[:10])  # it trains
