@@ -124,6 +124,27 @@ def test_loading_is_memory_mapped_and_items_are_private_copies(layout, tok, monk
     assert not np.all(np.load(layout["pts"] / "a1_8192.npy") == 0)
 
 
+def test_clouds_are_prepared_once_per_object_and_items_stay_private(layout, tok, monkeypatch):
+    """The cloud cache: a second item of an object reads no file, gives the cloud a fresh read gives (seeded
+    resampling: the same array), and writing into one item's cloud leaves the next item's alone."""
+    reads = []
+    real = P.read_point_array
+    monkeypatch.setattr(P, "read_point_array", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    ds = PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, num_points=64,
+                         resample_method="random", seed=3)
+    first = ds[0]["point_cloud"]
+    first[:] = 0
+    again = ds[0]["point_cloud"]
+    assert len(reads) == 1
+    fresh = real(layout["pts"] / "a1_8192.npy", num_points=64, resample_method="random",
+                 seed=P._object_seed(3, "a1"))
+    np.testing.assert_array_equal(again.numpy(), fresh)
+    monkeypatch.setattr(P, "CLOUD_CACHE_BYTES", 2 * fresh.nbytes)  # room for two clouds: the oldest goes
+    ds[1], ds[2], ds[0]
+    assert [r.name for r in reads] == ["a1_8192.npy", "b2_8192.npy", "c3_8192.npy", "a1_8192.npy"]
+    assert list(ds._cloud_cache) == ["c3", "a1"]
+
+
 def test_conversation_type_filter_default_type_and_file_order(layout, tok):
     both = [layout["brief"], layout["complex"]]
     ds = PointLLMDataset(both, layout["pts"], tok, num_point_tokens=NPT)

@@ -316,5 +316,24 @@ class LayerKeyMasks:
         """
         return torch.cat([self.masks[layer], full_mask[:, self.prompt_len :]], dim=1)
 
+    def additive_masks(self, full_mask: torch.Tensor, q_len: int, dtype: torch.dtype) -> list[torch.Tensor]:
+        """Every layer's additive mask (:func:`additive_mask`) for a decoding step, built once per distinct prompt
+        mask: without aggregation all layers cached the same prompt and share one mask (one build per step, not
+        one per layer).
+
+        Args:
+            full_mask: ``(B, prompt_len + t)`` bool, the attention mask over the full sequence so far.
+            q_len: the new tokens of this step.
+        """
+        built: dict[int, torch.Tensor] = {}
+        out = []
+        for layer, prompt in enumerate(self.masks):
+            mask = built.get(id(prompt))
+            if mask is None:
+                mask = built[id(prompt)] = additive_mask(self.for_step(layer, full_mask), q_len, dtype)
+            out.append(mask)
+        return out
+
     def reorder(self, beam_idx: torch.Tensor) -> None:
-        self.masks = [m.index_select(0, beam_idx.to(m.device)) for m in self.masks]
+        done: dict[int, torch.Tensor] = {}  # layers that shared a prompt mask keep sharing it
+        self.masks = [done.setdefault(id(m), m.index_select(0, beam_idx.to(m.device))) for m in self.masks]

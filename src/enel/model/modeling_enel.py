@@ -338,14 +338,14 @@ class EnelModel(EnelPreTrainedModel):
 
         pos_emb = prepare(layout)
         mask4d = L.additive_mask(layout.key_mask, layout.length, hidden.dtype) if layout is not None else None
+        step_mask4d = step_masks.additive_masks(key_mask_full, q_len, hidden.dtype) if layout is None else None
         prompt_masks: list[torch.Tensor] = []
         stack: list[L.Transition] = []
         all_hidden = () if output_hidden_states else None
         captured: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(lm.layers):
             if layout is None:  # a decoding step: each layer extends its own prompt mask
-                key_mask = step_masks.for_step(i, key_mask_full)
-                mask4d = L.additive_mask(key_mask, q_len, hidden.dtype)
+                mask4d = step_mask4d[i]
             else:
                 prompt_masks.append(layout.key_mask)
             if pe:

@@ -266,6 +266,12 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     model, tokenizer, report = build_model(recipe)
     log(f"[enel] stage {recipe.stage} ({recipe.name}): {report}")
     saved_attn = model.config._attn_implementation
+    bf16_copies = (_use_bf16(recipe.train.bf16) and not torch.cuda.is_available()
+                   and not (recipe.train.fsdp or recipe.train.deepspeed))
+    if bf16_copies:  # the frozen weights cast to bf16 once, not every step (same maths; enel.train.speed)
+        from .speed import cache_frozen_bf16
+
+        cache_frozen_bf16(model)
     if recipe.train.attn_implementation:
         model.set_attn_implementation(recipe.train.attn_implementation)
     dataset, previews = build_datasets(recipe, model, tokenizer)
@@ -318,6 +324,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     start = time.time()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     minutes = (time.time() - start) / 60
+    if bf16_copies:
+        cache_frozen_bf16(model, enable=False)
     final = out / "model"
     if trainer.is_world_process_zero():
         state = dict(model.config.training_state or {})
