@@ -134,3 +134,17 @@ def test_layer_key_masks_extend_each_layer_and_reorder():
     assert masks.for_step(0, full).shape == (2, 5)
     masks.reorder(torch.tensor([1, 1]))
     assert masks.masks[1].tolist() == [[True, True], [True, True]]
+
+
+def test_a_decoding_steps_masks_are_built_once_per_distinct_prompt_mask():
+    shared = torch.tensor([[True, True, False], [True, True, True]])
+    coarse = torch.tensor([[True, False], [True, True]])
+    masks = L.LayerKeyMasks([shared, shared, coarse, shared], prompt_len=5)
+    full = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1, 1]]).bool()
+    got = masks.additive_masks(full, 2, torch.float32)
+    for layer, mask in enumerate(got):  # each layer's mask is the one it would build on its own
+        assert torch.equal(mask, L.additive_mask(masks.for_step(layer, full), 2, torch.float32))
+    assert got[0] is got[1] is got[3] and got[2] is not got[0]
+    masks.reorder(torch.tensor([1, 0]))  # beam search: layers that shared a prompt mask still share one
+    assert masks.masks[0] is masks.masks[1] is masks.masks[3]
+    assert masks.masks[0].tolist() == [[True, True, True], [True, True, False]]
