@@ -22,10 +22,19 @@ def test_measure_reads_proportions_in_the_z_up_frame():
     tall = measure(_box(0.4, 0.3, 1.0))
     assert tall.build == "tall" and tall.height > 2 * tall.width
     assert measure(_box(1.0, 0.8, 0.2)).build == "flat"
-    assert measure(_box(1.0, 0.2, 0.6)).build == "long"
+    assert measure(_box(1.0, 0.2, 0.6)).build == "thin"
     assert measure(_box(1.0, 0.9, 0.9)).proportion() == "about as tall as it is wide"
     # hand-computed: height 1.0, width 0.5 -> twice as tall (percentile extents shrink both alike)
     assert measure(_box(0.5, 0.5, 1.0, n=20000)).proportion() == "about 2.0 times as tall as it is wide"
+
+
+def test_brief_descriptions_keep_proper_names_and_say_what_was_measured():
+    rng = np.random.default_rng(0)
+    brief = lambda name, box: conversations_for(name, measure(box), ["brief"], rng)[0][1][1]["value"]
+    assert brief("tv stand", _box(1.0, 0.9, 0.5)) == "A TV stand, about 2.0 times as wide as it is tall."
+    assert brief("xbox", _box(1.0, 0.2, 0.6)) == "A thin Xbox, much wider than it is deep."
+    assert brief("table", _box(1.0, 0.8, 0.2)).startswith("A flat, low table, about")
+    assert brief("lamp", _box(0.3, 0.3, 1.0)).startswith("A lamp, about 3.")
 
 
 def test_answers_name_the_class_and_nothing_the_cloud_cannot_tell():

@@ -11,7 +11,7 @@ Conversation kinds, in the procedural generator's PointLLM types (:mod:`enel.dat
 * ``grounding`` (``single_round``; the stage-1 data): ``identify`` requests ("What is this?" and the other
   identify phrasings) → "This is a chair.", and PointLLM's completion prompt "This is an object of " →
   "a chair.";
-* ``brief`` (``simple_description``): "a chair, taller than it is wide.";
+* ``brief`` (``simple_description``): "A chair, about 1.4 times as tall as it is wide.";
 * ``shape`` (``single_round``): a proportion question ("Is it taller than it is wide?") answered from the
   measured extents, and the colour question answered honestly.
 
@@ -86,13 +86,13 @@ class ShapeFacts:
 
     @property
     def build(self) -> str | None:
-        """"tall", "flat", "long" or ``None`` (no clear proportion)."""
+        """"tall", "flat", "thin" (much wider than deep) or ``None`` (no clear proportion)."""
         if self.height >= 1.5 * self.width:
             return "tall"
         if self.height <= 0.35 * self.width:
             return "flat"
         if self.width >= 2.5 * self.depth:
-            return "long"
+            return "thin"
         return None
 
     def proportion(self) -> str:
@@ -114,15 +114,17 @@ def measure(xyz: np.ndarray) -> ShapeFacts:
 
 
 def _brief(name: str, facts: ShapeFacts) -> str:
+    """"A chair, about 1.4 times as tall as it is wide.", "A flat, low table, …", "A thin monitor, much wider than
+    it is deep."."""
     thing = object_phrase(name)
-    build = facts.build
-    if build == "tall":
-        return f"{thing}, {facts.proportion()}."
-    if build == "flat":
-        return f"a flat, low {thing[thing.index(' ') + 1:]}, {facts.proportion()}."
-    if build == "long":
-        return f"a long, narrow {thing[thing.index(' ') + 1:]}."
-    return f"{thing}, {facts.proportion()}."
+    noun = thing[thing.index(" ") + 1:]
+    if facts.build == "flat":
+        text = f"a flat, low {noun}, {facts.proportion()}."
+    elif facts.build == "thin":
+        text = f"a thin {noun}, much wider than it is deep."
+    else:
+        text = f"{thing}, {facts.proportion()}."
+    return text[0].upper() + text[1:]
 
 
 def conversations_for(name: str, facts: ShapeFacts, kinds: Sequence[str], rng: np.random.Generator,
@@ -140,7 +142,7 @@ def conversations_for(name: str, facts: ShapeFacts, kinds: Sequence[str], rng: n
             out.append(("single_round", turn(COMPLETION_PROMPT, f"{thing}.")))
         elif kind == "brief":
             prompt = BRIEF_PROMPTS[int(rng.integers(len(BRIEF_PROMPTS)))]
-            out.append(("simple_description", turn(prompt, _brief(name, facts).capitalize())))
+            out.append(("simple_description", turn(prompt, _brief(name, facts))))
         elif kind == "shape":
             out.append(("single_round", turn("How tall is it compared with its width?",
                                              f"It is {facts.proportion()}.")))
