@@ -246,3 +246,22 @@ def test_time_budget_stops_training_and_the_learning_rate_follows_the_clock(tiny
     assert json.loads((tmp_path / "budget" / "enel_clock.json").read_text())["spent_seconds"] >= 0.15 * 60 * 0.9
     lrs = [e["learning_rate"] for e in summary["log_history"] if "learning_rate" in e]
     assert lrs[-1] < max(lrs), "the learning rate decays with the clock"
+
+
+def test_minutes_cap_on_a_step_count_stops_early_and_says_so(tiny_data, tmp_path):
+    """With train.max_steps set, train.max_minutes is a cap: the learning rate follows the steps (not the clock),
+    training stops when the cap comes first, and the summary records it."""
+    r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / "cap", "train.max_steps=5000",
+                                             "train.max_minutes=0.05", "train.save_steps=10000",
+                                             "optim.warmup_ratio=0.0"))
+    out = train(r, log=lambda *_: None)
+    summary = json.loads((tmp_path / "cap" / "train_summary.json").read_text())
+    assert 0 < out.global_step < 5000 and summary["stopped_early"] and summary["max_steps"] == 5000
+    lrs = [e["learning_rate"] for e in summary["log_history"] if "learning_rate" in e]
+    # a cosine over 5,000 steps has barely moved after a few steps; one that followed the 3-second clock would
+    # have decayed towards 0
+    assert min(lrs) > 0.99 * r.optim.lr_new, lrs
+    full = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / "full", "train.max_steps=2",
+                                                "train.max_minutes=30", "train.save_steps=10000"))
+    train(full, log=lambda *_: None)
+    assert not json.loads((tmp_path / "full" / "train_summary.json").read_text())["stopped_early"]
