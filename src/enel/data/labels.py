@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 
 __all__ = ["LabelVocabulary", "MODELNET40_CLASSES", "MODELNET40_SYNONYMS", "modelnet40_vocabulary"]
 
@@ -146,6 +146,7 @@ MODELNET40_CLASSES: tuple[str, ...] = tuple(MODELNET40_SYNONYMS)
 (PointLLM's ``modelnet40_shape_names_modified.txt``)."""
 
 
+@cache
 def modelnet40_vocabulary() -> LabelVocabulary:
-    """The ModelNet40 classes with :data:`MODELNET40_SYNONYMS`."""
+    """The ModelNet40 classes with :data:`MODELNET40_SYNONYMS` (built once, shared)."""
     return LabelVocabulary(MODELNET40_SYNONYMS, "ModelNet40 class")

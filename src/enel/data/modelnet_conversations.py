@@ -32,6 +32,7 @@ from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..points.transforms import augment_cloud, model_input, random_resolution, with_zero_color
 from .conversation import encode_conversation
 from .errors import DatasetError
+from .procedural.language import COMPLETION_PROMPT, IDENTIFY_PROMPTS
 from .pointllm import _object_seed
 
 __all__ = [
@@ -52,9 +53,6 @@ AUGMENT_DEFAULTS: dict = {"yaw_degrees": 180.0, "scale": (0.8, 1.25), "jitter": 
 
 KINDS: tuple[str, ...] = ("grounding", "brief", "shape")
 
-IDENTIFY_PROMPTS: tuple[str, ...] = ("What is this?", "What is this object?", "What object is this?",
-                                     "Identify this 3D object.")
-COMPLETION_PROMPT = "This is an object of "
 BRIEF_PROMPTS: tuple[str, ...] = ("Give a short description of this object.", "Describe this object briefly.",
                                   "Summarize this 3D shape in one sentence.")
 COLOUR_PROMPTS: tuple[str, ...] = ("What colour is this object?", "What color is it?")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..data.labels import MODELNET40_SYNONYMS, LabelVocabulary
+from ..data.labels import LabelVocabulary, modelnet40_vocabulary
 from ..errors import ConfigError
 from . import wordnet as _wordnet
 from .prompts import MODELNET40_CLASSES
@@ -340,12 +339,14 @@ def nearest_class(answers: Sequence[str], encoder: Any, class_names: Sequence[st
 
 def _vocabulary(class_names: Sequence[str]) -> LabelVocabulary:
     """ModelNet40's classes with the synonyms a person would accept; other class lists by their names alone."""
-    if tuple(class_names) == tuple(MODELNET40_SYNONYMS):
-        return _MODELNET40
+    names = tuple(class_names)
+    return modelnet40_vocabulary() if names == MODELNET40_CLASSES else _plain_vocabulary(names)
+
+
+@lru_cache(maxsize=8)
+def _plain_vocabulary(class_names: tuple[str, ...]) -> LabelVocabulary:
+    """A class list without synonyms, compiled once per list (not once per answer)."""
     return LabelVocabulary({name: () for name in class_names}, "class")
-
-
-_MODELNET40 = LabelVocabulary(MODELNET40_SYNONYMS, "ModelNet40 class")
 
 
 def mentioned_classes(answer: str, class_names: Sequence[str] = MODELNET40_CLASSES) -> list[int]:
