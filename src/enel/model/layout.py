@@ -15,20 +15,28 @@ Conventions (the answers to enel-method.md §3.4; ``docs/aggregation.md`` draws 
   order and a group of one token is exactly that token.
 * When the block shrinks, the tokens after it move left; the batch keeps a common length by padding at the
   right end; padded slots (inside the block or at the end) are masked out as keys.
-* Each decoder layer's KV cache holds the keys of the sequence that layer saw. For generation the model stores
-  each layer's key mask of the prompt (:class:`LayerKeyMasks`); a decoding step appends the new tokens' mask
-  to every layer's, so cached keys, masks and positions stay consistent for every layer.
+* Each decoder layer's KV cache holds the keys of the sequence that layer saw. For generation the cache
+  (:class:`EnelCache`) also holds each layer's key mask of the prompt (:class:`LayerKeyMasks`) and reorders it
+  with the keys; a decoding step appends the new tokens' mask to every layer's, so cached keys, masks and
+  positions stay consistent for every layer.
+
+:class:`LayerPlan` puts this together for one forward pass: the decoder loop asks it for each layer's inputs
+(mask, positions, rotary embeddings; the per-layer positional encoding added to the point block) and hands it
+each layer's output (aggregation and propagation events change the layout the next layer sees).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
+from transformers import DynamicCache
 
 from ..points import ops
 
-__all__ = ["SequenceLayout", "Transition", "LayerKeyMasks", "additive_mask", "default_position_ids"]
+__all__ = ["SequenceLayout", "Transition", "LayerKeyMasks", "EnelCache", "LayerPlan", "additive_mask",
+           "default_position_ids"]
 
 
 def _select_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -91,6 +99,25 @@ class SequenceLayout:
     block_start: torch.Tensor
     point_valid: torch.Tensor
     point_centres: torch.Tensor | None = None
+
+    @classmethod
+    def of_prompt(cls, key_mask: torch.Tensor, position_ids: torch.Tensor, block_start: torch.Tensor,
+                  n_geometric: int, samples: list[int] = (), centres: torch.Tensor | None = None) -> "SequenceLayout":
+        """The full sequence of a prompt, every geometric slot of a sample with a cloud real.
+
+        Args:
+            key_mask, position_ids: ``(B, L)``.
+            block_start: ``(B,)`` first geometric token (:func:`enel.model.splice.geometric_block_start`).
+            n_geometric: ``P``, geometric tokens per block.
+            samples, centres: the rows with a cloud and their token centres ``(B_p, P, 3)`` (None: unknown).
+        """
+        batch = key_mask.shape[0]
+        valid = (block_start >= 0)[:, None].expand(batch, n_geometric).clone()
+        full = None
+        if centres is not None:
+            full = torch.zeros(batch, n_geometric, 3, dtype=torch.float32, device=key_mask.device)
+            full[torch.tensor(list(samples), device=key_mask.device)] = centres.float()
+        return cls(key_mask, position_ids, block_start, valid, full)
 
     @property
     def length(self) -> int:
@@ -334,6 +361,154 @@ class LayerKeyMasks:
             out.append(mask)
         return out
 
-    def reorder(self, beam_idx: torch.Tensor) -> None:
+    @classmethod
+    def uniform(cls, prompt_mask: torch.Tensor, num_layers: int) -> "LayerKeyMasks":
+        """Every layer cached the same prompt (no aggregation): ``prompt_mask (B, L)`` for all of them."""
+        return cls([prompt_mask] * num_layers, prompt_mask.shape[1])
+
+    def _map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         done: dict[int, torch.Tensor] = {}  # layers that shared a prompt mask keep sharing it
-        self.masks = [done.setdefault(id(m), m.index_select(0, beam_idx.to(m.device))) for m in self.masks]
+        self.masks = [done[id(m)] if id(m) in done else done.setdefault(id(m), fn(m)) for m in self.masks]
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Take the rows ``beam_idx (B',)`` (beam search's reorder, or a batch selection)."""
+        self._map(lambda m: m.index_select(0, beam_idx.to(m.device)))
+
+    def repeat_interleave(self, repeats: int) -> None:
+        """Repeat every row ``repeats`` times, as ``generate`` expands a batch for beams or return sequences."""
+        self._map(lambda m: m.repeat_interleave(repeats, dim=0))
+
+
+class EnelCache(DynamicCache):
+    """The KV cache of an ENEL model: a ``DynamicCache`` that also owns each layer's key mask of the prompt.
+
+    With aggregation, layers cache prompts of different lengths (the point block is shorter in the layers between
+    an aggregation and its propagation), so a decoding step needs each layer's own prompt mask
+    (:class:`LayerKeyMasks`, set by the prompt's forward pass). Beam search's :meth:`reorder_cache` and the batch
+    expansions of ``generate`` move the masks with the cached keys, so they stay right by construction.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.key_masks: LayerKeyMasks | None = None
+
+    def step_masks(self, full_mask: torch.Tensor, num_layers: int) -> LayerKeyMasks:
+        """The prompt masks a decoding step extends (``full_mask (B, past + t)``): each layer's own."""
+        if self.key_masks is None:
+            return LayerKeyMasks.uniform(full_mask[:, : self.get_seq_length()], num_layers)
+        return self.key_masks
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        super().reorder_cache(beam_idx)
+        if self.key_masks is not None:
+            self.key_masks.reorder(beam_idx)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        super().batch_select_indices(indices)
+        if self.key_masks is not None:
+            self.key_masks.reorder(indices)
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        super().batch_repeat_interleave(repeats)
+        if self.key_masks is not None:
+            self.key_masks.repeat_interleave(repeats)
+
+
+class LayerPlan:
+    """The per-layer plan of one forward pass: what each decoder layer is given, and what happens after it.
+
+    For a prompt (:meth:`for_prompt`) the plan starts from the full :class:`SequenceLayout`, adds the per-layer
+    positional encoding to the point block before every layer (when given), runs the aggregation events the
+    schedule puts after a layer (keeping the stack of transitions that propagation undoes) and records every
+    layer's key mask for the KV cache (:meth:`key_masks`) and, when asked, every layer's layout (:attr:`layouts`).
+    For a decoding step (:meth:`for_step`) each layer's mask extends the prompt mask that layer cached.
+
+    The decoder loop asks :meth:`enter` for a layer's inputs and hands :meth:`leave` its output.
+    """
+
+    def __init__(self, rotary: Callable, hidden: torch.Tensor, *, layout: SequenceLayout | None = None,
+                 position_ids: torch.Tensor | None = None, step_masks: list[torch.Tensor] | None = None,
+                 positional: Callable[[torch.Tensor], torch.Tensor] | None = None, aggregation=None,
+                 record_layouts: bool = False):
+        self.rotary = rotary
+        self.positional = positional
+        self.aggregation = aggregation
+        self.layouts: list[SequenceLayout] | None = [] if record_layouts and layout is not None else None
+        self._step_masks = step_masks
+        self._prompt_masks: list[torch.Tensor] = []
+        self._stack: list[Transition] = []
+        self.layout = None
+        if layout is not None:
+            self._use(layout, hidden)
+        else:
+            self.position_ids = position_ids
+            self.position_embeddings = rotary(hidden, position_ids=position_ids)
+
+    @classmethod
+    def for_prompt(cls, layout: SequenceLayout, rotary: Callable, hidden: torch.Tensor, *,
+                   positional: Callable[[torch.Tensor], torch.Tensor] | None = None, aggregation=None,
+                   record_layouts: bool = False) -> "LayerPlan":
+        """A pass over a whole prompt.
+
+        Args:
+            layout: the full sequence; ``hidden`` ``(B, L, H)`` the embeddings in it.
+            rotary: the backbone's rotary embedding, ``rotary(hidden, position_ids=...) → (cos, sin)``.
+            positional: ``centres (B, P, 3) → (B, P, H)`` added to the point block before every layer.
+            aggregation: a :class:`~enel.model.aggregation.HierarchicalAggregation` (its ``event_after``,
+                ``aggregate`` and ``propagate``), or None.
+        """
+        return cls(rotary, hidden, layout=layout, positional=positional, aggregation=aggregation,
+                   record_layouts=record_layouts)
+
+    @classmethod
+    def for_step(cls, key_masks: LayerKeyMasks, full_mask: torch.Tensor, position_ids: torch.Tensor,
+                 rotary: Callable, hidden: torch.Tensor) -> "LayerPlan":
+        """A decoding step of ``hidden (B, t, H)`` new tokens after a cached prompt.
+
+        Args:
+            key_masks: every layer's prompt mask (:meth:`EnelCache.step_masks`).
+            full_mask: ``(B, past + t)`` bool over the full sequence so far; ``position_ids``: ``(B, t)``.
+        """
+        masks = key_masks.additive_masks(full_mask, hidden.shape[1], hidden.dtype)
+        return cls(rotary, hidden, position_ids=position_ids, step_masks=masks)
+
+    def _use(self, layout: SequenceLayout, hidden: torch.Tensor) -> None:
+        self.layout = layout
+        self.position_ids = layout.position_ids
+        self.position_embeddings = self.rotary(hidden, position_ids=layout.position_ids)
+        self._mask = additive_mask(layout.key_mask, layout.length, hidden.dtype)
+
+    def enter(self, i: int, hidden: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Layer ``i``'s input (``hidden`` with the positional encoding added) and its keyword arguments."""
+        if self.layout is None:  # a decoding step: each layer extends its own prompt mask
+            mask = self._step_masks[i]
+        else:
+            mask = self._mask
+            self._prompt_masks.append(self.layout.key_mask)
+            if self.layouts is not None:
+                self.layouts.append(self.layout)
+            if self.positional is not None:
+                hidden = self.layout.add_to_block(hidden, self.positional(self.layout.point_centres))
+        return hidden, {"attention_mask": mask, "position_ids": self.position_ids,
+                        "position_embeddings": self.position_embeddings}
+
+    def leave(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Layer ``i``'s output, aggregated or propagated when the schedule says so (the next layer's input)."""
+        event = self.aggregation.event_after(i) if self.aggregation is not None else None
+        if event is None:
+            return hidden
+        kind, block, level = event
+        if kind == "aggregate":
+            hidden, transition = self.aggregation.aggregate(hidden, self.layout, block, level)
+            self._stack.append(transition)
+            layout = transition.coarse
+        else:
+            transition = self._stack.pop()
+            hidden = self.aggregation.propagate(hidden, transition)
+            layout = transition.fine
+        self._use(layout, hidden)
+        return hidden
+
+    def key_masks(self) -> LayerKeyMasks:
+        """Every layer's key mask of the prompt this plan ran (for :class:`EnelCache`)."""
+        return LayerKeyMasks(self._prompt_masks, self._prompt_masks[0].shape[1])

@@ -8,10 +8,13 @@ Structure (the Hugging Face composite layout of LLaVA):
 * :class:`EnelForCausalLM` adds ``lm_head`` (tied to the input embeddings when the backbone ties them), the
   losses and ``generate()``.
 
-The decoder loop is written out here (as ``LlamaModel.forward`` does) because ENEL needs to act between
-layers: the per-layer positional encoding of point tokens (stage 1) and the aggregation / propagation that
-shortens and regrows the point block (stage 2). Masks, positions and the KV cache follow
-:mod:`enel.model.layout`.
+``EnelModel.forward`` reads as a short story: the splice (:meth:`EnelModel.prepare_point_inputs`, the point
+tokens into the embeddings), the per-layer plan (:class:`~enel.model.layout.LayerPlan`: masks, positions, the
+per-layer positional encoding of the point tokens, the aggregation / propagation that shortens and regrows the
+point block), and the decoder loop, written out as ``LlamaModel.forward`` writes it, asking the plan for each
+layer's inputs and handing it each layer's output. The KV cache is an :class:`~enel.model.layout.EnelCache`.
+``EnelForCausalLM.forward`` sums the named loss terms; what is specific to a stage-1 objective (the contrastive
+objective's doubled batch, the heads, the distillation teacher) lives in :mod:`enel.model.objectives`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .splice import (
     PointTokenIds,
     embed_text,
     find_point_blocks,
+    geometric_block_start,
     match_clouds_to_blocks,
     splice_point_block,
 )
@@ -49,13 +53,16 @@ class EnelModelOutput(ModelOutput):
 
     Attributes:
         last_hidden_state: ``(B, L, H)`` after the final norm.
-        cache: the KV cache (with each layer's prompt key masks attached) when ``use_cache``.
+        cache: the KV cache (an :class:`~enel.model.layout.EnelCache`, holding each layer's prompt key mask) when
+            ``use_cache``.
         hidden_states: the input of every decoder layer and the final output, when asked for (with aggregation
             their lengths differ between layers).
         point_block: the spliced point tokens and the stage-1 targets (None without clouds).
         point_samples: indices of the samples that carry a cloud.
         point_starts: ``(B,)`` index of ``<point_start>`` per sample (``-1`` without a cloud).
         captured: ``{layer_number: hidden (B, L, H)}`` for layers asked for with ``capture_layers``.
+        layouts: with ``output_layouts``, the :class:`~enel.model.layout.SequenceLayout` each decoder layer saw
+            (one per layer; with aggregation the point block is shorter in the aggregated layers).
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -65,6 +72,24 @@ class EnelModelOutput(ModelOutput):
     point_samples: list | None = None
     point_starts: torch.Tensor | None = None
     captured: dict | None = None
+    layouts: tuple | None = None
+
+
+@dataclass
+class PointInputs:
+    """What :meth:`EnelModel.prepare_point_inputs` hands the decoder.
+
+    Attributes:
+        embeds: ``(B, L, H)`` input embeddings, point tokens spliced in.
+        block: the spliced point tokens and the stage-1 targets (None without clouds).
+        samples: indices of the samples that carry a cloud.
+        starts: ``(B,)`` index of ``<point_start>`` per sample (``-1`` without a cloud).
+    """
+
+    embeds: torch.Tensor
+    block: PointBlock | None
+    samples: list
+    starts: torch.Tensor
 
 
 @dataclass
@@ -229,17 +254,80 @@ class EnelModel(EnelPreTrainedModel):
         )
         return total * 0.0
 
-    def _full_layout(self, key_mask, position_ids, starts, block: PointBlock | None, samples) -> L.SequenceLayout:
-        batch = key_mask.shape[0]
-        n_geo = self.config.num_point_tokens - 1
-        has = starts >= 0
-        block_start = torch.where(has, starts + 2, torch.full_like(starts, -1))
-        valid = has[:, None].expand(batch, n_geo).clone()
-        centres = None
-        if block is not None:
-            centres = torch.zeros(batch, n_geo, 3, dtype=torch.float32, device=key_mask.device)
-            centres[torch.tensor(samples, device=key_mask.device)] = block.centres.float()
-        return L.SequenceLayout(key_mask, position_ids, block_start, valid, centres)
+    def prepare_point_inputs(
+        self,
+        input_ids: torch.LongTensor | None,
+        inputs_embeds: torch.Tensor | None,
+        point_clouds=None,
+        past: int = 0,
+        point_generator: torch.Generator | None = None,
+    ) -> PointInputs:
+        """The splice (LLaVA's ``prepare_inputs_labels_for_multimodal``): token embeddings with each prompt's
+        ``<point_patch>`` run replaced by its cloud's projected point tokens.
+
+        Args:
+            input_ids: ``(B, L)`` (they locate the point blocks), or None with ``inputs_embeds`` ``(B, L, H)``.
+            point_clouds: ``(B_p, N, C)`` for the ``B_p`` samples with a block, or a per-sample list.
+            past: tokens already in the KV cache; point blocks only appear in a prompt (``past == 0``).
+            point_generator: RNG for stage-1 mask sampling and random FPS starts (default: the global RNG).
+        """
+        if inputs_embeds is not None:
+            if point_clouds is not None:
+                raise ValueError("point clouds need input_ids (to locate the <point> blocks), not inputs_embeds")
+            batch = inputs_embeds.shape[0]
+            starts = torch.full((batch,), -1, dtype=torch.long, device=inputs_embeds.device)
+            return PointInputs(inputs_embeds, None, [], starts)
+        ids = self.point_token_ids
+        embeds = embed_text(self.language_model.embed_tokens, self.point_special_embeds, input_ids, ids)
+        starts = torch.full((input_ids.shape[0],), -1, dtype=torch.long, device=input_ids.device)
+        if past > 0:
+            if point_clouds is not None and bool((input_ids == ids.start).any()):
+                raise ValueError("a point block can only appear in the prompt, not in tokens appended to a cache")
+            return PointInputs(embeds, None, [], starts)
+        starts = find_point_blocks(input_ids, ids, self.config.num_point_tokens)
+        samples, clouds = match_clouds_to_blocks(point_clouds, starts)
+        if not samples:
+            if self.training:
+                embeds = embeds + self._point_params_anchor().to(embeds.dtype)
+            return PointInputs(embeds, None, samples, starts)
+        tokens = self.embed_points(clouds, generator=point_generator)
+        feats = self.point_projector(tokens.features, tokens.colours)
+        if self.objectives is not None:
+            block = self.objectives.prepare_block(feats, tokens.centres, tokens.patches, self.training,
+                                                  point_generator)
+        else:
+            block = PointBlock.unmasked(feats, tokens.centres, tokens.patches)
+        return PointInputs(splice_point_block(embeds, starts, samples, block.features), block, samples, starts)
+
+    def layer_plan(self, points: PointInputs, full_mask: torch.Tensor, position_ids: torch.Tensor, cache,
+                   past: int, output_layouts: bool = False) -> L.LayerPlan:
+        """The :class:`~enel.model.layout.LayerPlan` of this pass: a prompt's layout, positional encoding and
+        aggregation, or a decoding step's per-layer masks (``full_mask (B, past + L)`` bool)."""
+        lm = self.language_model
+        if past > 0:
+            key_masks = (cache.step_masks(full_mask, len(lm.layers)) if isinstance(cache, L.EnelCache)
+                         else L.LayerKeyMasks.uniform(full_mask[:, :past], len(lm.layers)))
+            return L.LayerPlan.for_step(key_masks, full_mask, position_ids, lm.rotary_emb, points.embeds)
+        block = points.block
+        layout = L.SequenceLayout.of_prompt(full_mask, position_ids, geometric_block_start(points.starts),
+                                            self.config.num_point_tokens - 1, points.samples,
+                                            block.centres if block is not None else None)
+        pe = self.objectives is not None and self.objectives.pos_embed is not None and block is not None
+        return L.LayerPlan.for_prompt(
+            layout, lm.rotary_emb, points.embeds,
+            positional=self.objectives.positional if pe else None,
+            aggregation=self.aggregation if points.samples else None,
+            record_layouts=output_layouts,
+        )
+
+    def _attention_mask(self, attention_mask, batch: int, length: int, device) -> torch.Tensor:
+        """``(B, past + L)`` bool over the cached and the new tokens (all ones when not given)."""
+        if attention_mask is None:
+            return torch.ones(batch, length, dtype=torch.bool, device=device)
+        if attention_mask.dim() != 2 or attention_mask.shape[1] != length:
+            raise ValueError(f"attention_mask must be 2-D (B, past + L) = ({batch}, {length}), "
+                             f"got {tuple(attention_mask.shape)}")
+        return attention_mask.bool()
 
     # ---- forward -----------------------------------------------------------------------------------------
     def forward(
@@ -252,6 +340,7 @@ class EnelModel(EnelPreTrainedModel):
         point_clouds=None,
         use_cache: bool | None = None,
         output_hidden_states: bool | None = None,
+        output_layouts: bool | None = None,
         capture_layers: set[int] | None = None,
         point_generator: torch.Generator | None = None,
         past_key_values=None,
@@ -263,133 +352,59 @@ class EnelModel(EnelPreTrainedModel):
             input_ids: ``(B, L)`` token ids (required when point clouds are given: they locate the blocks).
             attention_mask: ``(B, past + L)`` 0/1 over the cached and the new tokens.
             position_ids: ``(B, L)``; default ``cumsum(attention_mask) - 1`` (left padding safe).
-            cache: a transformers ``Cache``; a cache holding a prompt continues it (point blocks only in prompts).
+            cache: a transformers ``Cache`` (an :class:`~enel.model.layout.EnelCache` is made when ``use_cache``
+                and none is given); a cache holding a prompt continues it (point blocks only in prompts).
             point_clouds: ``(B_p, N, C)`` for the ``B_p`` samples with a point block, or a per-sample list.
+            output_layouts: return the :class:`~enel.model.layout.SequenceLayout` every layer saw (prompts only).
             capture_layers: 1-based decoder layer numbers whose outputs to return in ``captured``.
             point_generator: RNG for stage-1 mask sampling and random FPS starts (default: the global RNG).
         """
         cache = cache if cache is not None else past_key_values
-        lm = self.language_model
-        use_cache = use_cache if use_cache is not None else (cache is not None)
+        use_cache = use_cache if use_cache is not None else cache is not None
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
         if use_cache and cache is None:
-            from transformers import DynamicCache
-
-            cache = DynamicCache(config=self.config.get_text_config(decoder=True))
+            cache = L.EnelCache(config=self.config.get_text_config(decoder=True))
         past = cache.get_seq_length() if cache is not None else 0
         ref = input_ids if input_ids is not None else inputs_embeds[..., 0]
-        batch, q_len = ref.shape
-        full_mask = attention_mask
-        if full_mask is None:
-            full_mask = torch.ones(batch, past + q_len, dtype=torch.long, device=ref.device)
-        if full_mask.dim() != 2 or full_mask.shape[1] != past + q_len:
-            raise ValueError(
-                f"attention_mask must be 2-D (B, past + L) = ({batch}, {past + q_len}), got {tuple(full_mask.shape)}"
-            )
-        key_mask_full = full_mask.bool()
+        full_mask = self._attention_mask(attention_mask, ref.shape[0], past + ref.shape[1], ref.device)
         if position_ids is None:
             position_ids = L.default_position_ids(full_mask, past)
+        points = self.prepare_point_inputs(input_ids, inputs_embeds, point_clouds, past, point_generator)
+        plan = self.layer_plan(points, full_mask, position_ids, cache, past, bool(output_layouts))
 
-        # embeddings and the splice (prompt only)
-        block, samples = None, []
-        starts = torch.full((batch,), -1, dtype=torch.long, device=ref.device)
-        if inputs_embeds is None:
-            ids = self.point_token_ids
-            embeds = embed_text(lm.embed_tokens, self.point_special_embeds, input_ids, ids)
-            if past == 0:
-                starts = find_point_blocks(input_ids, ids, self.config.num_point_tokens)
-                samples, clouds = match_clouds_to_blocks(point_clouds, starts)
-                if samples:
-                    tokens = self.embed_points(clouds, generator=point_generator)
-                    feats = self.point_projector(tokens.features, tokens.colours)
-                    if self.objectives is not None:
-                        block = self.objectives.prepare_block(
-                            feats, tokens.centres, tokens.patches, self.training, point_generator
-                        )
-                    else:
-                        n_geo = feats.shape[1] - 1
-                        index = torch.arange(n_geo, device=feats.device).expand(feats.shape[0], n_geo)
-                        block = PointBlock(feats, tokens.centres, n_geo, None, index, feats[:, 1:], tokens.patches)
-                    embeds = splice_point_block(embeds, starts, samples, block.features)
-                elif self.training:
-                    embeds = embeds + self._point_params_anchor().to(embeds.dtype)
-            elif point_clouds is not None and bool((input_ids == ids.start).any()):
-                raise ValueError("a point block can only appear in the prompt, not in tokens appended to a cache")
-        else:
-            if point_clouds is not None:
-                raise ValueError("point clouds need input_ids (to locate the <point> blocks), not inputs_embeds")
-            embeds = inputs_embeds
-
-        # the decoder
-        hidden = embeds
-        step_masks = getattr(cache, "enel_key_masks", None) if past > 0 else None
-        if past > 0 and step_masks is None:
-            step_masks = L.LayerKeyMasks([key_mask_full[:, :past]] * len(lm.layers), past)
-        layout = None
-        if past == 0:
-            layout = self._full_layout(key_mask_full, position_ids, starts, block, samples)
-        pe = self.objectives is not None and self.objectives.pos_embed is not None and block is not None
-        agg = self.aggregation if (self.aggregation is not None and past == 0 and samples) else None
-
-        def prepare(lay):
-            pos = lay.position_ids if lay is not None else position_ids
-            return lm.rotary_emb(hidden, position_ids=pos)
-
-        pos_emb = prepare(layout)
-        mask4d = L.additive_mask(layout.key_mask, layout.length, hidden.dtype) if layout is not None else None
-        step_mask4d = step_masks.additive_masks(key_mask_full, q_len, hidden.dtype) if layout is None else None
-        prompt_masks: list[torch.Tensor] = []
-        stack: list[L.Transition] = []
-        all_hidden = () if output_hidden_states else None
-        captured: dict[int, torch.Tensor] = {}
-        for i, layer in enumerate(lm.layers):
-            if layout is None:  # a decoding step: each layer extends its own prompt mask
-                mask4d = step_mask4d[i]
-            else:
-                prompt_masks.append(layout.key_mask)
-            if pe:
-                hidden = layout.add_to_block(hidden, self.objectives.positional(layout.point_centres))
+        hidden, all_hidden, captured = points.embeds, (), {}
+        for i, layer in enumerate(self.language_model.layers):
+            hidden, layer_inputs = plan.enter(i, hidden)
             if output_hidden_states:
                 all_hidden += (hidden,)
-            hidden = layer(
-                hidden,
-                attention_mask=mask4d,
-                position_ids=layout.position_ids if layout is not None else position_ids,
-                cache=cache,
-                use_cache=use_cache,
-                position_embeddings=pos_emb,
-                **kwargs,
-            )
+            hidden = layer(hidden, cache=cache, use_cache=use_cache, **layer_inputs, **kwargs)
             if capture_layers and (i + 1) in capture_layers:
                 captured[i + 1] = hidden
-            event = agg.event_after(i) if agg is not None else None
-            if event is not None:
-                kind, blk, lvl = event
-                if kind == "aggregate":
-                    hidden, transition = agg.aggregate(hidden, layout, blk, lvl)
-                    stack.append(transition)
-                    layout = transition.coarse
-                else:
-                    transition = stack.pop()
-                    hidden = agg.propagate(hidden, transition)
-                    layout = transition.fine
-                pos_emb = prepare(layout)
-                mask4d = L.additive_mask(layout.key_mask, layout.length, hidden.dtype)
-        hidden = lm.norm(hidden)
+            hidden = plan.leave(i, hidden)
+        hidden = self.language_model.norm(hidden)
         if output_hidden_states:
             all_hidden += (hidden,)
+
         if use_cache and past == 0:
-            cache.enel_key_masks = L.LayerKeyMasks(prompt_masks, q_len)
+            self._keep_prompt_masks(cache, plan)
         return EnelModelOutput(
             last_hidden_state=hidden,
             cache=cache if use_cache else None,
-            hidden_states=all_hidden,
-            point_block=block,
-            point_samples=samples,
-            point_starts=starts,
+            hidden_states=all_hidden if output_hidden_states else None,
+            point_block=points.block,
+            point_samples=points.samples,
+            point_starts=points.starts,
             captured=captured or None,
+            layouts=tuple(plan.layouts) if plan.layouts is not None else None,
         )
+
+    def _keep_prompt_masks(self, cache, plan: L.LayerPlan) -> None:
+        if isinstance(cache, L.EnelCache):
+            cache.key_masks = plan.key_masks()
+        elif self.aggregation is not None:
+            raise ValueError(f"a model with aggregation caches each layer's prompt mask: pass an EnelCache "
+                             f"(enel.model.layout.EnelCache), not a {type(cache).__name__}")
 
 
 class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
@@ -502,23 +517,15 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         labels, logits are computed only where a label is set and ``logits`` is returned as None.
         """
         cache = cache if cache is not None else past_key_values
-        obj = self.model.objectives
-        train_obj = obj is not None and self.training and labels is not None
         kwargs.pop("return_dict", None)
         kwargs.pop("output_attentions", None)
-
-        contrast = train_obj and obj.cfg.name == "contrastive" and point_clouds is not None
-        if contrast:
-            if not isinstance(point_clouds, torch.Tensor):
-                raise ValueError("the contrastive objective needs point clouds as one (B_p, N, C) tensor")
-            view_a, view_b = obj.contrastive_views(point_clouds, point_generator)
-            point_clouds = torch.cat([view_a, view_b])
-            input_ids = torch.cat([input_ids, input_ids])
-            labels = torch.cat([labels, labels])
-            attention_mask = torch.cat([attention_mask, attention_mask]) if attention_mask is not None else None
-            position_ids = torch.cat([position_ids, position_ids]) if position_ids is not None else None
-
-        head_layer = obj.cfg.head_layer if train_obj else -1
+        obj = self.model.objectives if self.training and labels is not None else None
+        if obj is not None:  # the contrastive objective runs on a doubled batch
+            batch = obj.training_batch(dict(input_ids=input_ids, attention_mask=attention_mask,
+                                            position_ids=position_ids, labels=labels, point_clouds=point_clouds),
+                                       point_generator)
+            input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
+            labels, point_clouds = batch["labels"], batch["point_clouds"]
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -528,78 +535,64 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
             point_clouds=point_clouds,
             use_cache=use_cache,
             output_hidden_states=output_hidden_states,
-            capture_layers={head_layer} if head_layer > 0 else None,
+            capture_layers=obj.capture_layers if obj is not None else None,
             point_generator=point_generator,
             **kwargs,
         )
         hidden = out.last_hidden_state
-        if labels is not None:
-            # the point block is input, never a target (the backbone's lm_head can't even emit these ids)
-            for tid in self.model.point_token_ids.as_tuple():
-                labels = labels.masked_fill(labels == tid, -100)
-        sparse = labels is not None and self.training and isinstance(logits_to_keep, int) and not logits_to_keep
-        if sparse:
-            # training: only the supervised positions need logits. With ~10-20 % of the tokens labelled this saves
-            # most of the lm_head's cost (2 · hidden · vocab FLOPs per token, forward and backward); the loss equals
-            # the usual shifted mean cross-entropy over the labelled tokens.
-            targets = labels[:, 1:]
-            picked = targets != -100
-            logits = None
-            selected = self.lm_head(hidden[:, :-1][picked]).float()
-            loss_ce = (torch.nn.functional.cross_entropy(selected, targets[picked]) if bool(picked.any())
-                       else selected.sum() * 0.0)
+        if labels is None:
+            return EnelCausalLMOutput(logits=self._logits(hidden, logits_to_keep), cache=out.cache,
+                                      hidden_states=out.hidden_states)
+        # the point block is input, never a target (the backbone's lm_head can't even emit these ids)
+        for tid in self.model.point_token_ids.as_tuple():
+            labels = labels.masked_fill(labels == tid, -100)
+        logits = None
+        if self.training and isinstance(logits_to_keep, int) and not logits_to_keep:
+            terms = {"loss_ce": self._sparse_cross_entropy(hidden, labels)}
         else:
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) and logits_to_keep else slice(None)
-            logits = self.lm_head(hidden[:, keep] if isinstance(logits_to_keep, int) else hidden[:, logits_to_keep])
-
-        loss, terms = None, None
-        if labels is not None:
-            if not sparse:
-                loss_ce = self.loss_function(logits=logits, labels=labels,
-                                             vocab_size=self.config.text_config.vocab_size)
-            terms = {"loss_ce": loss_ce}
-            loss = obj.cfg.weight_ce * loss_ce if train_obj else loss_ce
-            if train_obj and out.point_block is not None:
-                loss, terms = self._objective_losses(out, hidden, point_clouds, loss, terms)
+            logits = self._logits(hidden, logits_to_keep)
+            terms = {"loss_ce": self.loss_function(logits=logits, labels=labels,
+                                                   vocab_size=self.config.text_config.vocab_size)}
+        if obj is not None and out.point_block is not None:
+            terms.update(obj.loss_terms(hidden, out.captured, out.point_block, out.point_samples, out.point_starts,
+                                        point_clouds, teacher=self._teacher[0] if self._teacher else None))
+        weights = obj.loss_weights() if obj is not None else {}
+        loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
         diagnostics = None
-        if self.training and labels is not None and out.point_block is not None:
+        if self.training and out.point_block is not None:
             spread = point_token_spread(out.point_block.target_features)
             diagnostics = {"point_spread": spread} if spread is not None else None
         return EnelCausalLMOutput(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states,
                                   loss_terms=terms, diagnostics=diagnostics)
 
-    def _objective_losses(self, out: EnelModelOutput, final_hidden, point_clouds, loss, terms):
-        obj = self.model.objectives
-        cfg = obj.cfg
-        source = out.captured[cfg.head_layer] if cfg.head_layer > 0 else final_hidden
-        rows = torch.tensor(out.point_samples, device=source.device)
-        starts = out.point_starts[rows]
-        n_tok = out.point_block.features.shape[1]
-        pos = starts[:, None] + 1 + torch.arange(n_tok, device=source.device)[None, :]  # cls + geometric
-        block_hidden = source[rows[:, None], pos]  # (B_p, T, H)
-        geo = block_hidden[:, 1:]
-        weights = {"loss_mask": cfg.weight_mask, "loss_recon": cfg.weight_recon}
-        for name, value in obj.losses(geo, out.point_block).items():
-            terms[name] = value
-            loss = loss + weights[name] * value
-        if cfg.name == "contrastive":
-            half = block_hidden.shape[0] // 2
-            pooled = block_hidden.float().mean(1)
-            value = obj.contrastive_loss(pooled[:half], pooled[half:])
-            terms["loss_contrast"] = value
-            loss = loss + cfg.weight_contrast * value
-        if cfg.name == "distillation":
-            if not self._teacher:
-                raise ConfigError("the distillation objective needs a teacher: call model.set_distillation_teacher(...)")
-            clouds = point_clouds if isinstance(point_clouds, torch.Tensor) else torch.stack(
-                [point_clouds[i] for i in out.point_samples])
-            target = self._teacher[0](clouds, out.point_block.centres)
-            value = obj.distill_loss(geo, target)
-            terms["loss_distill"] = value
-            loss = loss + cfg.weight_distill * value
-        return loss, terms
+    def _logits(self, hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+        if isinstance(logits_to_keep, int):
+            return self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+        return self.lm_head(hidden[:, logits_to_keep])
+
+    def _sparse_cross_entropy(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The shifted mean cross-entropy over the labelled tokens, with logits only where a label is set.
+
+        Training: with ~10-20 % of the tokens labelled this saves most of the lm_head's cost (2 · hidden · vocab
+        FLOPs per token, forward and backward).
+        """
+        targets = labels[:, 1:]
+        picked = targets != -100
+        selected = self.lm_head(hidden[:, :-1][picked]).float()
+        if not bool(picked.any()):
+            return selected.sum() * 0.0
+        return torch.nn.functional.cross_entropy(selected, targets[picked])
 
     # ---- generation --------------------------------------------------------------------------------------
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs: dict, *args, **kwargs):
+        """``generate()``'s default cache is an :class:`~enel.model.layout.EnelCache` (each layer's prompt mask
+        travels with the keys, through beam search's reorders); other cache implementations go to transformers."""
+        if (model_kwargs.get("cache") is None and generation_config.use_cache is not False
+                and generation_config.cache_implementation in (None, "dynamic")):
+            model_kwargs["cache"] = L.EnelCache(config=self.config.get_text_config(decoder=True))
+            return
+        super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
+
     def prepare_inputs_for_generation(self, input_ids, point_clouds=None, cache=None, is_first_iteration=False,
                                       **kwargs):
         inputs = super().prepare_inputs_for_generation(

@@ -133,6 +133,21 @@ class PointBlock:
     target_features: torch.Tensor
     patches: torch.Tensor
 
+    @classmethod
+    def unmasked(cls, features: torch.Tensor, centres: torch.Tensor, patches: torch.Tensor,
+                 detach_targets: bool = False) -> "PointBlock":
+        """Every token in its own slot, nothing masked: the block of evaluation, generation and stage 2.
+
+        Args:
+            features: ``(B, 1 + G, H)`` projected point tokens (class token first).
+            centres: ``(B, G, 3)``; patches: ``(B, G, k, 3)``.
+            detach_targets: stop gradients through ``target_features`` (the geometric tokens' features).
+        """
+        batch, g = features.shape[0], features.shape[1] - 1
+        geo = features[:, 1:]
+        index = torch.arange(g, device=features.device).expand(batch, g)
+        return cls(features, centres, g, None, index, geo.detach() if detach_targets else geo, patches)
+
 
 def _mlp(dims: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -223,13 +238,12 @@ class PointObjectives(nn.Module):
             features: ``(B, 1 + G, H)`` projected point tokens (class token first).
             centres: ``(B, G, 3)``; patches: ``(B, G, k, 3)``.
         """
+        plain = PointBlock.unmasked(features, centres, patches, self.cfg.detach_targets)
+        if not (training and self.cfg.masks):
+            return plain
         batch, t, h = features.shape
         g = t - 1
-        geo = features[:, 1:]
-        targets = geo.detach() if self.cfg.detach_targets else geo
-        all_idx = torch.arange(g, device=features.device).expand(batch, g)
-        if not (training and self.cfg.masks):
-            return PointBlock(features, centres, g, None, all_idx, targets, patches)
+        geo, targets = features[:, 1:], plain.target_features
         mask = self.sample_masks(batch, g, features.device, generator)
         n_mask = self.num_masked(g)
         # stable sort puts visible tokens first in their original order, then masked ones in original order
@@ -291,6 +305,67 @@ class PointObjectives(nn.Module):
         """MSE between ``align(hidden) (B, G, D_t)`` and the teacher's ``(B, G, D_t)`` features."""
         pred = self.distill_head(geometric_hidden).float()
         return F.mse_loss(pred, teacher_features.float())
+
+    # ---- what a training step asks of the objectives ---------------------------------------------------------
+    @property
+    def capture_layers(self) -> set[int] | None:
+        """The 1-based decoder layer whose output feeds the heads, or None for the final hidden states."""
+        return {self.cfg.head_layer} if self.cfg.head_layer > 0 else None
+
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of every named loss term (``loss_ce`` included) in the training loss."""
+        c = self.cfg
+        return {"loss_ce": c.weight_ce, "loss_mask": c.weight_mask, "loss_recon": c.weight_recon,
+                "loss_contrast": c.weight_contrast, "loss_distill": c.weight_distill}
+
+    def training_batch(self, inputs: dict, generator: torch.Generator | None = None) -> dict:
+        """The batch a training step runs on: the contrastive objective doubles it (two rigidly transformed views
+        of every cloud, the text and labels repeated: sample ``i`` and ``B + i`` are a positive pair); the other
+        objectives take it as it is.
+
+        Args:
+            inputs: ``input_ids``, ``attention_mask``, ``position_ids``, ``labels`` (``(B, L)`` or None) and
+                ``point_clouds`` (``(B_p, N, C)``).
+        """
+        clouds = inputs.get("point_clouds")
+        if self.cfg.name != "contrastive" or clouds is None:
+            return inputs
+        if not isinstance(clouds, torch.Tensor):
+            raise ValueError("the contrastive objective needs point clouds as one (B_p, N, C) tensor")
+        view_a, view_b = self.contrastive_views(clouds, generator)
+        doubled = {k: torch.cat([v, v]) if v is not None else None for k, v in inputs.items() if k != "point_clouds"}
+        return {**doubled, "point_clouds": torch.cat([view_a, view_b])}
+
+    def loss_terms(self, hidden: torch.Tensor, captured: dict | None, block: PointBlock, samples: list[int],
+                   starts: torch.Tensor, point_clouds, teacher: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """The objective's unweighted loss terms for one training step.
+
+        Args:
+            hidden: ``(B, L, H)`` final hidden states; ``captured``: ``{layer: (B, L, H)}`` (``head_layer > 0``).
+            block: the spliced :class:`PointBlock`; ``samples``: the rows that carry it; ``starts``: ``(B,)`` index
+                of ``<point_start>``.
+            point_clouds: the clouds of the step (the distillation teacher encodes them).
+            teacher: ``(points (B,N,C), centres (B,G,3)) → (B,G,D)`` for the distillation objective.
+        """
+        from .splice import point_token_index  # splice → configuration_enel → this module
+
+        c = self.cfg
+        source = captured[c.head_layer] if c.head_layer > 0 else hidden
+        rows = torch.tensor(samples, device=source.device)
+        block_hidden = source[rows[:, None], point_token_index(starts[rows], block.features.shape[1])]  # (B_p, T, H)
+        geo = block_hidden[:, 1:]
+        terms = self.losses(geo, block)
+        if c.name == "contrastive":
+            half = block_hidden.shape[0] // 2
+            pooled = block_hidden.float().mean(1)
+            terms["loss_contrast"] = self.contrastive_loss(pooled[:half], pooled[half:])
+        if c.name == "distillation":
+            if teacher is None:
+                raise ConfigError("the distillation objective needs a teacher: call model.set_distillation_teacher(...)")
+            clouds = point_clouds if isinstance(point_clouds, torch.Tensor) else torch.stack(
+                [point_clouds[i] for i in samples])
+            terms["loss_distill"] = self.distill_loss(geo, teacher(clouds, block.centres))
+        return terms
 
 
 class EmbeddingTeacher(nn.Module):

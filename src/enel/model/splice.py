@@ -25,6 +25,8 @@ __all__ = [
     "embed_text",
     "splice_point_block",
     "match_clouds_to_blocks",
+    "point_token_index",
+    "geometric_block_start",
 ]
 
 
@@ -160,6 +162,28 @@ def match_clouds_to_blocks(point_clouds, starts: torch.Tensor) -> tuple[list[int
     return has, point_clouds
 
 
+def point_token_index(starts: torch.Tensor, count: int, first: int = 0) -> torch.Tensor:
+    """Sequence index of point tokens ``first … first + count − 1`` of every block: ``start + 1 + t``.
+
+    The one place that knows where a block's tokens sit relative to its ``<point_start>``: token 0 (the class
+    token) right after it, the geometric tokens 1 … G after that, ``<point_end>`` at token ``G + 1``.
+
+    Args:
+        starts: ``(B,)`` index of ``<point_start>`` per sample (only samples with a block are meaningful).
+
+    Returns:
+        ``(B, count)`` int64.
+    """
+    t = torch.arange(first, first + count, device=starts.device)
+    return starts[:, None] + 1 + t[None, :]
+
+
+def geometric_block_start(starts: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` index of the first geometric point token (``<point_start>`` + 2), ``-1`` for samples without a block."""
+    first = point_token_index(starts, 1, first=1)[:, 0]
+    return torch.where(starts >= 0, first, torch.full_like(starts, -1))
+
+
 def splice_point_block(
     embeds: torch.Tensor, starts: torch.Tensor, samples: list[int], block: torch.Tensor
 ) -> torch.Tensor:
@@ -167,8 +191,6 @@ def splice_point_block(
     if not samples:
         return embeds
     out = embeds.clone()
-    t = block.shape[1]
     rows = torch.tensor(samples, device=embeds.device)
-    pos = starts[rows][:, None] + 1 + torch.arange(t, device=embeds.device)[None, :]
-    out[rows[:, None], pos] = block.to(out.dtype)
+    out[rows[:, None], point_token_index(starts[rows], block.shape[1])] = block.to(out.dtype)
     return out
