@@ -475,6 +475,58 @@ def test_kv_cached_generation_equals_uncached(base, grouping):
     assert_cached_equals_uncached(model, enc, make_clouds([0.3, 1.0]))
 
 
+def test_beam_search_with_the_cache_equals_beam_search_without_it(base):
+    """``generate`` makes an EnelCache; beam search (3 beams, two clouds with different cell counts) finds the
+    same beams and scores with it as by recomputing the whole sequence at every step."""
+    from enel.model.layout import EnelCache
+
+    model0, tok = base
+    model, _ = build(agg_config(grid_alpha=0.25, grid_min=0.25, grid_max=0.25), like=model0, gate=0.5)
+    enc = encode(tok, model, QUESTIONS)
+    kw = dict(point_clouds=make_clouds([0.3, 1.0]), max_new_tokens=4, do_sample=False, num_beams=3,
+              num_return_sequences=2, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
+    cached = model.generate(**enc, use_cache=True, **kw)
+    plain = model.generate(**enc, use_cache=False, **kw)
+    assert isinstance(cached.cache, EnelCache) and cached.cache.key_masks is not None
+    assert torch.equal(cached.sequences, plain.sequences)
+    torch.testing.assert_close(cached.sequences_scores, plain.sequences_scores, atol=1e-4, rtol=1e-4)
+
+
+def test_reordering_the_cache_permutes_the_prompt_masks(base):
+    """A cache reordered like beam search's ``reorder_cache`` continues as if the prompts had come in that order:
+    every layer's prompt mask moves with its keys (the two clouds' aggregated layers mask different slots)."""
+    from enel.model.layout import EnelCache
+
+    model0, tok = base
+    model, _ = build(agg_config(grid_alpha=0.25, grid_min=0.25, grid_max=0.25), like=model0, gate=0.5)
+    clouds = make_clouds([0.3, 1.0])
+    swap = torch.tensor([1, 0])
+
+    def prompt_then_step(questions, cl, reorder=None):
+        enc = encode(tok, model, questions)
+        with torch.no_grad():
+            out = model(**enc, point_clouds=cl, use_cache=True)
+            cache = out.cache
+            before = [m.clone() for m in cache.key_masks.masks]
+            if reorder is not None:
+                cache.reorder_cache(reorder)
+            mask = enc["attention_mask"][reorder if reorder is not None else slice(None)]
+            nxt = torch.tensor([[5], [7]])
+            step = model(input_ids=nxt, attention_mask=torch.cat([mask, torch.ones_like(nxt)], 1), cache=cache,
+                         use_cache=True)
+        return cache, before, step.logits
+
+    cache, before, reordered = prompt_then_step(QUESTIONS, clouds, reorder=swap)
+    assert isinstance(cache, EnelCache)
+    coarse = before[1]
+    assert not torch.equal(coarse[0], coarse[1]), "the clouds must differ in their aggregated layers' masks"
+    _, swapped_before, direct = prompt_then_step(QUESTIONS[::-1], clouds[swap])
+    for layer, mask in enumerate(before):
+        assert torch.equal(cache.key_masks.masks[layer][:, : mask.shape[1]], mask[swap])
+        assert torch.equal(mask[swap], swapped_before[layer])
+    torch.testing.assert_close(reordered, direct, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("grouping", ["grid", "fps"])
 def test_padded_batch_equals_samples_one_by_one(base, grouping):
     """Left padding, clouds with different cell counts, and a text-only sample in the same batch."""
@@ -518,6 +570,11 @@ def test_multi_level_schedules(tiny8, schedule, fine_to_coarse):
     assert torch.isfinite(out).all()
     length = enc["input_ids"].shape[1]
     assert [x.shape[1] for x in rec["inputs"]] == [length - d for d in fine_to_coarse]
+    with torch.no_grad():  # the layouts the model reports are the sequences the layers saw
+        layouts = model.model(**enc, point_clouds=clouds, output_layouts=True).layouts
+    assert [lay.length for lay in layouts] == [length - d for d in fine_to_coarse]
+    levels = {0: 0, 64: 1, 96: 2, 112: 3}  # tokens fewer than the full block → aggregations undone to get back
+    assert [len(lay.group_maps) for lay in layouts] == [levels[d] for d in fine_to_coarse]
     if len(schedule) > 1 or len(schedule[0]["aggregate_after"]) > 2:  # l = 2 is nested inside l = 3
         assert_cached_equals_uncached(model, enc, clouds, n=3)
 

@@ -29,10 +29,10 @@ embedding's FPS / kNN to be replayed); we did not choose it. ``mapping="idw"`` b
 token centres with inverse-distance weights (smoother borders between cells, same weights at the centres).
 
 **Aggregated layers** (stage-2 models). Inside an aggregation span the decoder sees fewer point tokens (one per
-group). The hook records the aggregation transitions that are active when the chosen layer runs; the group
-tokens' attention is carried back to the 128 tokens through each transition's ``group_of`` map, a group's mass
-split equally among its members (so the masses still sum as above). The layers outside the spans (the last
-layer included) see the full block and need no mapping.
+group). The model returns the layout every layer saw (``output_layouts=True``); the group tokens' attention is
+carried back to the 128 tokens through the layout's ``group_maps`` (one per aggregation, innermost undone first),
+a group's mass split equally among its members (so the masses still sum as above). The layers outside the spans
+(the last layer included) see the full block and need no mapping.
 
 Outputs per object (``out_dir/<name>/``): ``attention.png`` (matplotlib, the object's colours beside the
 attention map, perceptual colour map ``inferno``), ``attention.html`` (self-contained: the points and an inline
@@ -129,23 +129,19 @@ def resolve_layer(layer: int, num_layers: int) -> int:
 # Capturing the attention
 # ----------------------------------------------------------------------------------------------------------
 class _Capture:
-    """Forward hook on one attention module + a record of the aggregation transitions active at that point."""
+    """Forward hook on one attention module that keeps its probabilities; eager attention and eval mode inside."""
 
     def __init__(self, model, layer_idx: int):
         self.model = model
         self.lm = model.model.language_model
-        self.agg = model.model.aggregation
         self.layer_idx = layer_idx
-        self.stack: list = []
         self.weights = None  # (B, heads, L, L) float32 after the forward
-        self.transitions: list = []
 
     def _hook(self, module, args, output):
         if not isinstance(output, tuple) or len(output) < 2 or output[1] is None:
             raise RuntimeError("the attention module returned no attention probabilities; eager attention is "
                                "needed (model.set_attn_implementation('eager'))")
         self.weights = output[1].detach().float()
-        self.transitions = list(self.stack)
 
     def __enter__(self):
         self.prev_impl = self.lm.config._attn_implementation
@@ -153,38 +149,22 @@ class _Capture:
         self.model.eval()
         self.model.set_attn_implementation("eager")
         self.handle = self.lm.layers[self.layer_idx].self_attn.register_forward_hook(self._hook)
-        if self.agg is not None:
-            aggregate, propagate = self.agg.aggregate, self.agg.propagate
-
-            def wrapped_aggregate(*a, **k):
-                hidden, transition = aggregate(*a, **k)
-                self.stack.append(transition)
-                return hidden, transition
-
-            def wrapped_propagate(*a, **k):
-                out = propagate(*a, **k)
-                self.stack.pop()
-                return out
-
-            self.agg.aggregate, self.agg.propagate = wrapped_aggregate, wrapped_propagate
         return self
 
     def __exit__(self, *exc):
         self.handle.remove()
-        if self.agg is not None:
-            del self.agg.aggregate, self.agg.propagate  # drop the instance attributes: the methods come back
         self.model.set_attn_implementation(self.prev_impl)
         self.model.train(self.was_training)
         return False
 
 
-def _to_fine(mass, transitions: list):
-    """Carry ``(P',)`` group-token masses (a tensor) back to the ``(G,)`` original tokens, splitting each group's
-    mass equally among its members (innermost transition first)."""
+def _to_fine(mass, group_maps: tuple):
+    """Carry ``(P',)`` group-token masses (a tensor) back to the ``(G,)`` original tokens through a layout's
+    ``group_maps``, splitting each group's mass equally among its members (innermost aggregation first)."""
     import torch
 
-    for t in reversed(transitions):
-        group_of = t.group_of[0]
+    for group_of in reversed(group_maps):
+        group_of = group_of[0]
         valid = group_of >= 0
         g = group_of.clamp(min=0)
         counts = torch.bincount(g[valid], minlength=mass.shape[0]).clamp(min=1).to(mass.dtype)
@@ -220,6 +200,7 @@ def _point_token_attention(model, tokenizer, cloud, question, *, layer, queries,
     import torch
 
     from ..data.conversation import build_prompt, tokenize_prompts
+    from ..model.splice import point_token_index
 
     if queries not in QUERY_MODES:
         raise ConfigError(f"queries must be one of {', '.join(QUERY_MODES)}, not {queries!r}")
@@ -262,23 +243,20 @@ def _point_token_attention(model, tokenizer, cloud, question, *, layer, queries,
                           "queries='question'")
 
     with _Capture(model, li) as cap:
-        out = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), point_clouds=points)
+        out = model.model(input_ids=ids, attention_mask=torch.ones_like(ids), point_clouds=points,
+                          output_layouts=True)
     if out.point_starts is None or int(out.point_starts[0]) < 0:
         raise ConfigError("the prompt holds no point block; is this an ENEL model folder?")
-    start = int(out.point_starts[0])
+    starts = out.point_starts[:1]
     g = cfg.num_point_tokens - 1
+    layout = out.layouts[li]  # the sequence this layer saw: with aggregation, a shorter point block
     attn = cap.weights[0].mean(0)  # (L_l, L_l), heads averaged
-    if cap.transitions:
-        coarse = cap.transitions[-1].coarse
-        p = coarse.block_len
-        valid = coarse.point_valid[0]
-    else:
-        p = g
-        valid = torch.ones(g, dtype=torch.bool, device=attn.device)
-    shift = g - p  # tokens after the block moved left by this much in this layer's sequence
-    block_start = start + 2
-    key_index = block_start + torch.arange(p, device=attn.device)
-    text_from = start + g + 3 - shift  # first token after <point_end>
+    p = layout.block_len
+    valid = layout.point_valid[0]
+    shift = ids.shape[1] - layout.length  # tokens after the block moved left by this much in this layer's sequence
+    key_index = layout.block_index()[0]
+    class_index = int(point_token_index(starts, 1)[0, 0])
+    text_from = int(point_token_index(starts, 1, first=g + 2)[0, 0]) - shift  # first token after <point_end>
     if queries == "question":
         q_lo, q_hi = text_from, prompt_len - shift
     elif queries == "answer":
@@ -290,9 +268,9 @@ def _point_token_attention(model, tokenizer, cloud, question, *, layer, queries,
     query_index = torch.arange(q_lo, q_hi, device=attn.device)
     row = attn[query_index].mean(0)  # (L_l,): mean attention of the query tokens over every key
     block_mass = torch.where(valid, row[key_index], torch.zeros_like(row[key_index]))
-    class_mass = float(row[start + 1])
+    class_mass = float(row[class_index])
     text_mass = float(row.sum()) - float(block_mass.sum()) - class_mass
-    mass = _to_fine(block_mass, cap.transitions) if cap.transitions else block_mass
+    mass = _to_fine(block_mass, layout.group_maps)
     mass_np = mass.double().cpu().numpy()
     total = mass_np.sum()
     weights = mass_np / total if total > 0 else np.full_like(mass_np, 1.0 / len(mass_np))
@@ -301,7 +279,7 @@ def _point_token_attention(model, tokenizer, cloud, question, *, layer, queries,
         token_weights=weights, class_mass=class_mass, text_mass=text_mass,
         centres=out.point_block.centres[0].float().cpu().numpy(), points=cloud,
         key_index=key_index.cpu().numpy(), query_index=query_index.cpu().numpy(), block_tokens=int(p),
-        info={"aggregated_layer": bool(cap.transitions), "sequence_length": int(attn.shape[0])},
+        info={"aggregated_layer": bool(layout.group_maps), "sequence_length": int(attn.shape[0])},
     )
 
 

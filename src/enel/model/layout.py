@@ -92,6 +92,9 @@ class SequenceLayout:
         block_start: ``(B,)`` int64 index of the first geometric point token, ``-1`` for samples without a cloud.
         point_valid: ``(B, P)`` bool, which block slots hold a real token.
         point_centres: ``(B, P, 3)`` coordinates of the block's tokens (None when unknown).
+        group_maps: for a coarse layout, the ``group_of`` map of every aggregation between the full block and
+            this one, outermost first: ``group_maps[k]`` is ``(B, P_k)``, the slot one level coarser of each slot
+            of level ``k`` (``-1``: none). Empty for the full sequence.
     """
 
     key_mask: torch.Tensor
@@ -99,6 +102,7 @@ class SequenceLayout:
     block_start: torch.Tensor
     point_valid: torch.Tensor
     point_centres: torch.Tensor | None = None
+    group_maps: tuple = ()
 
     @classmethod
     def of_prompt(cls, key_mask: torch.Tensor, position_ids: torch.Tensor, block_start: torch.Tensor,
@@ -265,6 +269,7 @@ def shrink(
         block_start=layout.block_start.clone(),
         point_valid=block_valid,
         point_centres=new_centres,
+        group_maps=layout.group_maps + (group_of,),
     )
     transition = Transition(
         fine=layout,
