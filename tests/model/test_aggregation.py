@@ -465,12 +465,17 @@ def test_propagation_residuals(base, residual):
                 torch.testing.assert_close(regrown[b, s + m], coarse_out[b, s + j] + skip, atol=1e-5, rtol=1e-5)
     assert merged > 0  # some cells hold several tokens, so the two skips differ from each other and from none
 
-@pytest.mark.parametrize("grouping", ["grid", "fps"])
-def test_kv_cached_generation_equals_uncached(base, grouping):
+@pytest.mark.parametrize("grouping, residual", [("grid", "detail"), ("grid", None), ("fps", None)],
+                         ids=["grid-detail", "grid-default", "fps"])
+def test_kv_cached_generation_equals_uncached(base, grouping, residual):
+    """Grid with the detail skip, grid with the library default (``residual: none``), FPS."""
     model0, tok = base
-    extra = ({"grid_alpha": 0.25, "grid_min": 0.25, "grid_max": 0.25, "residual": "detail"} if grouping == "grid"
+    extra = ({"grid_alpha": 0.25, "grid_min": 0.25, "grid_max": 0.25} if grouping == "grid"
              else {"grouping": "fps", "fps_centres": [32], "fps_k": [8]})
+    if residual is not None:
+        extra["residual"] = residual
     model, _ = build(agg_config(**extra), like=model0, gate=0.5)
+    assert model.config.aggregation.residual == (residual or "none")
     enc = encode(tok, model, QUESTIONS)
     assert_cached_equals_uncached(model, enc, make_clouds([0.3, 1.0]))
 

@@ -347,3 +347,48 @@ def test_color_skip_after_the_projector_starts_at_its_documented_scale_and_survi
     torch.testing.assert_close(again.model.point_projector.color.weight, color.weight)
     assert again.config.point.color_skip_at == "llm"
 
+
+
+@pytest.mark.parametrize("use_reentrant", [False, True])
+@pytest.mark.parametrize("setting", ["stage1-pe", "stage2-grid"])
+def test_gradient_checkpointing_gives_the_same_gradients(setting, use_reentrant):
+    """The 7B recipes train with gradient checkpointing: the decoder loop (per-layer positional encoding, the
+    aggregation between layers) must give the gradients it gives without it, every parameter, in training mode."""
+    from enel.data.collate import EnelCollator
+    from enel.data.conversation import encode_conversation
+
+    kw = ({"objective_config": {"name": "hybrid", "per_layer_pe": True}} if setting == "stage1-pe" else
+          {"aggregation_config": {"enabled": True, "schedule": [{"aggregate_after": [1], "propagate_after": [3]}],
+                                  "reference_layers": 4, "attn_dim": 32, "attn_heads": 2, "grid_alpha": 0.25,
+                                  "grid_min": 0.25, "grid_max": 0.25}})
+    model, tok = make(**kw)
+    if setting == "stage2-grid":
+        with torch.no_grad():
+            for attn in model.model.aggregation.attn:
+                attn.gate.fill_(0.5)  # open: the in-group attention takes part in the gradient
+    conv = [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": "A red chair."}]
+    enc = encode_conversation(tok, conv, template="chat", num_point_tokens=129)
+    batch = EnelCollator.from_tokenizer(tok, return_extras=False)(
+        [{"input_ids": torch.tensor(enc.input_ids), "labels": torch.tensor(enc.labels), "point_cloud": c,
+          "object_id": str(i)} for i, c in enumerate(clouds(2, seed=5))])
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        loss = model(**batch, point_generator=torch.Generator().manual_seed(0)).loss
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.train()
+    try:
+        plain = grads()
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+        assert all(layer.gradient_checkpointing for layer in model.model.language_model.layers)
+        checkpointed = grads()
+    finally:
+        model.activation_checkpointing_disable()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+    assert any(n.startswith("model.point_embedding.") for n in plain)  # gradients reach the point embedding
+    assert plain.keys() == checkpointed.keys()
+    for name, g in plain.items():
+        torch.testing.assert_close(checkpointed[name], g, atol=1e-6, rtol=1e-5, msg=name)
