@@ -369,7 +369,7 @@ def test_per_layer_pe_is_added_before_every_layer_and_mask_tokens_carry_their_ce
     assert block.masked_index.shape == (2, int(0.3 * 32))
     original = model.model.embed_points(clouds).centres  # FPS starts at index 0: the same centres
     with torch.no_grad():
-        pe = obj.positional(block.centres)  # (B, 32, H) in slot order
+        pe = model.model.point_pos_embed(block.centres)  # (B, 32, H) in slot order
     emb = out.hidden_states[0]
     delta = seen["in2"] - seen["out1"]  # what the model added between layers 2 and 3
     for b, s in enumerate(point_start(ids, model).tolist()):

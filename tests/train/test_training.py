@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
+from conftest import TINY_POINTS
 from enel.errors import ConfigError
 from enel.train.recipe import load_recipe
 from enel.train.run import last_checkpoint, train
@@ -265,3 +267,37 @@ def test_minutes_cap_on_a_step_count_stops_early_and_says_so(tiny_data, tmp_path
                                                 "train.max_minutes=30", "train.save_steps=10000"))
     train(full, log=lambda *_: None)
     assert not json.loads((tmp_path / "full" / "train_summary.json").read_text())["stopped_early"]
+
+
+def test_stage2_keeps_the_per_layer_positional_encoding_of_stage1(tmp_path):
+    """A stage-1 model with the per-layer PE, made into stage 2 as ``enel train`` does (``init_from``, the
+    objectives switched off, aggregation on), still adds the PE before every layer: with one token per grid cell
+    and the gate closed (aggregation then the identity) it gives the stage-1 model's logits, which it would not
+    without the PE."""
+    from enel.data.conversation import build_prompt, tokenize_prompts
+    from enel.inference import save_model
+    from enel.model import EnelForCausalLM
+    from enel.train.recipe import replace
+    from enel.train.run import build_model
+
+    stage1, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config=TINY_POINTS, seed=0,
+                                                objective_config={"name": "hybrid", "per_layer_pe": True})
+    with torch.no_grad():
+        stage1.model.point_pos_embed[2].bias.fill_(0.5)  # an encoding that is surely not negligible
+    folder = save_model(stage1.eval(), tok, tmp_path / "stage1")
+    singleton = {"enabled": True, "grouping": "grid", "schedule": [{"aggregate_after": [1], "propagate_after": [3]}],
+                 "reference_layers": 4, "grid_alpha": 1e-4, "grid_min": 1e-4, "grid_max": 1e-4}
+    recipe = replace(load_recipe("tiny_stage2", [f"init_from={folder}"]), aggregation=singleton)
+    stage2 = build_model(recipe)[0].eval()
+    assert stage2.model.objectives is None and stage2.model.aggregation is not None
+    assert stage2.config.per_layer_pe and stage2.model.point_pos_embed is not None
+    torch.testing.assert_close(stage2.model.point_pos_embed[2].bias, stage1.model.point_pos_embed[2].bias)
+    assert all(p.requires_grad for p in stage2.model.point_pos_embed.parameters())  # stage 2 trains it
+    prompt = build_prompt(tok, "What is this?", template="chat", num_point_tokens=129)
+    enc = tokenize_prompts(tok, [prompt], "chat")
+    cloud = torch.rand(1, 1024, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = stage1(**enc, point_clouds=cloud).logits
+        torch.testing.assert_close(stage2(**enc, point_clouds=cloud).logits, reference, atol=1e-5, rtol=1e-5)
+        stage2.model.point_pos_embed = None  # what stage 2 did before: the PE dropped
+        assert not torch.allclose(stage2(**enc, point_clouds=cloud).logits, reference, atol=1e-3)

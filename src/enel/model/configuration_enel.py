@@ -35,6 +35,9 @@ class EnelConfig(PreTrainedConfig):
         backbone: provenance, the backbone spec the model was built from.
         training_state: what training the weights have seen, e.g. ``{"stage": 1, "steps": 400}``; an empty dict
             marks a freshly initialised model whose text means nothing yet.
+        per_layer_pe: add a positional encoding of each point token's 3D centre before every decoder layer (the
+            model's own module, so it stays when stage 2 drops the stage-1 objectives); set from the objective's
+            ``per_layer_pe``, where stage-1 configs ask for it.
     """
 
     model_type = "enel"
@@ -51,6 +54,7 @@ class EnelConfig(PreTrainedConfig):
     backbone: str = ""
     training_state: dict | None = None
     tie_word_embeddings: bool = False
+    per_layer_pe: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -59,6 +63,7 @@ class EnelConfig(PreTrainedConfig):
         self.point_config = PointEmbeddingConfig.from_dict(self.point_config).to_dict()
         self.objective_config = ObjectiveConfig.from_dict(self.objective_config).to_dict()
         self.aggregation_config = AggregationConfig.from_dict(self.aggregation_config).to_dict()
+        self.per_layer_pe = bool(self.per_layer_pe or self.objective_config.get("per_layer_pe"))
         if self.training_state is None:
             self.training_state = {}
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput
 
@@ -126,6 +128,23 @@ pre-projector skip at N(0, 0.2)) stage 1 never read the colour (18 %); at 0.12 i
 (93 %). docs/training.md, "The colour skip after the projector"."""
 
 
+class PointPositionalEncoding(nn.Sequential):
+    """The per-layer positional encoding of the point tokens (enel-method.md §2.5): ``MLP(3 → 128 → H)`` of each
+    token's 3D centre, added to the point block before every decoder layer (stage 1 and, kept, stage 2)."""
+
+    def __init__(self, hidden: int):
+        super().__init__(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, hidden))
+
+    def forward(self, centres: torch.Tensor) -> torch.Tensor:
+        """``centres (B, P, 3)`` → ``(B, P, H)``."""
+        return super().forward(centres.to(self[0].weight.dtype))
+
+
+#: saved parameter names of earlier versions → today's (transformers renames them at load, and back at save)
+CHECKPOINT_RENAMES = [WeightRenaming("model.objectives.pos_embed.", "model.point_pos_embed.")]
+register_checkpoint_conversion_mapping("enel", CHECKPOINT_RENAMES, overwrite=True)
+
+
 class EnelPreTrainedModel(PreTrainedModel):
     config: EnelConfig
     config_class = EnelConfig
@@ -185,6 +204,7 @@ class EnelModel(EnelPreTrainedModel):
             raise ConfigError(f"objective head_layer={obj.head_layer} but the backbone has {text.num_hidden_layers} "
                               "decoder layers (use -1 for the final hidden states)")
         self.objectives = PointObjectives(obj, text.hidden_size, pcfg.group_size) if obj.active else None
+        self.point_pos_embed = PointPositionalEncoding(text.hidden_size) if config.per_layer_pe else None
         eps = getattr(text, "rms_norm_eps", 1e-6)
         self.aggregation = (
             HierarchicalAggregation(agg, text.hidden_size, text.num_hidden_layers, eps) if agg.enabled else None
@@ -312,10 +332,9 @@ class EnelModel(EnelPreTrainedModel):
         layout = L.SequenceLayout.of_prompt(full_mask, position_ids, geometric_block_start(points.starts),
                                             self.config.num_point_tokens - 1, points.samples,
                                             block.centres if block is not None else None)
-        pe = self.objectives is not None and self.objectives.pos_embed is not None and block is not None
         return L.LayerPlan.for_prompt(
             layout, lm.rotary_emb, points.embeds,
-            positional=self.objectives.positional if pe else None,
+            positional=self.point_pos_embed if block is not None else None,
             aggregation=self.aggregation if points.samples else None,
             record_layouts=output_layouts,
         )

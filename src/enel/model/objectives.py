@@ -23,8 +23,9 @@ resumed run continues the same stream (the Trainer restores RNG states).
 Released-code details kept: the number of masked tokens is ``int(ratio · 128)`` (38 at 30 %); visible tokens
 keep their original order; targets are not detached (``detach_targets`` changes that); the patch head maps
 ``H → H/2 → H/4 → 3k`` and the feature head ``H → H/4 → H`` (4096 → 2048 → 1024 → 243 and 4096 → 1024 → 4096
-at the paper's width). The optional per-layer positional encoding (§2.5) adds ``MLP(centre)`` to every point
-token before every decoder layer; mask tokens get the encoding of the centre they stand for.
+at the paper's width). The optional per-layer positional encoding (§2.5, ``per_layer_pe``) adds ``MLP(centre)``
+to every point token before every decoder layer; mask tokens get the encoding of the centre they stand for. It
+is the model's own module (``EnelModel.point_pos_embed``), not one of these heads, so stage 2 keeps it.
 """
 
 from __future__ import annotations
@@ -193,7 +194,6 @@ class PointObjectives(nn.Module):
         )
         self.contrast_head = _mlp([hidden, hidden]) if cfg.name == "contrastive" else None
         self.distill_head = nn.Linear(hidden, cfg.teacher_dim) if cfg.name == "distillation" else None
-        self.pos_embed = _mlp([3, 128, hidden]) if cfg.per_layer_pe else None
 
     def _uses(self) -> set[str]:
         c = self.cfg
@@ -254,10 +254,6 @@ class PointObjectives(nn.Module):
         block = torch.cat([features[:, :1], visible, mask_tokens], dim=1)
         block_centres = ops.gather(centres, order)
         return PointBlock(block, block_centres, g - n_mask, masked_index, visible_index, targets, patches)
-
-    def positional(self, centres: torch.Tensor) -> torch.Tensor:
-        """``(B, P, 3) → (B, P, H)`` the per-layer positional encoding."""
-        return self.pos_embed(centres.to(self.pos_embed[0].weight.dtype))
 
     # ---- output side -------------------------------------------------------------------------------------
     def _predict(self, hidden: torch.Tensor, target: str, index: torch.Tensor, block: PointBlock):
