@@ -8,9 +8,9 @@ texture colours. :func:`from_array` applies the same checks to an array, and :fu
 
 One reader per format, each returning the raw columns it found (:class:`~enel.points.io.cloud.RawCloud`) for
 the shared checks of :mod:`enel.points.io.cloud`: :mod:`.npy` (``.npy`` / ``.npz``, numpy), :mod:`.text`
-(``.xyz`` / ``.txt`` / ``.pts``, numpy), :mod:`.ply` (``plyfile``), :mod:`.pcd` (PCL's format, our parser) and
-:mod:`.mesh` (``trimesh``: meshes and ``.ply`` files with faces). This module picks the
-reader by extension and turns any parser failure into one message.
+(``.xyz`` / ``.txt`` / ``.pts``, numpy), :mod:`.ply` (``plyfile``), :mod:`.pcd` (``pypcd4``: ascii, binary and
+binary_compressed) and :mod:`.mesh` (``trimesh``: meshes and ``.ply`` files with faces). This module picks
+the reader by extension and turns any parser failure into one message.
 
 Colour rules (also in ``docs/point-io.md``):
 
