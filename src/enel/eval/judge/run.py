@@ -9,6 +9,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -214,13 +215,11 @@ def input_hash(settings: JudgeSettings, record: dict, inference_prompt: str) -> 
 
 
 def _check_unique(records: list[dict], where: str) -> None:
-    seen: set = set()
-    for r in records:
-        k = _key(r)
-        if k in seen:
-            raise ConfigError(f"{where}: object {record_key(r)!r} appears twice; the judge resumes by object_id "
-                              "(add a unique question_id to QA records)")
-        seen.add(k)
+    counts = Counter(_key(r) for r in records)
+    repeated = next((r for r in records if counts[_key(r)] > 1), None)
+    if repeated is not None:
+        raise ConfigError(f"{where}: object {record_key(repeated)!r} appears twice; the judge resumes by object_id "
+                          "(add a unique question_id to QA records)")
 
 
 def build_output(rf: ResultsFile, settings: JudgeSettings, stored: dict, *, endpoint: Endpoint | None,
