@@ -29,10 +29,18 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
   pre-aggregation state plus what the coarse layers added to its group, so the fine detail pooling removed
   is not lost (a token alone in its group, with the gate closed, gets back its own state and update; a
   merged token its own state plus its group's update).
-* **Schedule**: layers are numbered from 1; ``aggregate_after: [1, 2, 3]`` aggregates at the end of layers 1–3.
-  A schedule written for ``reference_layers`` (the paper's 32) is mapped onto a backbone of depth L by
-  ``round_half_up(l · L / reference)``; a mapping that merges two events, or a schedule that does not close
-  (every aggregation propagated before the last layer, properly nested), is refused with a clear message.
+* **Schedule**: layers are numbered from 1 and every event runs at the *end* of the layer it names:
+  ``aggregate_after: [1, 2, 3]`` aggregates at the end of layers 1–3, ``propagate_after: [5, 6, 7]`` regrows
+  the block at the end of layers 5–7. The layers after the last aggregation up to and including the first
+  propagation run on the coarsest sequence; the paper's H counts them (:func:`coarsest_layers`), so
+  ``H = propagate_after[0] − aggregate_after[-1]``. The default is the paper's two blocks with its best H = 2
+  (aggregate after 1–3, propagate after 5–7; again 11–13 / 15–17 of 32). Its appendix ("aggregation at
+  layers 1–3, two LLM layers, propagation at layers 6–8") can also be read with the propagations at the end of
+  layers 6–8, which puts three layers on the coarsest sequence; that was this library's default before
+  issue 18 and is what ``smollm2_stage2`` still pins (docs/aggregation.md). A schedule written for
+  ``reference_layers`` (the paper's 32) is mapped onto a backbone of depth L by ``round_half_up(l · L /
+  reference)``; a mapping that merges two events, or a schedule that does not close (every aggregation
+  propagated before the last layer, properly nested), is refused with a clear message.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from ..points import ops
 from .configuration_enel import AggregationConfig
 from . import layout as L
 
-__all__ = ["HierarchicalAggregation", "GatedGroupAttention", "resolve_schedule"]
+__all__ = ["HierarchicalAggregation", "GatedGroupAttention", "resolve_schedule", "coarsest_layers"]
 
 
 def _round_half_up(x: float) -> int:
@@ -103,6 +111,21 @@ def resolve_schedule(cfg: AggregationConfig, num_layers: int) -> list[tuple[int,
     if stack:
         raise ConfigError("aggregation schedule does not close: some aggregations are never propagated" + hint)
     return [(layer - 1, kind, b, lvl) for layer, kind, b, lvl in events]
+
+
+def coarsest_layers(cfg: AggregationConfig, num_layers: int) -> list[list[int]]:
+    """The 1-based layers that run on each block's coarsest sequence, after mapping onto ``num_layers``.
+
+    An event runs at the end of its layer, so these are the layers after the block's last aggregation up to and
+    including its first propagation; their count is the paper's H (2 for the default schedule).
+    """
+    events = resolve_schedule(cfg, num_layers)
+    spans = []
+    for b in range(len(cfg.schedule)):
+        last = max(i for i, kind, block, _ in events if block == b and kind == "aggregate")
+        first = min(i for i, kind, block, _ in events if block == b and kind == "propagate")
+        spans.append(list(range(last + 2, first + 2)))  # 0-based event indices → 1-based layers
+    return spans
 
 
 class GatedGroupAttention(nn.Module):

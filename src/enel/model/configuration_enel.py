@@ -347,9 +347,11 @@ class ObjectiveConfig(SubConfig):
 
 
 def _paper_schedule() -> list[dict]:
+    """The paper's two blocks (App. A.2) with its best H = 2 layers on the coarsest sequence (every event runs at
+    the end of its layer: layers 4–5 and 14–15 of 32 see the coarsest sequence; enel.model.aggregation)."""
     return [
-        {"aggregate_after": [1, 2, 3], "propagate_after": [6, 7, 8]},
-        {"aggregate_after": [11, 12, 13], "propagate_after": [16, 17, 18]},
+        {"aggregate_after": [1, 2, 3], "propagate_after": [5, 6, 7]},
+        {"aggregate_after": [11, 12, 13], "propagate_after": [15, 16, 17]},
     ]
 
 
@@ -361,7 +363,10 @@ class AggregationConfig(SubConfig):
         enabled: insert aggregation / propagation into the decoder.
         grouping: ``"grid"`` (v4 dynamic grid sampling) or ``"fps"`` (v1 FPS + kNN).
         schedule: blocks of ``{"aggregate_after": [...], "propagate_after": [...]}``, 1-based layer numbers,
-            written for a ``reference_layers``-deep backbone (the paper's 32-layer schedule by default).
+            written for a ``reference_layers``-deep backbone; each event runs at the end of the layer it names,
+            so ``propagate_after[0] − aggregate_after[-1]`` layers (the paper's H) see the coarsest sequence.
+            Default: the paper's 32-layer schedule with H = 2 (aggregate after 1–3, propagate after 5–7; again
+            11–13 / 15–17).
         reference_layers: the depth the schedule is written for; set it to the backbone's depth to use the
             numbers as they are.
         fps_centres: tokens kept by each FPS aggregation level (v1: 64, 32; a third level 16).
