@@ -181,7 +181,8 @@ class EnelPreTrainedModel(PreTrainedModel):
 
 
 class EnelModel(EnelPreTrainedModel):
-    """Backbone base model + point token embedding + projector (+ stage-1 heads, + stage-2 aggregation)."""
+    """Backbone base model + point token embedding + projector (+ per-layer positional encoding, + stage-1 heads,
+    + stage-2 aggregation)."""
 
     def __init__(self, config: EnelConfig):
         super().__init__(config)
