@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enel.cli import bundled_sample, main
+from enel.cli import main
 from enel.errors import ModelLoadError
 from enel.model.backbones import resolve_backbone
+from enel.paths import bundled_sample
 
 
 @pytest.fixture(scope="module")

@@ -384,7 +384,7 @@ def test_duplicate_ids_and_bad_type_are_rejected(tmp_path):
 
 
 def test_cli_judge(tmp_path, capsys):
-    from enel.eval import commands
+    from enel.cli import eval as commands
 
     path = write(tmp_path, [make_record(i, "gt", f"out {i}") for i in range(3)])
     parser = argparse.ArgumentParser(prog="enel")

@@ -192,7 +192,7 @@ def test_label_index_accepts_names_and_rejects_unknown():
 
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_metrics_writes_pointllm_layout(tmp_path, capsys, monkeypatch, sbert):
-    from enel.eval import commands
+    from enel.cli import eval as commands
 
     monkeypatch.setattr(M, "load_sentence_encoder", lambda path=None: sbert)  # reuse the loaded model
     cap = tmp_path / "caps.json"

@@ -425,7 +425,8 @@ def _api_command(name: str, **kwargs) -> str:
 def cli_command() -> str | None:
     """``enel ...`` as typed, when running under the ``enel`` command; None otherwise."""
     argv0 = sys.argv[0] if sys.argv else ""
-    if Path(argv0).name.startswith("enel") or argv0.replace("\\", "/").endswith("enel/cli.py"):
+    if Path(argv0).name.startswith("enel") or argv0.replace("\\", "/").endswith(("enel/__main__.py",
+                                                                                  "enel/cli/__main__.py")):
         return "enel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return None
 
