@@ -21,7 +21,7 @@ from enel.paths import bundled_sample
 def model_dir(tmp_path_factory):
     import torch
 
-    from enel.inference import save_model
+    from enel.model.saving import save_model
     from enel.model import EnelForCausalLM
 
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..demo.core import DemoEngine, Limits
-    from ..inference import model_config_file
+    from ..model.saving import model_config_file
     from ..paths import default_model_dir
 
     if not 1 <= args.port <= 65535:

@@ -66,7 +66,7 @@ def add_modelnet_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
 def cmd_modelnet(args: argparse.Namespace) -> int:
     from ..data.modelnet_import import load_modelnet_archive, modelnet40_source
     from ..eval.modelnet import evaluate_modelnet, select_objects
-    from ..inference import model_config_file
+    from ..model.saving import model_config_file
 
     model_config_file(args.model)
     archive_path = Path(args.archive) if args.archive else modelnet40_source()

@@ -125,7 +125,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 def _model_points(folder: Path) -> int:
     """The model's input resolution, read from its config without loading weights (so bad files fail fast)."""
     from ..errors import ModelLoadError
-    from ..inference import model_config_file
+    from ..model.saving import model_config_file
 
     cfg = model_config_file(folder)
     try:
@@ -245,8 +245,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from ..inference import init_model
+    from ..model import EnelForCausalLM
+    from ..model.saving import save_model
 
-    path = init_model(args.out, backbone=args.backbone, point_config=args.config, seed=args.seed)
+    model, tokenizer = EnelForCausalLM.from_backbone(args.backbone, point_config=args.config, seed=args.seed)
+    path = save_model(model, tokenizer, args.out)
     print(f"initialised an untrained ENEL model in {path} (backbone {args.backbone}, {args.config} embedding)")
     return 0

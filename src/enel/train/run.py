@@ -247,7 +247,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     """Train one stage; the final model is written to ``<output_dir>/model`` (by the main process)."""
     from transformers import set_seed
 
-    from ..inference import save_model
+    from ..model.saving import save_model
     from .trainer import (BudgetClock, CaptionPreviewCallback, ColorSkipScheduleCallback, EnelTrainer,
                           TimeBudgetCallback)
 
