@@ -52,7 +52,8 @@ def main() -> None:
         return compare(args)
 
     from enel.data.procedural import make_object
-    from enel.inference import PROMPTS, Assistant, GenerationSettings
+    from enel.data.prompts import PROMPTS
+    from enel.inference import Assistant, GenerationSettings
     from enel.model import EnelForCausalLM
     from enel.points.transforms import pc_norm, resample
 
@@ -123,7 +124,8 @@ def compare(args) -> None:
     import copy
 
     from enel.data.procedural import make_object
-    from enel.inference import PROMPTS, Assistant, GenerationSettings
+    from enel.data.prompts import PROMPTS
+    from enel.inference import Assistant, GenerationSettings
     from enel.model import EnelForCausalLM
     from enel.model.layout import LayerKeyMasks
     from enel.points.transforms import pc_norm, resample

@@ -18,19 +18,10 @@ from .errors import PointCloudError
 from .model.saving import load_model, save_model  # noqa: F401  (save_model: tests/model and tests/fixtures import it from here)
 
 __all__ = [
-    "PROMPTS",
     "GenerationSettings",
     "prepare_cloud",
     "Assistant",
 ]
-
-# PointLLM's evaluation prompts (pointllm/eval/eval_objaverse.py PROMPT_LISTS)
-PROMPTS = {
-    "what": "What is this?",
-    "completion": "This is an object of ",
-    "caption": "Caption this 3D model in detail.",
-}
-
 
 @dataclass
 class GenerationSettings:

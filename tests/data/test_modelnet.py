@@ -108,7 +108,7 @@ def test_the_real_archive_is_z_up_unit_sphere_clouds_of_all_classes():
 
 
 def test_class_names_agree_with_the_evaluation_prompts():
-    prompts = pytest.importorskip("enel.eval.prompts")
+    prompts = pytest.importorskip("enel.data.prompts")
     assert tuple(prompts.MODELNET40_CLASSES) == MODELNET40_CLASSES
 
 

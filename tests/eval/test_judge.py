@@ -11,7 +11,7 @@ import pytest
 
 from enel.errors import ConfigError, EnelError
 from enel.eval import judge as J
-from enel.eval import prompts as P
+from enel.data import prompts as P
 from enel.eval.results import ResultsFile, make_record, write_results
 from fake_openai import Action, FakeOpenAI, user_text
 

@@ -11,7 +11,7 @@ import pytest
 
 from enel.errors import ConfigError
 from enel.eval import metrics as M
-from enel.eval.prompts import MODELNET40_CLASSES
+from enel.data.labels import MODELNET40_CLASSES
 from enel.eval.results import ResultsFile, make_record, write_results
 
 GT = "the cat sat on the mat"  # 6 tokens

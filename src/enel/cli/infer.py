@@ -176,13 +176,13 @@ def _answer_files(args: argparse.Namespace, questions: list[str]) -> int:
 
 
 def cmd_caption(args: argparse.Namespace) -> int:
-    from ..inference import PROMPTS
+    from ..data.prompts import PROMPTS
 
     return _answer_files(args, [args.prompt or PROMPTS["caption"]])
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from ..inference import PROMPTS
+    from ..data.prompts import PROMPTS
 
     prompts = {"what": [PROMPTS["what"]], "completion": [PROMPTS["completion"]],
                "both": [PROMPTS["what"], PROMPTS["completion"]]}[args.prompt]

@@ -62,7 +62,7 @@ import numpy as np
 
 from ..data.errors import DatasetError
 from ..errors import ConfigError
-from .prompts import PROMPT_LISTS
+from ..data.prompts import PROMPT_LISTS
 from .results import ResultsFile, ResultsFormatError, make_record, open_results, write_results
 
 __all__ = [

@@ -50,9 +50,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from ..data import prompts as P
 from ..errors import ConfigError, EnelError
 from ..paths import cache_dir
-from . import prompts as P
 from .results import ResultsFile, atomic_write_json, read_json, read_results, record_key
 
 ENV_BASE_URL = "ENEL_JUDGE_BASE_URL"

@@ -33,7 +33,7 @@ import numpy as np
 from ..data.labels import LabelVocabulary, modelnet40_vocabulary
 from ..errors import ConfigError
 from . import wordnet as _wordnet
-from .prompts import MODELNET40_CLASSES
+from ..data.labels import MODELNET40_CLASSES
 from .results import ResultsFile, atomic_write_json, read_results, results_from_json
 
 EMPTY_OUTPUT = "##"  # PointLLM's stand-in for an empty model output

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labels import modelnet40_vocabulary
-from ..inference import PROMPTS, Assistant, GenerationSettings
+from ..data.prompts import PROMPTS
+from ..inference import Assistant, GenerationSettings
 from .results import ResultsFile, atomic_write_json, write_results
 
 __all__ = ["PROCEDURAL_OVERLAP", "pick_per_class", "select_objects", "score_classification", "evaluate_modelnet"]
@@ -106,7 +107,7 @@ def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_n
 
     Args:
         points: ``(M, N, 3)`` z-up clouds; ``labels (M,)``; ``class_names``; ``indices``: the objects to ask.
-        prompts: keys of :data:`enel.inference.PROMPTS` (PointLLM's two classification prompts by default).
+        prompts: keys of :data:`enel.data.prompts.PROMPTS` (PointLLM's two classification prompts by default).
         name: file stem of the results (``{name}_{prompt}.json``) and the summary (``{name}_summary.json``).
 
     Writes a PointLLM-format results file per prompt (``ground_truth`` the integer label, ``label_name``,

@@ -262,7 +262,8 @@ class CaptionPreviewCallback(TrainerCallback):
         self.log_path = Path(log_path)
 
     def preview(self, step: int) -> list[dict]:
-        from ..inference import PROMPTS, Assistant, GenerationSettings
+        from ..data.prompts import PROMPTS
+        from ..inference import Assistant, GenerationSettings
 
         was_training = self.model.training
         self.model.eval()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..prompts import PROMPTS
 from .scoring import NUMBER_WORDS
 
 __all__ = [
@@ -56,18 +57,18 @@ BRIEF_PROMPTS: tuple[str, ...] = (
 """Caption requests for ``simple_description`` records; the answer is the object's caption."""
 
 IDENTIFY_PROMPTS: tuple[str, ...] = (
-    "What is this?",  # PointLLM benchmark prompt 0 (instruction-type classification)
+    PROMPTS["what"],  # PointLLM benchmark prompt 0 (instruction-type classification)
     "What is this object?",
     "What object is this?",
     "Identify this 3D object.",
 )
 """Classification requests; the answer is a short phrase that names the category."""
 
-COMPLETION_PROMPT = "This is an object of "
+COMPLETION_PROMPT = PROMPTS["completion"]
 """PointLLM benchmark prompt 1 (completion-type classification; the trailing space is PointLLM's)."""
 
 DETAILED_PROMPTS: tuple[str, ...] = (
-    "Caption this 3D model in detail.",  # PointLLM benchmark prompt 2 (captioning)
+    PROMPTS["caption"],  # PointLLM benchmark prompt 2 (captioning)
     "Describe this 3D object in detail.",
     "Provide a detailed description of this point cloud.",
     "What can you tell me about this object? Please be thorough.",
