@@ -194,6 +194,15 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _answer_files(args, [args.question])
 
 
+def _read_line(prompt: str) -> str | None:
+    """One stripped line typed after ``prompt``; None at the end of input (Ctrl-D)."""
+    try:
+        return input(prompt).strip()
+    except EOFError:
+        print()
+        return None
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     from ..inference import prepare_cloud
 
@@ -208,10 +217,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     print("enel chat: type a question; 'exit' for a new object; Ctrl-D to quit.")
     while True:
         if path is None:
-            try:
-                path = input("point cloud file> ").strip()
-            except EOFError:
-                print()
+            path = _read_line("point cloud file> ")
+            if path is None:
                 return 0
             if not path:
                 path = None
@@ -225,10 +232,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"[{path}: {cloud.xyz.shape[0]} points, colour: {cloud.colour_source}]")
         history: list[tuple[str, str]] = []
         while True:
-            try:
-                q = input("you> ").strip()
-            except EOFError:
-                print()
+            q = _read_line("you> ")
+            if q is None:
                 return 0
             if not q:
                 continue

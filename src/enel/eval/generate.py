@@ -77,6 +77,8 @@ __all__ = [
     "run_benchmark",
     "generate_benchmark",
     "pick_round_robin",
+    "cli_command",
+    "api_command",
 ]
 
 SOURCES: tuple[str, ...] = ("objaverse", "modelnet", "procedural")
@@ -417,7 +419,8 @@ def _decoding_dict(settings) -> dict:
     return d
 
 
-def _api_command(name: str, **kwargs) -> str:
+def api_command(name: str, **kwargs) -> str:
+    """``enel.eval.<name>(key=value, ...)``: how a Python call is recorded in a results file's ``command``."""
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
     return f"enel.eval.{name}({args})"
 
@@ -572,7 +575,7 @@ def generate_benchmark(model_dir, *, source: str = "procedural", task: str = "ca
         out_path = Path(out)
         if out_path.suffix.lower() != ".json":
             out_path = out_path / bench.file_name
-    command = command or cli_command() or _api_command(
+    command = command or cli_command() or api_command(
         "generate_benchmark", model_dir=str(model_dir), source=source, task=task, prompt_index=prompt_index,
         anno=anno and str(anno), point_dir=point_dir and str(point_dir), questions=questions and str(questions),
         modelnet=modelnet and str(modelnet), data_dir=data_dir and str(data_dir), split=split, seed=seed,

@@ -20,9 +20,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
-__all__ = ["EnelTrainer", "point_reliance", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
+from ..data.collate import model_inputs
 
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "point_clouds", "position_ids")
+__all__ = ["EnelTrainer", "point_reliance", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "is_complete_checkpoint"]
+
 _COMPLETE = "enel-checkpoint-complete"
 
 
@@ -75,7 +76,7 @@ class EnelTrainer(Trainer):
 
     # ---- loss --------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
+        inputs = model_inputs(inputs)
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training:
