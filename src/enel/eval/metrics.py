@@ -45,8 +45,6 @@ BLEU_WEIGHTS = {  # PointLLM's weights, 0.33 included
     "bleu-3": (0.33, 0.33, 0.33, 0),
     "bleu-4": (0.25, 0.25, 0.25, 0.25),
 }
-METRIC_ORDER = ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-1", "rouge-2", "rouge-l", "meteor",
-                "sbert_similarity", "simcse_similarity")
 
 
 # --------------------------------------------------------------------------------------------------------

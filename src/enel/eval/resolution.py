@@ -380,7 +380,3 @@ def quick_resolution(model_dir, data_dir, out_dir, sizes: Sequence[int] = DEFAUL
                            sbert=sbert, command=command, log=log)
     return {k: Path(v) for k, v in doc["files"].items()}
 
-
-def read_resolution(path) -> dict:
-    """Load a ``resolution.json`` (the report uses it)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))

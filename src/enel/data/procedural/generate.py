@@ -52,7 +52,6 @@ __all__ = [
 GENERATOR_VERSION = "1.2"  # 1.1: anno/grounding_{split}.json; 1.2: three identify records per object in it
 SPLITS = ("train", "val", "test")
 SINGLE_ROUND_PER_OBJECT = 3
-BRIEF_PER_OBJECT = 2
 
 
 # ------------------------------------------------------------------------------------------------------------
