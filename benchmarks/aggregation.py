@@ -62,7 +62,8 @@ from common import machine_info, print_table, set_threads, write_json  # noqa: E
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from enel.data.conversation import build_prompt, tokenize_prompts  # noqa: E402
-from enel.model.aggregation import AggregationConfig, GatedGroupAttention, HierarchicalAggregation  # noqa: E402
+from enel.model.aggregation import GatedGroupAttention, HierarchicalAggregation  # noqa: E402
+from enel.model.configuration_enel import AggregationConfig  # noqa: E402
 from enel.model.modeling_enel import EnelForCausalLM  # noqa: E402
 
 VARIANTS = {

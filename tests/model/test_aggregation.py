@@ -28,7 +28,6 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from enel.data.conversation import build_prompt, tokenize_prompts  # noqa: E402
 from enel.errors import ConfigError  # noqa: E402
 from enel.model.aggregation import (  # noqa: E402
-    AggregationConfig,
     GatedGroupAttention,
     HierarchicalAggregation,
     _pool,
@@ -36,6 +35,7 @@ from enel.model.aggregation import (  # noqa: E402
     resolve_schedule,
 )
 from enel.model.backbones import tiny_backbone_config, tiny_tokenizer  # noqa: E402
+from enel.model.configuration_enel import AggregationConfig  # noqa: E402
 from enel.model.modeling_enel import EnelForCausalLM  # noqa: E402
 
 N_POINTS = 512  # the smallest cloud the "small" embedding takes without cycling points

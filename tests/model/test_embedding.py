@@ -11,8 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from enel.errors import ConfigError
 from enel.model import embedding
+from enel.model.configuration_enel import PointEmbeddingConfig
 from enel.model.embedding import (
-    PointEmbeddingConfig,
     PointProjector,
     PointTokenEmbedding,
     _add_encoding,
@@ -360,11 +360,10 @@ def test_projector():
     ],
 )
 def test_config_validation(overrides, err):
-    cfg = PointEmbeddingConfig.small(**overrides)
+    with pytest.raises(ConfigError, match=err):  # refused where the config is built, before any module sees it
+        PointEmbeddingConfig.small(**overrides)
     with pytest.raises(ConfigError, match=err):
-        cfg.validate()
-    with pytest.raises(ConfigError, match=err):
-        PointTokenEmbedding(cfg)
+        PointEmbeddingConfig.from_dict({**PointEmbeddingConfig.small().to_dict(), **overrides})
 
 
 def test_config_round_trip_and_presets():

@@ -8,6 +8,7 @@ import torch
 
 from enel.data.conversation import build_prompt, tokenize_prompts
 from enel.model import EnelForCausalLM
+from enel.model.configuration_enel import PointEmbeddingConfig
 from enel.model.splice import SpliceError, expand_point_placeholder
 
 BACKBONES = ["tiny-llama", "tiny-qwen2"]
@@ -333,8 +334,7 @@ def test_colour_options_start_at_their_documented_scales():
 
 
 def test_color_skip_after_the_projector_starts_at_its_documented_scale_and_survives_a_save(tmp_path):
-    from enel.model.modeling_enel import COLOR_SKIP_LLM_STD
-
+    COLOR_SKIP_LLM_STD = PointEmbeddingConfig().color_skip_std
     torch.manual_seed(0)
     model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "color_skip": True,
                                                                             "color_skip_at": "llm"})

@@ -14,8 +14,9 @@ import torch
 from enel.data.conversation import encode_conversation
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
-from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
-from enel.model.objectives import EmbeddingTeacher, ObjectiveConfig, PointObjectives, info_nce
+from enel.model.configuration_enel import ObjectiveConfig, PointEmbeddingConfig
+from enel.model.embedding import PointTokenEmbedding
+from enel.model.objectives import EmbeddingTeacher, PointObjectives, info_nce
 from enel.points import ops
 from enel.points.ops import chamfer_l2
 from enel.train.freezing import apply_stage, parameter_groups

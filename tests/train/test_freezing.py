@@ -16,7 +16,8 @@ import torch
 from enel.data.conversation import encode_conversation
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
-from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
+from enel.model.configuration_enel import PointEmbeddingConfig
+from enel.model.embedding import PointTokenEmbedding
 from enel.model.objectives import EmbeddingTeacher
 from enel.train.freezing import FreezeReport, apply_stage, parameter_groups, trainable_layer_indices
 

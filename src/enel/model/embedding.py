@@ -46,220 +46,16 @@ embedding only (it used to add the projector's hidden layers but not its last la
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError
 from ..points import ops
-from .subconfig import SubConfig
+from .configuration_enel import PointEmbeddingConfig
 
-__all__ = ["PointEmbeddingConfig", "PointTokenEmbedding", "PointProjector", "PointTokens", "COLOR_SKIP_PLACES"]
-
-COLOR_SKIP_PLACES = ("features", "llm")
-"""Where ``PointEmbeddingConfig.color_skip_at`` may add the colour skip."""
-
-
-@dataclass
-class PointEmbeddingConfig(SubConfig):
-    """Every size of the token embedding and the projector.
-
-    Attributes:
-        use_color: feed xyz + rgb (6 channels) or xyz only (3).
-        embed_dim: width of the raw-point embedding (paper: 288).
-        num_stages: FPS + kNN stages (paper: 3).
-        group_size: k, neighbours per centre, the same for every stage (paper: 81).
-        input_points: sets the centre counts: stage ``i`` keeps ``input_points // 2**(i+1)`` centres
-            (paper: 1024 → 512, 256, 128).
-        dim_expansion: width multiplier per stage (paper: 2 → 576, 1152, 2304).
-        lga_blocks: residual bottleneck blocks per stage (released: 1).
-        pos_alpha, pos_beta: frequencies of the positional encoding; the released LGA overrides both to 1,
-            which makes the encoding plain ``sin(xyz)`` / ``cos(xyz)`` of the normalised offsets.
-        pooling: ``"max"`` (released) or ``"maxmean"`` (max + mean over the neighbours).
-        std_mode: ``"sample"`` (ours: per-sample std) or ``"batch"`` (released: one std for the batch).
-        fps_random_start: in training only, start each FPS at a random index (the released behaviour);
-            evaluation always starts at index 0.
-        class_token: ``"learned"`` (released: one learned vector, the same for every cloud) or ``"pooled"``
-            (ours: that vector plus the max over the geometric tokens, PointNet's global feature), which hands
-            the LLM the whole cloud in one token. Under the stage-1 masked objective it carries the channel-wise
-            max of the masked tokens too. Measured on the CPU default's quickstart it did not help (71.1 %
-            category against 77.2 % with the learned token; docs/training.md), so the recipes keep ``learned``.
-        color_skip: ours, off in the released configuration. Adds ``Linear(3 → output_dim)`` of each geometric
-            token's patch colour (the mean rgb of the ``group_size`` input points nearest its centre) to the
-            token (rgb centred on 0.5; in a model the weights start at N(0, 0.2): about 0.1 per channel next to the
-            stage features' 0.7). The three stages mix colour with geometry and max-pool it away: linear probes on
-            the CPU default found a cloud's main colour in 86 % of held-out clouds after stage 1 of the embedding
-            but in 35 % after stage 3 (docs/training.md, "Where the colour goes"). The skip's starting scale
-            decides what stage 1 of the CPU default learns in 25 minutes (60 held-out objects, category /
-            colour): N(0, 1) 15 % / 87 %, N(0, 0.2) 63 % / 92 %, N(0, 0.02) 90 % / 28 %. Needs ``use_color``.
-        color_skip_at: where the colour skip adds: ``"features"`` (to the embedding's output features, before
-            the projector, as above) or ``"llm"`` (ours: ``Linear(3 → hidden)`` added to the projected point
-            tokens, in the LLM's width, so the projector's GELUs never mix the colour into the geometry and the
-            geometry stays linearly where it was in the LLM's residual stream; the weights live in
-            :class:`PointProjector`, and start at N(0, 0.12) in a model, about the spread of the geometric tokens
-            on SmolLM2). Stage 1 of the CPU default with it: 93 % category / 85 % colour, where no starting scale
-            before the projector gave both (docs/training.md, "The colour skip after the projector").
-        color_token: ours, off in the released configuration. Adds the cloud's colour distribution to the class
-            token: the mean over the geometric tokens of ``relu(Linear(3 → output_dim))`` of their patch colours
-            (random features of the patch colours, averaged: a soft colour histogram from which the dominant
-            colour is linearly readable). In a model its weights start at N(0, 1) and its biases at U(-0.5, 0.5),
-            so the histogram is informative from the first step. The geometric tokens are left as they are.
-            Measured beside a quiet ``color_skip`` (N(0, 0.02)): 75 % / 48 % against 90 % / 28 % without it.
-            Needs ``use_color``.
-        projector_hidden: hidden widths of the projector MLP (paper: [1024, 2048]).
-        num_points: the resolution loaders and the CLI resample clouds to before embedding (paper: 8192).
-            The embedding itself accepts any number of points.
-    """
-
-    kind: ClassVar[str] = "point embedding"
-
-    use_color: bool = True
-    embed_dim: int = 288
-    num_stages: int = 3
-    group_size: int = 81
-    input_points: int = 1024
-    dim_expansion: int = 2
-    lga_blocks: int = 1
-    pos_alpha: float = 1.0
-    pos_beta: float = 1.0
-    pooling: str = "max"
-    std_mode: str = "sample"
-    fps_random_start: bool = False
-    class_token: str = "learned"
-    color_skip: bool = False
-    color_skip_at: str = "features"
-    color_token: bool = False
-    projector_hidden: list[int] = field(default_factory=lambda: [1024, 2048])
-    num_points: int = 8192
-
-    # ---- presets ------------------------------------------------------------------------------------------
-    @classmethod
-    def paper(cls, **overrides) -> "PointEmbeddingConfig":
-        """The released configuration: 288 → 576/1152/2304, k = 81, 8192 input points (≈ 14 M + 13 M params)."""
-        return cls(**overrides)
-
-    @classmethod
-    def small(cls, **overrides) -> "PointEmbeddingConfig":
-        """The CPU configuration: 48 → 96/192/384, k = 16, 2048 input points, still 128 + 1 tokens."""
-        base = dict(embed_dim=48, group_size=16, projector_hidden=[576, 576], num_points=2048)
-        base.update(overrides)
-        return cls(**base)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "PointEmbeddingConfig":
-        presets = {"paper": cls.paper, "small": cls.small}
-        if name not in presets:
-            raise ConfigError(f"unknown point embedding preset {name!r}; choose one of {sorted(presets)}")
-        return presets[name](**overrides)
-
-    @classmethod
-    def from_spec(cls, spec) -> "PointEmbeddingConfig":
-        """A config from what recipes and ``from_backbone`` accept: ``None`` (the ``small`` preset), a preset
-        name, a dict of fields (a ``preset`` key starts from that preset, the other keys override it), or a
-        ``PointEmbeddingConfig``."""
-        if spec is None or isinstance(spec, str):
-            return cls.preset(spec or "small")
-        if isinstance(spec, cls):
-            return spec
-        if not isinstance(spec, dict):
-            raise ConfigError(f"point_config must be a preset name or a dict of fields, not {type(spec).__name__}")
-        fields_ = dict(spec)
-        if "preset" in fields_:
-            cfg = cls.preset(fields_.pop("preset"))
-            return cls.from_dict({**cfg.to_dict(), **fields_})
-        return cls.from_dict(fields_)
-
-    # ---- derived sizes ------------------------------------------------------------------------------------
-    @property
-    def in_channels(self) -> int:
-        return 6 if self.use_color else 3
-
-    @property
-    def stage_centres(self) -> list[int]:
-        return [self.input_points // 2 ** (i + 1) for i in range(self.num_stages)]
-
-    @property
-    def stage_dims(self) -> list[int]:
-        return [self.embed_dim * self.dim_expansion ** (i + 1) for i in range(self.num_stages)]
-
-    @property
-    def output_dim(self) -> int:
-        return self.stage_dims[-1]
-
-    @property
-    def num_tokens(self) -> int:
-        """Point tokens handed to the LLM: the geometric tokens plus the class token (paper: 129)."""
-        return self.stage_centres[-1] + 1
-
-    @property
-    def min_points(self) -> int:
-        """Fewest input points the first stage can group without padding."""
-        return max(self.stage_centres[0], self.group_size)
-
-    def validate(self) -> None:
-        for name in ("embed_dim", "input_points", "num_points"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, not {getattr(self, name)}")
-        if self.lga_blocks < 0:
-            raise ConfigError(f"lga_blocks must be 0 or more, not {self.lga_blocks}")
-        if any(int(h) < 1 for h in self.projector_hidden):
-            raise ConfigError(f"projector_hidden must list positive widths (or be empty), not {self.projector_hidden}")
-        if self.num_stages < 1:
-            raise ConfigError("num_stages must be at least 1")
-        if self.dim_expansion != 2:
-            raise ConfigError("dim_expansion must be 2: the feature expansion concatenates two halves")
-        centres = self.stage_centres
-        if centres[-1] < 1:
-            raise ConfigError(f"input_points={self.input_points} leaves no centres after {self.num_stages} stages")
-        for prev, nxt in zip(centres, centres[1:]):
-            if self.group_size > prev:
-                raise ConfigError(f"group_size={self.group_size} exceeds the {prev} centres of an earlier stage")
-        for dim in self.stage_dims:
-            if dim % 6:
-                raise ConfigError(
-                    f"stage width {dim} is not divisible by 6 (sin and cos of 3 coordinates); pick an embed_dim "
-                    "divisible by 3"
-                )
-        if self.pooling not in ("max", "maxmean"):
-            raise ConfigError(f"pooling must be 'max' or 'maxmean', not {self.pooling!r}")
-        if self.class_token not in ("learned", "pooled"):
-            raise ConfigError(f"class_token must be 'learned' or 'pooled', not {self.class_token!r}")
-        if self.color_skip_at not in COLOR_SKIP_PLACES:
-            raise ConfigError(
-                f"color_skip_at must be one of {', '.join(COLOR_SKIP_PLACES)}, not {self.color_skip_at!r}"
-            )
-        for name in ("color_skip", "color_token"):
-            if getattr(self, name) and not self.use_color:
-                raise ConfigError(f"{name}=True needs use_color=True (it carries the points' rgb)")
-        if self.std_mode not in ("sample", "batch"):
-            raise ConfigError(f"std_mode must be 'sample' or 'batch', not {self.std_mode!r}")
-        if self.group_size < 2:
-            raise ConfigError("group_size must be at least 2 (a neighbourhood std needs two points)")
-
-    def flops(self, n_points: int | None = None) -> int:
-        """Nominal FLOPs (2 × multiply-accumulates) of the token embedding's linear layers for one cloud.
-
-        Counts the released layers: the raw-point embedding on ``n_points`` (default ``num_points``; clouds
-        below ``min_points`` count as padded), then per stage ``linear1`` (``C → C`` on ``G·k`` positions) and
-        ``lga_blocks`` bottlenecks (``C → C/2 → C``). BatchNorm, activations, FPS and kNN are not counted;
-        nor is the projector (:meth:`projector_flops`).
-        """
-        n = max(n_points or self.num_points, self.min_points)
-        total = 2 * n * self.in_channels * self.embed_dim
-        for g, dim in zip(self.stage_centres, self.stage_dims):
-            positions = g * self.group_size
-            total += 2 * positions * dim * dim  # linear1 (2C = dim → dim)
-            total += self.lga_blocks * 2 * positions * 2 * dim * (dim // 2)  # bottleneck dim → dim/2 → dim
-        return total
-
-    def projector_flops(self, hidden_size: int) -> int:
-        """FLOPs of :class:`PointProjector` (``output_dim → projector_hidden… → hidden_size``) for one cloud."""
-        dims = [self.output_dim, *self.projector_hidden, hidden_size]
-        return sum(2 * self.num_tokens * a * b for a, b in zip(dims, dims[1:]))
-
+__all__ = ["PointTokenEmbedding", "PointProjector", "PointTokens", "patch_colours", "count_parameters"]
 
 @dataclass
 class PointTokens:
@@ -678,7 +474,6 @@ class PointTokenEmbedding(nn.Module):
 
     def __init__(self, cfg: PointEmbeddingConfig):
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.raw_embed = _LinearBN(cfg.in_channels, cfg.embed_dim, bias=False, relu=True)
         self.stages = nn.ModuleList([_Stage(cfg, g, d) for g, d in zip(cfg.stage_centres, cfg.stage_dims)])

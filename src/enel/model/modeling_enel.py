@@ -27,7 +27,7 @@ from transformers.modeling_outputs import ModelOutput
 from ..errors import ConfigError
 from . import layout as L
 from .aggregation import GatedGroupAttention, HierarchicalAggregation
-from .configuration_enel import EnelConfig
+from .configuration_enel import EnelConfig, PointEmbeddingConfig
 from .embedding import PointProjector, PointTokenEmbedding, PointTokens
 from .objectives import PointBlock, PointObjectives
 from .splice import (
@@ -94,13 +94,6 @@ def point_token_spread(tokens: torch.Tensor) -> torch.Tensor | None:
     return (x - x.mean(0, keepdim=True)).pow(2).sum() / x.pow(2).sum().clamp(min=1e-12)
 
 
-COLOR_SKIP_LLM_STD = 0.12
-"""Starting std of the colour skip placed after the projector (``color_skip_at="llm"``). Measured on SmolLM2 (word
-embeddings' RMS 0.136; the geometric point tokens vary by ~0.04 RMS around their mean): at 0.024 (as loud as the
-pre-projector skip at N(0, 0.2)) stage 1 never read the colour (18 %); at 0.12 it did (85 %) and kept the category
-(93 %). docs/training.md, "The colour skip after the projector"."""
-
-
 class EnelPreTrainedModel(PreTrainedModel):
     config: EnelConfig
     config_class = EnelConfig
@@ -113,12 +106,14 @@ class EnelPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = False
 
     def _init_weights(self, module):
+        """The new modules start at the scales the config names (``PointEmbeddingConfig.class_token_std``, …)."""
         super()._init_weights(module)
         std = getattr(self.config.text_config, "initializer_range", 0.02)
+        point = self.config.point
         if isinstance(module, PointTokenEmbedding):
-            init.normal_(module.class_token, mean=0.0, std=1.0)
+            init.normal_(module.class_token, mean=0.0, std=point.class_token_std)
             if module.color_skip is not None:  # the scale decides what stage 1 reads first (docs/training.md)
-                init.normal_(module.color_skip.weight, mean=0.0, std=0.2)
+                init.normal_(module.color_skip.weight, mean=0.0, std=point.color_skip_features_std)
                 init.zeros_(module.color_skip.bias)
             if module.color_token is not None:  # random colour features, informative from the first step
                 init.normal_(module.color_token.weight, mean=0.0, std=1.0)
@@ -129,12 +124,16 @@ class EnelPreTrainedModel(PreTrainedModel):
             # of its own, and the projector's are all in its children
             color = module.point_projector.color
             if color is not None:
-                init.normal_(color.weight, mean=0.0, std=COLOR_SKIP_LLM_STD)
+                init.normal_(color.weight, mean=0.0, std=point.color_skip_std)
                 init.zeros_(color.bias)
         elif isinstance(module, PointObjectives) and module.mask_token is not None:
-            init.zeros_(module.mask_token)
+            mask_std = self.config.objective.mask_token_std
+            if mask_std:
+                init.normal_(module.mask_token, mean=0.0, std=mask_std)
+            else:  # zeros, drawing nothing from the RNG
+                init.zeros_(module.mask_token)
         elif isinstance(module, GatedGroupAttention):
-            init.zeros_(module.gate)
+            init.constant_(module.gate, self.config.aggregation.gate_init)
 
 
 class EnelModel(EnelPreTrainedModel):
@@ -151,14 +150,6 @@ class EnelModel(EnelPreTrainedModel):
         # embeddings of <point_patch>, <point_start>, <point_end>
         self.point_special_embeds = nn.Parameter(torch.zeros(3, text.hidden_size))
         obj, agg = config.objective, config.aggregation
-        if obj.active and agg.enabled:
-            raise ConfigError(
-                "stage-1 objectives and stage-2 aggregation cannot be combined: stage 2 turns the stage-1 "
-                "objectives off (set objective_config.name='none')"
-            )
-        if obj.active and obj.head_layer > text.num_hidden_layers:
-            raise ConfigError(f"objective head_layer={obj.head_layer} but the backbone has {text.num_hidden_layers} "
-                              "decoder layers (use -1 for the final hidden states)")
         self.objectives = PointObjectives(obj, text.hidden_size, pcfg.group_size) if obj.active else None
         eps = getattr(text, "rms_norm_eps", 1e-6)
         self.aggregation = (
@@ -442,11 +433,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
             seed: seeds the initialisation of the new modules (None leaves the global RNG alone).
         """
         from .backbones import DEFAULT_BACKBONE, load_backbone
-        from .embedding import PointEmbeddingConfig
         from .splice import add_point_tokens
 
-        if conversation_template not in ("chat", "vicuna_v1_1"):
-            raise ConfigError(f"conversation_template must be 'chat' or 'vicuna_v1_1', not {conversation_template!r}")
         if seed is not None:
             torch.manual_seed(seed)
         pcfg = PointEmbeddingConfig.from_spec(point_config)
