@@ -119,6 +119,12 @@ def test_the_console_script_runs_in_a_fresh_process(tmp_path):
     assert out.returncode == 0 and "[1, 129, 384]" in out.stdout
 
 
+def test_python_dash_m_enel_is_the_enel_command():
+    out = subprocess.run([sys.executable, "-m", "enel", "--help"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0 and out.stdout.startswith("usage: enel") and "quickstart" in out.stdout
+
+
 @pytest.mark.slow
 def test_converted_smollm2_is_reused_and_rebuilt_when_corrupt(tmp_path, monkeypatch):
     from enel.model.backbones import prepare_default_backbone

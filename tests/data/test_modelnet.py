@@ -106,11 +106,6 @@ def test_the_real_archive_is_z_up_unit_sphere_clouds_of_all_classes():
     assert archive.object_ids[int(np.flatnonzero(archive.labels == 0)[0])].startswith("airplane_")
 
 
-def test_class_names_agree_with_the_evaluation_prompts():
-    prompts = pytest.importorskip("enel.data.prompts")
-    assert tuple(prompts.MODELNET40_CLASSES) == MODELNET40_CLASSES
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The pickle: opt-in and restricted unpickler
 # ----------------------------------------------------------------------------------------------------------
