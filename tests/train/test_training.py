@@ -192,35 +192,76 @@ def test_kill_and_resume_continues_from_the_last_checkpoint(tiny_data, tmp_path)
     assert steps == list(range(1, 9)), "each step logged once: the restored history plus the resumed steps"
 
 
-DDP_WORKER = r'''
+DDP_WORKER = r"""
 import hashlib, os, sys, torch
+from enel.train import trainer as T
 from enel.train.recipe import load_recipe
 from enel.train.run import train
+
+seen = []  # (optimiser step, hash of the micro-batch's cloud and token ids), in the order this process trained
+compute_loss = T.EnelTrainer.compute_loss
+def recording(self, model, inputs, *args, **kwargs):
+    if model.training:
+        h = hashlib.sha256(inputs["point_clouds"].numpy().tobytes() + inputs["input_ids"].numpy().tobytes())
+        seen.append((self.state.global_step, h.hexdigest()[:16]))
+    return compute_loss(self, model, inputs, *args, **kwargs)
+T.EnelTrainer.compute_loss = recording
 outcome = train(load_recipe("tiny_stage1", sys.argv[2:]), log=lambda *a: None)
-h = hashlib.sha256()
-# parameters (BatchNorm running statistics are buffers that DDP re-broadcasts from rank 0 before each forward,
-# so after the last step each rank still holds its own)
-for name, p in sorted(outcome.model.named_parameters()):
-    h.update(name.encode()); h.update(p.detach().float().contiguous().numpy().tobytes())
-rank = int(os.environ["RANK"])
-open(os.path.join(sys.argv[1], f"rank{rank}.txt"), "w").write(f"{h.hexdigest()} {outcome.global_step}")
-'''
+trained = {n: p.detach().clone() for n, p in outcome.model.named_parameters() if p.requires_grad}
+torch.save({"params": trained, "seen": seen, "steps": outcome.global_step},
+           os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', '0')}.pt"))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_two_process_gloo_training_keeps_ranks_identical(tiny_data, tmp_path):
+def test_two_process_gloo_training_equals_one_process_on_both_shards(tiny_data, tmp_path):
+    """Two gloo ranks, one sample each per step, give the weights of one process that accumulates the same two
+    samples per step (batch 1, grad_accum 2: the mean of the two per-sample gradients, as DDP's all-reduce).
+
+    The ranks must see different samples (so unsynchronised gradients would pull them apart) whose interleaving
+    is the single process's order. The objective is ``reconstruction``, which draws no random masks (the
+    single process would draw its masks in another order). BatchNorm running statistics are buffers, not
+    compared: DDP re-broadcasts rank 0's before each forward, so each rank keeps its own after the last step.
+    """
+    import torch
+
     worker = tmp_path / "worker.py"
     worker.write_text(DDP_WORKER)
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", str(worker), str(tmp_path),
-           *overrides(tiny_data, tmp_path / "ddp", "train.max_steps=3", "train.save_steps=10", "train.threads=1")]
+    (tmp_path / "ddp").mkdir()
+    (tmp_path / "single").mkdir()
+    common = ["train.max_steps=3", "train.save_steps=10", "train.threads=1", "train.batch_size=1",
+              "objective.name=reconstruction"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker),
+           str(tmp_path / "ddp"), *overrides(tiny_data, tmp_path / "ddp" / "run", *common)]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    r0 = (tmp_path / "rank0.txt").read_text().split()
-    r1 = (tmp_path / "rank1.txt").read_text().split()
-    assert r0 == r1 and r0[1] == "3"
-    assert (tmp_path / "ddp" / "model" / "config.json").is_file()
+    cmd = [sys.executable, str(worker), str(tmp_path / "single"),
+           *overrides(tiny_data, tmp_path / "single" / "run", *common, "train.grad_accum=2")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    r0, r1, one = (torch.load(tmp_path / f, weights_only=False)
+                   for f in ("ddp/rank0.pt", "ddp/rank1.pt", "single/rank0.pt"))
+    assert r0["steps"] == r1["steps"] == one["steps"] == 3
+    assert len(r0["seen"]) == len(r1["seen"]) == 3
+    assert not {h for _, h in r0["seen"]} & {h for _, h in r1["seen"]}, "each rank trains on its own shard"
+    assert [x for pair in zip(r0["seen"], r1["seen"]) for x in pair] == one["seen"], \
+        "step k of the two ranks is micro-batches 2k and 2k+1 of the single process"
+    assert r0["params"].keys() == one["params"].keys()
+    for name, ref in one["params"].items():
+        torch.testing.assert_close(r0["params"][name], ref, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(r1["params"][name], ref, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    assert (tmp_path / "ddp" / "run" / "model" / "config.json").is_file()
 
 
 def test_time_budget_stops_training_and_the_learning_rate_follows_the_clock(tiny_data, tmp_path):
