@@ -162,14 +162,57 @@ def _cli(*args: str, env=None) -> list[str]:
     return [sys.executable, "-m", "enel.cli", *args]
 
 
+def _child_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process, importing the ``enel`` this test imported (a worktree's ``src``, not
+    the one installed in the virtual environment), offline, one thread per process."""
+    import enel
+
+    src = str(Path(enel.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
+
+
+def _assert_same_state(got, want, where: str = "") -> None:
+    """Nested dicts / lists of tensors and numbers (an optimiser's ``state_dict``) equal to 1e-6."""
+    import torch
+
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            _assert_same_state(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, (list, tuple)):
+        assert len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_same_state(g, w, f"{where}[{i}]")
+    elif isinstance(want, torch.Tensor):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=lambda m: f"{where}: {m}")
+    else:
+        assert got == want, where
+
+
 @pytest.mark.slow
-def test_kill_and_resume_continues_from_the_last_checkpoint(tiny_data, tmp_path):
+def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_data, tmp_path):
+    """A run killed with SIGKILL after its step-4 checkpoint, then resumed, ends with the weights (buffers
+    included), optimiser moments, schedule and per-step losses of the same run left alone (same seed).
+
+    The recipe's hybrid objective draws random masks every step, so the resumed steps match only if the RNG
+    state is restored with the weights, optimiser and data position.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    def args(out: Path) -> list[str]:
+        return ["train", "--recipe", "tiny_stage1", *overrides(tiny_data, out, "train.max_steps=8", "train.save_steps=2",
+                                                               "train.save_total_limit=5", "train.threads=1")]
+
+    env = _child_env(PYTHONUNBUFFERED="1")
+    ref = tmp_path / "uninterrupted"
+    done = subprocess.run(_cli(*args(ref)), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
     out = tmp_path / "run"
-    args = ["train", "--recipe", "tiny_stage1", *overrides(tiny_data, out, "train.max_steps=8", "train.save_steps=2",
-                                                              "train.save_total_limit=5")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_cli(*args), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(_cli(*args(out)), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     try:
         while time.time() < deadline and not (out / "checkpoint-4").is_dir():
@@ -181,15 +224,27 @@ def test_kill_and_resume_continues_from_the_last_checkpoint(tiny_data, tmp_path)
         proc.wait()
     assert (out / "checkpoint-4").is_dir() and not (out / "model").exists()
     resumed_from = last_checkpoint(out)
-    assert resumed_from is not None and int(resumed_from.rsplit("-", 1)[1]) >= 4
+    assert resumed_from is not None and 4 <= int(resumed_from.rsplit("-", 1)[1]) < 8
 
-    done = subprocess.run(_cli(*args, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(_cli(*args(out), "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 8
     assert summary["resumed_from"] == resumed_from, "resumed, not restarted"
     steps = [e["step"] for e in summary["log_history"] if "loss" in e]
     assert steps == list(range(1, 9)), "each step logged once: the restored history plus the resumed steps"
+    weights, expected = load_file(out / "model" / "model.safetensors"), load_file(ref / "model" / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(weights[name], expected[name], rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    for part in ("optimizer.pt", "scheduler.pt"):
+        _assert_same_state(torch.load(out / "checkpoint-8" / part, weights_only=False),
+                           torch.load(ref / "checkpoint-8" / part, weights_only=False), part)
+    want = json.loads((ref / "train_summary.json").read_text())
+    for key in ("loss", "loss_ce", "loss_mask", "loss_recon", "learning_rate"):
+        assert [e[key] for e in summary["log_history"] if "loss" in e] == pytest.approx(
+            [e[key] for e in want["log_history"] if "loss" in e], rel=1e-5, abs=1e-7), key
 
 
 DDP_WORKER = r"""
@@ -239,7 +294,7 @@ def test_two_process_gloo_training_equals_one_process_on_both_shards(tiny_data, 
     (tmp_path / "single").mkdir()
     common = ["train.max_steps=3", "train.save_steps=10", "train.threads=1", "train.batch_size=1",
               "objective.name=reconstruction"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = _child_env()
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker),
            str(tmp_path / "ddp"), *overrides(tiny_data, tmp_path / "ddp" / "run", *common)]
