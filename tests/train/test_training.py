@@ -1,4 +1,4 @@
-"""Training on the HF Trainer with tiny backbones: both stages, loss terms, atomic checkpoints, resume, DDP."""
+"""Training on the HF Trainer with tiny backbones: both stages, loss terms, atomic checkpoints, resume, DDP, FSDP."""
 
 from __future__ import annotations
 
@@ -317,6 +317,94 @@ def test_two_process_gloo_training_equals_one_process_on_both_shards(tiny_data, 
         torch.testing.assert_close(r0["params"][name], ref, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
         torch.testing.assert_close(r1["params"][name], ref, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
     assert (tmp_path / "ddp" / "run" / "model" / "config.json").is_file()
+
+
+FSDP_WORKER = r"""
+import os, sys, torch
+from enel.data.collate import EnelCollator, model_inputs
+from enel.train.freezing import parameter_groups
+from enel.train.recipe import load_recipe
+from enel.train.run import build_datasets, build_model
+
+out, mode, recipe_name, *overrides = sys.argv[1:]
+recipe = load_recipe(recipe_name, overrides)
+torch.manual_seed(recipe.train.seed)
+model, tokenizer, _ = build_model(recipe)
+dataset, _ = build_datasets(recipe, model, tokenizer)
+collate = EnelCollator.from_tokenizer(tokenizer, return_extras=False)
+rank, local = 0, {}
+if mode == "fsdp":
+    from torch.distributed.fsdp import fully_shard
+    torch.distributed.init_process_group("gloo")
+    rank = torch.distributed.get_rank()
+    for module in list(model.modules()):  # the recipes' transformer_layer_cls_to_wrap, then the rest as the root
+        if type(module).__name__ == "LlamaDecoderLayer":
+            fully_shard(module)
+    fully_shard(model)
+optimizer = torch.optim.AdamW(parameter_groups(model, lr_new=1e-3, lr_llm=1e-3), lr=1e-3)
+model.train()
+for step in range(2):  # rank r trains sample 2·step + r; the single process accumulates both
+    shards = [rank] if mode == "fsdp" else [0, 1]
+    for r in shards:
+        (model(**model_inputs(collate([dataset[2 * step + r]]))).loss / len(shards)).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+full = {}
+for name, p in model.named_parameters():
+    p = p.detach()
+    if hasattr(p, "to_local"):  # a DTensor: this rank's shard
+        local[name] = p.to_local().numel()
+        p = p.full_tensor()
+    full[name] = p.clone()
+torch.save({"params": full, "local_numel": local}, os.path.join(out, f"{mode}{rank}.pt"))
+"""
+
+FSDP_STAGES = [
+    pytest.param("tiny_stage1", [], id="stage1"),
+    pytest.param("tiny_stage2", [f"init_from={REPO / 'tests/fixtures/saved_models/stage1_hybrid'}"], id="stage2"),
+]
+# FSDP1 and FSDP2 refuse 0-d parameters; the aggregation gate α is one (torch.zeros(()))
+SCALAR_GATE = "fully_shard doesn't support scalar parameters. Change gate to a 1D tensor"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe,extra", FSDP_STAGES)
+def test_fsdp_shards_and_trains_like_one_process(tiny_data, tmp_path, recipe, extra):
+    """FSDP2 (``fully_shard``, the Trainer's default FSDP version) over 2 gloo CPU processes, each decoder layer
+    its own unit as in the 7B recipes: the parameters are split between the ranks, and after 2 AdamW steps on
+    different samples the gathered weights equal one process accumulating both samples per step.
+
+    ``fully_shard`` is called directly: on CPU the Trainer's ``train.fsdp`` is ignored (accelerate 1.15 turns
+    FSDP on only for GPU-like distributed types; a CPU run under ``torchrun`` is wrapped in DDP instead).
+    """
+    import torch
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(FSDP_WORKER)
+    objective = "reconstruction" if recipe == "tiny_stage1" else "none"  # no random masks: one process can match
+    args = [recipe, *overrides(tiny_data, tmp_path / "run", f"objective.name={objective}", *extra)]
+    env = _child_env()
+    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), str(worker), str(tmp_path), "fsdp", *args]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 and SCALAR_GATE in done.stderr:
+        pytest.xfail("stage 2 cannot be sharded: the aggregation gate model.aggregation.attn.0.gate is a 0-d "
+                     f"parameter ({SCALAR_GATE!r}); a shape-(1,) gate would fix it")
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = subprocess.run([sys.executable, str(worker), str(tmp_path), "single", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    r0, r1, one = (torch.load(tmp_path / f, weights_only=False) for f in ("fsdp0.pt", "fsdp1.pt", "single0.pt"))
+    assert r0["local_numel"].keys() == one["params"].keys(), "every parameter is sharded"
+    layer = [n for n in one["params"] if ".layers.0." in n and n.endswith("q_proj.weight")]
+    assert len(layer) == 1
+    for name in one["params"]:
+        assert r0["local_numel"][name] + r1["local_numel"][name] == one["params"][name].numel(), name
+    assert 0 < r0["local_numel"][layer[0]] < one["params"][layer[0]].numel(), "each rank holds part of a layer"
+    for name, ref in one["params"].items():
+        torch.testing.assert_close(r0["params"][name], ref, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(r1["params"][name], ref, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
 
 
 def test_time_budget_stops_training_and_the_learning_rate_follows_the_clock(tiny_data, tmp_path):
