@@ -172,6 +172,25 @@ def _child_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
 
 
+def _run(cmd: list[str], cwd: Path, env: dict, *, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a child process to completion (10 minutes at most); with ``check``, fail the test with its stderr."""
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _torchrun(*args: str) -> list[str]:
+    """Two processes on this machine (gloo on CPUs), on a free port so that parallel runs do not collide."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port", str(port),
+            *args]
+
+
 def _assert_same_state(got, want, where: str = "") -> None:
     """Nested dicts / lists of tensors and numbers (an optimiser's ``state_dict``) equal to 1e-6."""
     import torch
@@ -207,8 +226,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_data, tmp_pat
 
     env = _child_env(PYTHONUNBUFFERED="1")
     ref = tmp_path / "uninterrupted"
-    done = subprocess.run(_cli(*args(ref)), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run(_cli(*args(ref)), tmp_path, env)
 
     out = tmp_path / "run"
     proc = subprocess.Popen(_cli(*args(out)), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
@@ -226,9 +244,7 @@ def test_kill_and_resume_ends_where_an_uninterrupted_run_ends(tiny_data, tmp_pat
     resumed_from = last_checkpoint(out)
     assert resumed_from is not None and 4 <= int(resumed_from.rsplit("-", 1)[1]) < 8
 
-    done = subprocess.run(_cli(*args(out), "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run(_cli(*args(out), "--resume"), tmp_path, env)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 8
     assert summary["resumed_from"] == resumed_from, "resumed, not restarted"
@@ -268,14 +284,6 @@ torch.save({"params": trained, "seen": seen, "steps": outcome.global_step},
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_gloo_training_equals_one_process_on_both_shards(tiny_data, tmp_path):
     """Two gloo ranks, one sample each per step, give the weights of one process that accumulates the same two
@@ -295,15 +303,10 @@ def test_two_process_gloo_training_equals_one_process_on_both_shards(tiny_data, 
     common = ["train.max_steps=3", "train.save_steps=10", "train.threads=1", "train.batch_size=1",
               "objective.name=reconstruction"]
     env = _child_env()
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), str(worker),
-           str(tmp_path / "ddp"), *overrides(tiny_data, tmp_path / "ddp" / "run", *common)]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    cmd = [sys.executable, str(worker), str(tmp_path / "single"),
-           *overrides(tiny_data, tmp_path / "single" / "run", *common, "train.grad_accum=2")]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run(_torchrun(str(worker), str(tmp_path / "ddp"), *overrides(tiny_data, tmp_path / "ddp" / "run", *common)),
+         tmp_path, env)
+    _run([sys.executable, str(worker), str(tmp_path / "single"),
+          *overrides(tiny_data, tmp_path / "single" / "run", *common, "train.grad_accum=2")], tmp_path, env)
 
     r0, r1, one = (torch.load(tmp_path / f, weights_only=False)
                    for f in ("ddp/rank0.pt", "ddp/rank1.pt", "single/rank0.pt"))
@@ -384,16 +387,12 @@ def test_fsdp_shards_and_trains_like_one_process(tiny_data, tmp_path, recipe, ex
     objective = "reconstruction" if recipe == "tiny_stage1" else "none"  # no random masks: one process can match
     args = [recipe, *overrides(tiny_data, tmp_path / "run", f"objective.name={objective}", *extra)]
     env = _child_env()
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port",
-           str(_free_port()), str(worker), str(tmp_path), "fsdp", *args]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    done = _run(_torchrun(str(worker), str(tmp_path), "fsdp", *args), tmp_path, env, check=False)
     if done.returncode != 0 and SCALAR_GATE in done.stderr:
         pytest.xfail("stage 2 cannot be sharded: the aggregation gate model.aggregation.attn.0.gate is a 0-d "
                      f"parameter ({SCALAR_GATE!r}); a shape-(1,) gate would fix it")
     assert done.returncode == 0, done.stderr[-3000:]
-    done = subprocess.run([sys.executable, str(worker), str(tmp_path), "single", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _run([sys.executable, str(worker), str(tmp_path), "single", *args], tmp_path, env)
 
     r0, r1, one = (torch.load(tmp_path / f, weights_only=False) for f in ("fsdp0.pt", "fsdp1.pt", "single0.pt"))
     assert r0["local_numel"].keys() == one["params"].keys(), "every parameter is sharded"
