@@ -85,7 +85,7 @@ def test_the_rules_between_fields_are_checked_by_the_config():
 
 # fields added since the fixtures were saved, each with the default a saved config reads as
 ADDED = {
-    "point_config": {"class_token_std": 1.0, "color_skip_std": 0.12, "color_skip_features_std": 0.2},
+    "point_config": {"match_token_scale": True, "class_token_std": 1.0, "color_skip_std": 0.12, "color_skip_features_std": 0.2},
     "objective_config": {"mask_token_std": 0.0},
     "aggregation_config": {"gate_init": 0.0},
 }

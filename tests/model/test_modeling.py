@@ -230,6 +230,21 @@ def test_new_point_tokens_start_at_the_word_embedding_scale(tiny):
     assert 0.5 < float(rms / target) < 2.0
 
 
+def test_match_token_scale_off_leaves_the_projector_as_initialised():
+    on, _ = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small"}, seed=0)
+    off, _ = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "match_token_scale": False},
+                                           seed=0)
+    assert off.config.point.match_token_scale is False and on.config.point.match_token_scale is True
+    last_on, last_off = on.model.point_projector.net[-1], off.model.point_projector.net[-1]
+    ratio = float(last_on.weight.detach().norm() / last_off.weight.detach().norm())
+    assert abs(ratio - 1.0) > 0.1  # on tiny-llama the switch changes the scale
+    torch.testing.assert_close(last_on.weight.detach(), last_off.weight.detach() * ratio, rtol=1e-5, atol=1e-7)
+    assert 0.015 < float(last_off.weight.detach().std()) < 0.025  # the plain N(0, 0.02) init, not rescaled
+    on_state, off_state = on.state_dict(), off.state_dict()
+    changed = [k for k in on_state if not torch.equal(on_state[k], off_state[k])]
+    assert set(changed) <= {"model.point_projector.net.4.weight", "model.point_projector.net.4.bias"}, changed
+
+
 def test_training_loss_on_labelled_positions_equals_full_cross_entropy(tiny):
     from enel.data.collate import EnelCollator
     from enel.data.conversation import encode_conversation

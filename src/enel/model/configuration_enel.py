@@ -111,6 +111,11 @@ class PointEmbeddingConfig(SubConfig):
         projector_hidden: hidden widths of the projector MLP (paper: [1024, 2048]).
         num_points: the resolution loaders and the CLI resample clouds to before embedding (paper: 8192).
             The embedding itself accepts any number of points.
+        match_token_scale: ours, not the paper's. :meth:`EnelForCausalLM.from_backbone` scales the projector's last
+            layer once so that a new model's point tokens start at the RMS of the backbone's word embeddings (on
+            SmolLM2 the usual N(0, 0.02) init leaves them ~8× smaller, and the first hundreds of steps go into growing
+            them). It applies to every backbone, the 7B recipes included; ``False`` keeps the plain initialisation
+            (the released code's).
         class_token_std: a new model's class token starts at N(0, class_token_std²) (1.0).
         color_skip_std: a new model's colour skip after the projector (``color_skip_at="llm"``) starts at
             N(0, color_skip_std²), bias 0 (0.12: measured on SmolLM2, whose word embeddings have RMS 0.136 and whose
@@ -141,6 +146,7 @@ class PointEmbeddingConfig(SubConfig):
     color_token: bool = False
     projector_hidden: list[int] = field(default_factory=lambda: [1024, 2048])
     num_points: int = 8192
+    match_token_scale: bool = True
     class_token_std: float = 1.0
     color_skip_std: float = 0.12
     color_skip_features_std: float = 0.2

@@ -192,6 +192,8 @@ class EnelModel(EnelPreTrainedModel):
         With the usual N(0, 0.02) init a 3-layer projector emits tokens ~8× smaller than SmolLM2's word
         embeddings, and the first hundreds of steps go into growing them. This rescales once, at construction,
         from a fixed batch of random unit-sphere clouds (deterministic for ``seed``). Returns the factor.
+        :meth:`EnelForCausalLM.from_backbone` calls it when ``PointEmbeddingConfig.match_token_scale`` is on (the
+        default; our change, not the paper's).
         """
         g = torch.Generator().manual_seed(seed)
         n = self.config.point.num_points
@@ -460,7 +462,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         with torch.no_grad():
             mean = model.model.language_model.embed_tokens.weight.mean(0)
             model.model.point_special_embeds.copy_(mean.expand_as(model.model.point_special_embeds))
-        model.model.match_point_token_scale(seed=seed or 0)
+        if pcfg.match_token_scale:  # ours, not the paper's (PointEmbeddingConfig.match_token_scale)
+            model.model.match_point_token_scale(seed=seed or 0)
         if dtype is not None:
             model = model.to(dtype)
         del causal
