@@ -209,19 +209,19 @@ def test_color_skip_after_the_projector_hands_the_patch_colours_on_and_adds_them
     with torch.no_grad():
         a, out = plain(x), late(x)
     torch.testing.assert_close(out.features, a.features)  # the embedding's own output is left alone
-    assert a.colours is None
-    np.testing.assert_allclose(out.colours.numpy(), _patch_rgb_brute_force(x, out.centres), rtol=1e-5, atol=1e-6)
+    assert a.colors is None
+    np.testing.assert_allclose(out.colors.numpy(), _patch_rgb_brute_force(x, out.centres), rtol=1e-5, atol=1e-6)
     torch.manual_seed(0)
     proj = PointProjector(late.cfg.output_dim, [32], 24, color=True)
     with torch.no_grad():
-        y, base = proj(out.features, out.colours), proj(out.features)
+        y, base = proj(out.features, out.colors), proj(out.features)
     w, b = proj.color.weight.detach().numpy(), proj.color.bias.detach().numpy()
     np.testing.assert_allclose(y[:, 0].numpy(), base[:, 0].numpy())  # the class token has no patch
-    np.testing.assert_allclose(y[:, 1:].numpy(), base[:, 1:].numpy() + out.colours.numpy() @ w.T + b,
+    np.testing.assert_allclose(y[:, 1:].numpy(), base[:, 1:].numpy() + out.colors.numpy() @ w.T + b,
                                rtol=1e-5, atol=1e-6)
     late.color_skip_scale = 0.0  # held off (train.color_skip_from): nothing to add
     with torch.no_grad():
-        assert late(x).colours is None
+        assert late(x).colors is None
     with pytest.raises(ConfigError, match="color_skip_at must be one of features, llm"):
         PointEmbeddingConfig.small(color_skip=True, color_skip_at="input").validate()
 

@@ -55,7 +55,7 @@ from torch.nn import functional as F
 from ..points import ops
 from .configuration_enel import PointEmbeddingConfig
 
-__all__ = ["PointTokenEmbedding", "PointProjector", "PointTokens", "patch_colours", "count_parameters"]
+__all__ = ["PointTokenEmbedding", "PointProjector", "PointTokens", "patch_colors", "count_parameters"]
 
 @dataclass
 class PointTokens:
@@ -65,14 +65,14 @@ class PointTokens:
         features: ``(B, T, D)`` token features, ``T = 1 + G`` (class token first), ``D = output_dim``.
         centres: ``(B, G, 3)`` coordinates of the geometric tokens (the last stage's FPS centres).
         patches: ``(B, G, k, 3)`` absolute coordinates of each token's k neighbours in the last stage.
-        colours: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for a colour skip
+        colors: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for a colour skip
             placed after the projector (``color_skip_at="llm"``) while it is on; otherwise None.
     """
 
     features: torch.Tensor
     centres: torch.Tensor
     patches: torch.Tensor
-    colours: torch.Tensor | None = None
+    colors: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -545,24 +545,24 @@ class PointTokenEmbedding(nn.Module):
         skip_on = self.cfg.color_skip and self.color_skip_scale != 0.0  # held off: no kNN, nothing added
         rgb = None
         if skip_on or self.color_token is not None:
-            rgb = patch_colours(points, xyz, self.cfg.group_size) - 0.5  # (B, G, 3), centred
+            rgb = patch_colors(points, xyz, self.cfg.group_size) - 0.5  # (B, G, 3), centred
             rgb = rgb.to(self.class_token.dtype)
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
         if self.color_token is not None:  # (B, 1, C): a soft histogram of the patch colours
             cls = cls + torch.relu(self.color_token(rgb)).mean(dim=1, keepdim=True).to(x.dtype)
-        colours = None  # (B, G, 3) for the skip after the projector (color_skip_at="llm")
+        colors = None  # (B, G, 3) for the skip after the projector (color_skip_at="llm")
         if skip_on:
             skip_rgb = rgb if self.color_skip_scale == 1.0 else self.color_skip_scale * rgb
             if self.color_skip is not None:  # color_skip_at="features": added here
                 x = x + self.color_skip(skip_rgb).to(x.dtype)
             else:
-                colours = skip_rgb
+                colors = skip_rgb
         if self.cfg.class_token == "pooled":
             cls = cls + x.amax(dim=1, keepdim=True)  # (B, 1, C): the cloud's global feature
-        return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colours=colours)
+        return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colors=colors)
 
 
-def patch_colours(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
+def patch_colors(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
     """Mean rgb of the ``k`` input points nearest each centre.
 
     Args:
@@ -594,12 +594,12 @@ class PointProjector(nn.Module):
         self.net = nn.Sequential(*layers)
         self.color = nn.Linear(3, out_dim) if color else None
 
-    def forward(self, x: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colours (B, G, 3)`` or None
+    def forward(self, x: torch.Tensor, colors: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colors (B, G, 3)`` or None
         → ``(…, hidden)``."""
         y = self.net(x)
-        if colours is not None and self.color is not None:
-            skip = self.color(colours.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
+        if colors is not None and self.color is not None:
+            skip = self.color(colors.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
             y = torch.cat([y[:, :1], y[:, 1:] + skip], dim=1)
         return y
 

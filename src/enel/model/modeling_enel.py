@@ -182,7 +182,7 @@ class EnelModel(EnelPreTrainedModel):
             features=torch.cat([o.features for o in outs]),
             centres=torch.cat([o.centres for o in outs]),
             patches=torch.cat([o.patches for o in outs]),
-            colours=torch.cat([o.colours for o in outs]) if outs[0].colours is not None else None,
+            colors=torch.cat([o.colors for o in outs]) if outs[0].colors is not None else None,
         )
 
     @torch.no_grad()
@@ -204,7 +204,7 @@ class EnelModel(EnelPreTrainedModel):
         self.eval()
         try:
             tokens = self.embed_points(clouds)
-            feats = self.point_projector(tokens.features.float(), tokens.colours)
+            feats = self.point_projector(tokens.features.float(), tokens.colors)
         finally:
             self.train(was_training)
         target = self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
@@ -295,7 +295,7 @@ class EnelModel(EnelPreTrainedModel):
                 samples, clouds = match_clouds_to_blocks(point_clouds, starts)
                 if samples:
                     tokens = self.embed_points(clouds, generator=point_generator)
-                    feats = self.point_projector(tokens.features, tokens.colours)
+                    feats = self.point_projector(tokens.features, tokens.colors)
                     if self.objectives is not None:
                         block = self.objectives.prepare_block(
                             feats, tokens.centres, tokens.patches, self.training, point_generator
