@@ -99,7 +99,7 @@ def test_cpu_default_recipe_uses_65_point_tokens_and_the_colour_skip_after_the_p
     from enel.train.recipe import load_recipe
 
     cfg = PointEmbeddingConfig.from_spec(load_recipe("smollm2_stage1").point_config)
-    assert cfg == PointEmbeddingConfig.small(input_points=512, color_skip=True, color_skip_at="llm")
+    assert cfg == PointEmbeddingConfig.small(input_points=512, color_skip=True)
     assert cfg.num_tokens == 65
 
 
@@ -163,7 +163,7 @@ def test_std_mode_batch_depends_on_batch_mates(small):
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"std_mode": "batch"}, {"pooling": "maxmean", "lga_blocks": 2, "pos_alpha": 100.0, "pos_beta": 1000.0},
-     {"class_token": "pooled"}, {"color_skip": True, "color_token": True}],
+     {"color_skip": True}],
 )
 def test_fused_inference_equals_autograd_path(overrides):
     emb = model(**overrides)
@@ -175,37 +175,12 @@ def test_fused_inference_equals_autograd_path(overrides):
     torch.testing.assert_close(fused, plain, atol=5e-5, rtol=1e-5)
 
 
-def test_pooled_class_token_is_the_learned_one_plus_the_max_over_the_geometric_tokens():
-    x = cloud(3, 900, seed=11)
-    learned, pooled = model(seed=4), model(seed=4, class_token="pooled")
-    with torch.no_grad():
-        a, b = learned(x).features, pooled(x).features
-    torch.testing.assert_close(b[:, 1:], a[:, 1:])  # same weights, same geometric tokens
-    geo = a[:, 1:].numpy()
-    expected = learned.class_token.detach().numpy()[0, 0] + geo.max(axis=1)  # brute force, per cloud
-    np.testing.assert_allclose(b[:, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
-    assert (b[0, 0] - b[1, 0]).abs().max() > 1e-2  # unlike the learned token, it differs between clouds
-    torch.testing.assert_close(a[0, 0], a[1, 0])
-
-
-def test_color_skip_adds_a_linear_map_of_each_tokens_patch_colour():
-    x = cloud(2, 700, seed=12)
-    plain, skip = model(seed=5), model(seed=5, color_skip=True)
-    with torch.no_grad():
-        a, out = plain(x), skip(x)
-    torch.testing.assert_close(out.features[:, 0], a.features[:, 0])  # the class token has no patch
-    rgb = _patch_rgb_brute_force(x, out.centres)  # the 16 input points nearest each centre, by numpy
-    w, b = skip.color_skip.weight.detach().numpy(), skip.color_skip.bias.detach().numpy()
-    expected = a.features[:, 1:].numpy() + rgb @ w.T + b
-    np.testing.assert_allclose(out.features[:, 1:].numpy(), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_color_skip_after_the_projector_hands_the_patch_colours_on_and_adds_them_in_the_llm_width():
+def test_color_skip_after_the_projector_hands_the_patch_colors_on_and_adds_them_in_the_llm_width():
     from enel.model.embedding import PointProjector
 
     x = cloud(2, 700, seed=14)
-    plain, late = model(seed=5), model(seed=5, color_skip=True, color_skip_at="llm")
-    assert late.color_skip is None  # its weights live in the projector
+    plain, late = model(seed=5), model(seed=5, color_skip=True)
+    assert not any("color" in name for name, _ in late.named_parameters())  # its weights live in the projector
     with torch.no_grad():
         a, out = plain(x), late(x)
     torch.testing.assert_close(out.features, a.features)  # the embedding's own output is left alone
@@ -219,11 +194,6 @@ def test_color_skip_after_the_projector_hands_the_patch_colours_on_and_adds_them
     np.testing.assert_allclose(y[:, 0].numpy(), base[:, 0].numpy())  # the class token has no patch
     np.testing.assert_allclose(y[:, 1:].numpy(), base[:, 1:].numpy() + out.colors.numpy() @ w.T + b,
                                rtol=1e-5, atol=1e-6)
-    late.color_skip_scale = 0.0  # held off (train.color_skip_from): nothing to add
-    with torch.no_grad():
-        assert late(x).colors is None
-    with pytest.raises(ConfigError, match="color_skip_at must be one of features, llm"):
-        PointEmbeddingConfig.small(color_skip=True, color_skip_at="input").validate()
 
 
 def _patch_rgb_brute_force(x: torch.Tensor, centres: torch.Tensor, k: int = 16) -> np.ndarray:
@@ -234,22 +204,27 @@ def _patch_rgb_brute_force(x: torch.Tensor, centres: torch.Tensor, k: int = 16) 
     return np.take_along_axis(pts[:, None, :, 3:], near[..., None], axis=2).mean(axis=2) - 0.5
 
 
-def test_color_token_adds_the_mean_of_relu_colour_features_to_the_class_token():
-    x = cloud(2, 700, seed=13)
-    plain, tok = model(seed=6), model(seed=6, color_token=True)
-    with torch.no_grad():
-        a, out = plain(x), tok(x)
-    torch.testing.assert_close(out.features[:, 1:], a.features[:, 1:])  # geometric tokens untouched
-    rgb = _patch_rgb_brute_force(x, out.centres)
-    w, b = tok.color_token.weight.detach().numpy(), tok.color_token.bias.detach().numpy()
-    expected = a.features[:, 0].numpy() + np.maximum(rgb @ w.T + b, 0).mean(axis=1)
-    np.testing.assert_allclose(out.features[:, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+def test_the_colour_skip_needs_colour():
+    with pytest.raises(ConfigError, match="color_skip=True needs use_color=True"):
+        PointEmbeddingConfig.small(use_color=False, color_skip=True)
 
 
-@pytest.mark.parametrize("name", ["color_skip", "color_token"])
-def test_colour_options_need_colour(name):
-    with pytest.raises(ConfigError, match=f"{name}=True needs use_color=True"):
-        PointEmbeddingConfig.small(use_color=False, **{name: True}).validate()
+@pytest.mark.parametrize("data, match", [
+    ({"class_token": "pooled"}, "class_token='pooled'.*71.1 %"),
+    ({"color_token": True}, "color_token=True.*75 %"),
+    ({"color_skip": True, "color_skip_at": "features"}, "color_skip_at='features'.*63 %"),
+])
+def test_a_removed_option_left_on_is_refused_with_the_reason_and_the_fix(data, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        PointEmbeddingConfig.from_dict(data)
+    assert "removed after enel 0.1.0" in str(err.value) and "retrain without it" in str(err.value)
+
+
+def test_a_removed_option_left_off_loads():
+    off = {"class_token": "learned", "color_token": False, "color_skip_at": "features", "color_skip": False}
+    assert PointEmbeddingConfig.from_dict(off) == PointEmbeddingConfig()
+    skip = PointEmbeddingConfig.from_dict({"color_skip": True, "color_skip_at": "llm"})  # what the skip is now
+    assert skip == PointEmbeddingConfig(color_skip=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -356,7 +331,6 @@ def test_projector():
         ({"input_points": 4}, "no centres"),
         ({"lga_blocks": -1}, "lga_blocks"),
         ({"projector_hidden": [0]}, "projector_hidden"),
-        ({"class_token": "mean"}, "class_token"),
     ],
 )
 def test_config_validation(overrides, err):

@@ -65,8 +65,8 @@ class PointTokens:
         features: ``(B, T, D)`` token features, ``T = 1 + G`` (class token first), ``D = output_dim``.
         centres: ``(B, G, 3)`` coordinates of the geometric tokens (the last stage's FPS centres).
         patches: ``(B, G, k, 3)`` absolute coordinates of each token's k neighbours in the last stage.
-        colors: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for a colour skip
-            placed after the projector (``color_skip_at="llm"``) while it is on; otherwise None.
+        colors: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for the colour skip
+            after the projector when ``color_skip`` is on; otherwise None.
     """
 
     features: torch.Tensor
@@ -478,9 +478,6 @@ class PointTokenEmbedding(nn.Module):
         self.raw_embed = _LinearBN(cfg.in_channels, cfg.embed_dim, bias=False, relu=True)
         self.stages = nn.ModuleList([_Stage(cfg, g, d) for g, d in zip(cfg.stage_centres, cfg.stage_dims)])
         self.class_token = nn.Parameter(torch.randn(1, 1, cfg.output_dim))
-        self.color_skip = nn.Linear(3, cfg.output_dim) if cfg.color_skip and cfg.color_skip_at == "features" else None
-        self.color_token = nn.Linear(3, cfg.output_dim) if cfg.color_token else None
-        self.color_skip_scale = 1.0  # a training-time switch (train.color_skip_from), never saved
 
     def _check(self, points: torch.Tensor) -> torch.Tensor:
         if points.dim() != 3:
@@ -542,23 +539,10 @@ class PointTokenEmbedding(nn.Module):
         patches = None
         for stage in self.stages:
             xyz, x, patches = stage(xyz, x, random_start, generator, fused)
-        skip_on = self.cfg.color_skip and self.color_skip_scale != 0.0  # held off: no kNN, nothing added
-        rgb = None
-        if skip_on or self.color_token is not None:
-            rgb = patch_colors(points, xyz, self.cfg.group_size) - 0.5  # (B, G, 3), centred
-            rgb = rgb.to(self.class_token.dtype)
+        colors = None  # (B, G, 3) for the colour skip after the projector
+        if self.cfg.color_skip:
+            colors = (patch_colors(points, xyz, self.cfg.group_size) - 0.5).to(self.class_token.dtype)  # centred
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
-        if self.color_token is not None:  # (B, 1, C): a soft histogram of the patch colours
-            cls = cls + torch.relu(self.color_token(rgb)).mean(dim=1, keepdim=True).to(x.dtype)
-        colors = None  # (B, G, 3) for the skip after the projector (color_skip_at="llm")
-        if skip_on:
-            skip_rgb = rgb if self.color_skip_scale == 1.0 else self.color_skip_scale * rgb
-            if self.color_skip is not None:  # color_skip_at="features": added here
-                x = x + self.color_skip(skip_rgb).to(x.dtype)
-            else:
-                colors = skip_rgb
-        if self.cfg.class_token == "pooled":
-            cls = cls + x.amax(dim=1, keepdim=True)  # (B, 1, C): the cloud's global feature
         return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colors=colors)
 
 
@@ -580,7 +564,7 @@ def patch_colors(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.T
 class PointProjector(nn.Module):
     """``(…, output_dim) → (…, hidden)``: ``Linear → GELU`` per hidden width, then a final ``Linear``.
 
-    With ``color=True`` it also holds the colour skip placed after it (``color_skip_at="llm"``):
+    With ``color=True`` it also holds the colour skip placed after it (``PointEmbeddingConfig.color_skip``):
     ``Linear(3 → hidden)`` of each geometric token's patch colour, added to that token's output.
     """
 

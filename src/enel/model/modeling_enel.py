@@ -112,18 +112,12 @@ class EnelPreTrainedModel(PreTrainedModel):
         point = self.config.point
         if isinstance(module, PointTokenEmbedding):
             init.normal_(module.class_token, mean=0.0, std=point.class_token_std)
-            if module.color_skip is not None:  # the scale decides what stage 1 reads first (docs/training.md)
-                init.normal_(module.color_skip.weight, mean=0.0, std=point.color_skip_features_std)
-                init.zeros_(module.color_skip.bias)
-            if module.color_token is not None:  # random colour features, informative from the first step
-                init.normal_(module.color_token.weight, mean=0.0, std=1.0)
-                init.uniform_(module.color_token.bias, -0.5, 0.5)
         elif isinstance(module, EnelModel):
             init.normal_(module.point_special_embeds, mean=0.0, std=std)
             # here, not under PointProjector: transformers skips the init of a custom module without parameters
             # of its own, and the projector's are all in its children
             color = module.point_projector.color
-            if color is not None:
+            if color is not None:  # the scale decides what stage 1 reads first (docs/training.md)
                 init.normal_(color.weight, mean=0.0, std=point.color_skip_std)
                 init.zeros_(color.bias)
         elif isinstance(module, PointObjectives) and module.mask_token is not None:
@@ -146,7 +140,7 @@ class EnelModel(EnelPreTrainedModel):
         self.language_model = AutoModel.from_config(text)
         self.point_embedding = PointTokenEmbedding(pcfg)
         self.point_projector = PointProjector(pcfg.output_dim, pcfg.projector_hidden, text.hidden_size,
-                                              color=pcfg.color_skip and pcfg.color_skip_at == "llm")
+                                              color=pcfg.color_skip)
         # embeddings of <point_patch>, <point_start>, <point_end>
         self.point_special_embeds = nn.Parameter(torch.zeros(3, text.hidden_size))
         obj, agg = config.objective, config.aggregation
