@@ -104,11 +104,10 @@ class PointEmbeddingConfig(SubConfig):
             them). It applies to every backbone, the 7B recipes included; ``False`` keeps the plain initialisation
             (the released code's).
         class_token_std: a new model's class token starts at N(0, class_token_std²) (1.0).
-        color_skip_std: a new model's colour skip starts at
-            N(0, color_skip_std²), bias 0 (0.12: measured on SmolLM2, whose word embeddings have RMS 0.136 and whose
-            geometric point tokens vary by ~0.04 RMS around their mean; at 0.024 stage 1 never read the colour,
-            18 %, at 0.12 it did, 85 %, and kept the category, 93 %; docs/training.md, "The colour skip after the
-            projector").
+        color_skip_std: a new model's colour skip starts at N(0, color_skip_std²), bias 0 (0.12: measured on
+            SmolLM2, whose word embeddings have RMS 0.136 and whose geometric point tokens vary by ~0.04 RMS around
+            their mean; at 0.024 stage 1 never read the colour, 18 %, at 0.12 it did, 85 %, and kept the category,
+            93 %; docs/training.md, "The colour skip after the projector").
 
     Options removed after enel 0.1.0 (``class_token``, ``color_skip_at``, ``color_token``): a saved config that
     carries one at the value that means "off" loads; any other value is refused with the reason and the fix.
@@ -126,7 +125,7 @@ class PointEmbeddingConfig(SubConfig):
                           "color_skip_at='features' (the colour skip before the projector) traded the category for "
                           "the colour (63 % / 92 % at its default scale); the skip now always adds after the "
                           "projector, as color_skip_at='llm' did (93 % / 85 %)"),
-        "color_skip_features_std": (lambda value, data: True, ""),
+        "color_skip_features_std": (lambda value, data: True, ""),  # an init scale, briefly saved during issue 18
     }
 
     use_color: bool = True
