@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .errors import PointCloudError
-from .model.saving import load_model, save_model  # noqa: F401  (save_model: tests/model and tests/fixtures import it from here)
+from .model.saving import load_model
 
 __all__ = [
     "GenerationSettings",

@@ -74,58 +74,14 @@ def test_eager_attention_trains_the_same_maths_and_the_saved_model_keeps_sdpa(ti
         load_recipe("tiny_stage1", ["train.attn_implementation=flash"])
 
 
-def _skip_weights(model):
-    return model.model.point_embedding.color_skip.weight.detach().clone()
+def test_the_removed_color_skip_from_loads_when_off_and_is_refused_with_the_fix_when_on():
+    from enel.train.recipe import recipe_from_dict
 
-
-def test_color_skip_from_holds_the_skip_off_then_turns_it_on(tiny_data, tmp_path):
-    from transformers import set_seed
-
-    from enel.train.run import build_model
-
-    def run(name: str, start: float):
-        r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / name, "train.max_steps=4", "train.bf16=false",
-                                                 "point_config.color_skip=true", f"train.color_skip_from={start}"))
-        set_seed(r.train.seed)  # train() seeds the same way before it builds the model
-        initial = _skip_weights(build_model(r)[0])
-        out = train(r, log=lambda *_: None)
-        assert out.model.model.point_embedding.color_skip_scale == 1.0  # left on for inference
-        return initial, _skip_weights(out.model), out.model
-
-    initial, final, model = run("held", 0.9)  # steps 0-3 are all before 90 %: no gradient reaches the skip
-    assert final.equal(initial)
-    moved = [n for n, p in model.named_parameters() if "point_embedding.stages" in n and p.requires_grad]
-    assert moved, "the rest of the embedding trains"
-    initial, final, _ = run("switched", 0.5)  # on from step 2
-    assert not final.equal(initial)
-
-
-def test_color_skip_schedule_follows_the_clock_or_the_steps():
-    from types import SimpleNamespace
-
-    from enel.train.trainer import ColorSkipScheduleCallback
-
-    emb = SimpleNamespace(color_skip_scale=1.0)
-    cb = ColorSkipScheduleCallback(emb, 0.25)
-    for step, scale in [(0, 0.0), (2, 0.0), (3, 1.0), (7, 1.0)]:  # of 12 steps: on from 25 % = step 3
-        cb.on_step_begin(None, SimpleNamespace(global_step=step, max_steps=12, is_world_process_zero=False), None)
-        assert emb.color_skip_scale == scale
-    assert cb.switched_at == 3
-    clock = SimpleNamespace(progress=lambda: 0.1)
-    cb = ColorSkipScheduleCallback(emb, 0.25, clock)
-    cb.on_step_begin(None, SimpleNamespace(global_step=500, max_steps=12, is_world_process_zero=False), None)
-    assert emb.color_skip_scale == 0.0  # the clock, not the step count, decides under a time budget
-    cb.on_train_end(None, None, None)
-    assert emb.color_skip_scale == 1.0
-
-
-def test_color_skip_from_needs_a_skip_and_a_fraction(tiny_data, tmp_path):
-    with pytest.raises(ConfigError, match=r"color_skip_from .* in \[0, 1\)"):
-        load_recipe("tiny_stage1", ["train.color_skip_from=1.5"])
-    r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / "x", "train.max_steps=1",
-                                             "train.color_skip_from=0.5"))
-    with pytest.raises(ConfigError, match="point_config.color_skip=true"):
-        train(r, log=lambda *_: None)
+    data = load_recipe("tiny_stage1").to_dict()
+    off = recipe_from_dict({**data, "train": {**data["train"], "color_skip_from": 0.0}})
+    assert off == load_recipe("tiny_stage1")
+    with pytest.raises(ConfigError, match=r"train.color_skip_from was removed after enel 0.1.0 \(.*83 %.*delete it"):
+        recipe_from_dict({**data, "train": {**data["train"], "color_skip_from": 0.4}})
 
 
 def test_stage2_needs_a_stage1_folder(tiny_data, tmp_path):
