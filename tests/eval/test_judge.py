@@ -12,7 +12,7 @@ import pytest
 
 from enel.errors import ConfigError, EnelError
 from enel.eval import judge as J
-from enel.eval import prompts as P
+from enel.data import prompts as P
 from enel.eval.results import ResultsFile, make_record, write_results
 from fake_openai import Action, FakeOpenAI, user_text
 
@@ -416,7 +416,7 @@ def test_duplicate_ids_and_bad_type_are_rejected(tmp_path):
 
 
 def test_cli_judge(tmp_path, capsys):
-    from enel.eval import commands
+    from enel.cli import eval as commands
 
     path = write(tmp_path, [make_record(i, "gt", f"out {i}") for i in range(3)])
     parser = argparse.ArgumentParser(prog="enel")

@@ -446,10 +446,11 @@ def test_closed_gate_aggregated_token_is_the_pooling_of_its_members(base, size, 
 
 
 
-def test_residual_flags_of_older_configs_are_read_as_names():
-    assert AggregationConfig.from_dict({"residual": True}).residual == "add"
+def test_the_removed_boolean_residual_loads_when_off_and_is_refused_with_the_fix_when_on():
     assert AggregationConfig.from_dict({"residual": False}).residual == "none"
     assert AggregationConfig.from_dict({}).residual == "none"
+    with pytest.raises(ConfigError, match='residual=true .* write residual: "add"'):
+        AggregationConfig.from_dict({"residual": True})
 
 
 @pytest.mark.parametrize("residual", ["add", "detail"])

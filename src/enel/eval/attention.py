@@ -409,7 +409,8 @@ def attention_for_objects(model_dir, files_or_objects: Sequence, out_dir, layer:
     Returns:
         one ``{"png", "html", "json", "npz"}`` dict per object, in input order.
     """
-    from ..inference import load_model, prepare_cloud
+    from ..inference import prepare_cloud
+    from ..model.saving import load_model
     from .generate import cli_command
 
     if model is None or tokenizer is None:

@@ -443,7 +443,7 @@ def _section_training(doc: _Doc, run_dir: Path, qs: dict | None, files_dir: Path
 
 
 def _section_resolution(doc: _Doc, eval_dir: Path, notes: list[str], figures: dict[str, Path]) -> None:
-    from .resolution import METRIC_LABELS, _fmt_points
+    from .resolution import METRIC_LABELS, points_label
 
     doc.h(2, "Resolution sweep (Figure 1a)")
     res = _load_json(eval_dir / "resolution" / "resolution.json", notes)
@@ -455,7 +455,7 @@ def _section_resolution(doc: _Doc, eval_dir: Path, notes: list[str], figures: di
     doc.p(_prov(meta) + f" {meta.get('objects', '?')} objects; points: {meta.get('points_rule', '?')}.", "prov")
     sizes = res.get("sizes") or [r["num_points"] for r in res["rows"]]
     train = meta.get("train_points")
-    header = ["score"] + [_fmt_points(n) + (" (train)" if n == train else "") for n in sizes]
+    header = ["score"] + [points_label(n) + (" (train)" if n == train else "") for n in sizes]
     by_n = {r["num_points"]: r for r in res["rows"]}
     doc.table(header, [[METRIC_LABELS.get(k, k)] + [by_n.get(n, {}).get(k) for n in sizes]
                        for k in res.get("metrics", [])])

@@ -37,11 +37,21 @@ class SubConfig:
     error messages) and ``validate()``."""
 
     kind: ClassVar[str] = "config"
+    removed: ClassVar[dict] = {}
+    """Options that were removed: ``{name: (accepts(value, data) -> bool, why)}``. A saved value that ``accepts``
+    (the value that meant "off") is dropped; any other is refused with ``why`` and the fix."""
 
     @classmethod
     def from_dict(cls: type[T], data: dict | None) -> T:
         """Build and validate from a plain dict (``None`` → the defaults); unknown keys raise ``ConfigError``."""
         data = dict(data or {})
+        for name, (accepts, why) in cls.removed.items():
+            if name in data and not accepts(data[name], data):
+                raise ConfigError(
+                    f"this {cls.kind} config sets {name}={data[name]!r}, an option removed after enel 0.1.0 ({why}; "
+                    f"docs/training.md); retrain without it, or load this model with enel 0.1.0"
+                )
+        data = {k: v for k, v in data.items() if k not in cls.removed}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -56,10 +66,6 @@ class SubConfig:
 
     def validate(self) -> None:  # pragma: no cover - every subclass overrides it
         """Raise ``ConfigError`` naming the bad field and its allowed values."""
-
-
-COLOR_SKIP_PLACES = ("features", "llm")
-"""Where ``PointEmbeddingConfig.color_skip_at`` may add the colour skip."""
 
 
 @dataclass
@@ -81,47 +87,46 @@ class PointEmbeddingConfig(SubConfig):
         std_mode: ``"sample"`` (ours: per-sample std) or ``"batch"`` (released: one std for the batch).
         fps_random_start: in training only, start each FPS at a random index (the released behaviour);
             evaluation always starts at index 0.
-        class_token: ``"learned"`` (released: one learned vector, the same for every cloud) or ``"pooled"``
-            (ours: that vector plus the max over the geometric tokens, PointNet's global feature), which hands
-            the LLM the whole cloud in one token. Under the stage-1 masked objective it carries the channel-wise
-            max of the masked tokens too. Measured on the CPU default's quickstart it did not help (71.1 %
-            category against 77.2 % with the learned token; docs/training.md), so the recipes keep ``learned``.
-        color_skip: ours, off in the released configuration. Adds ``Linear(3 → output_dim)`` of each geometric
-            token's patch colour (the mean rgb of the ``group_size`` input points nearest its centre) to the
-            token (rgb centred on 0.5; in a model the weights start at N(0, 0.2): about 0.1 per channel next to the
-            stage features' 0.7). The three stages mix colour with geometry and max-pool it away: linear probes on
-            the CPU default found a cloud's main colour in 86 % of held-out clouds after stage 1 of the embedding
-            but in 35 % after stage 3 (docs/training.md, "Where the colour goes"). The skip's starting scale
-            decides what stage 1 of the CPU default learns in 25 minutes (60 held-out objects, category /
-            colour): N(0, 1) 15 % / 87 %, N(0, 0.2) 63 % / 92 %, N(0, 0.02) 90 % / 28 %. Needs ``use_color``.
-        color_skip_at: where the colour skip adds: ``"features"`` (to the embedding's output features, before
-            the projector, as above) or ``"llm"`` (ours: ``Linear(3 → hidden)`` added to the projected point
-            tokens, in the LLM's width, so the projector's GELUs never mix the colour into the geometry and the
-            geometry stays linearly where it was in the LLM's residual stream; the weights live in
-            :class:`PointProjector`, and start at N(0, 0.12) in a model, about the spread of the geometric tokens
-            on SmolLM2). Stage 1 of the CPU default with it: 93 % category / 85 % colour, where no starting scale
-            before the projector gave both (docs/training.md, "The colour skip after the projector").
-        color_token: ours, off in the released configuration. Adds the cloud's colour distribution to the class
-            token: the mean over the geometric tokens of ``relu(Linear(3 → output_dim))`` of their patch colours
-            (random features of the patch colours, averaged: a soft colour histogram from which the dominant
-            colour is linearly readable). In a model its weights start at N(0, 1) and its biases at U(-0.5, 0.5),
-            so the histogram is informative from the first step. The geometric tokens are left as they are.
-            Measured beside a quiet ``color_skip`` (N(0, 0.02)): 75 % / 48 % against 90 % / 28 % without it.
-            Needs ``use_color``.
+        color_skip: ours, off in the released configuration. Adds ``Linear(3 → hidden)`` of each geometric token's
+            patch colour (the mean rgb of the ``group_size`` input points nearest its centre, centred on 0.5) to
+            that token after the projector, in the LLM's width, so the projector's GELUs never mix the colour into
+            the geometry. The three stages mix colour with geometry and max-pool it away: linear probes on the CPU
+            default found a cloud's main colour in 86 % of held-out clouds after stage 1 of the embedding but in
+            35 % after stage 3 (docs/training.md, "Where the colour goes"); stage 1 of the CPU default with the
+            skip: 93 % category / 85 % colour (docs/training.md, "The colour skip after the projector"). The
+            weights live in :class:`~enel.model.embedding.PointProjector`. Needs ``use_color``.
         projector_hidden: hidden widths of the projector MLP (paper: [1024, 2048]).
         num_points: the resolution loaders and the CLI resample clouds to before embedding (paper: 8192).
             The embedding itself accepts any number of points.
+        match_token_scale: ours, not the paper's. :meth:`EnelForCausalLM.from_backbone` scales the projector's last
+            layer once so that a new model's point tokens start at the RMS of the backbone's word embeddings (on
+            SmolLM2 the usual N(0, 0.02) init leaves them ~8× smaller, and the first hundreds of steps go into growing
+            them). It applies to every backbone, the 7B recipes included; ``False`` keeps the plain initialisation
+            (the released code's).
         class_token_std: a new model's class token starts at N(0, class_token_std²) (1.0).
-        color_skip_std: a new model's colour skip after the projector (``color_skip_at="llm"``) starts at
-            N(0, color_skip_std²), bias 0 (0.12: measured on SmolLM2, whose word embeddings have RMS 0.136 and whose
-            geometric point tokens vary by ~0.04 RMS around their mean; at 0.024 stage 1 never read the colour,
-            18 %, at 0.12 it did, 85 %, and kept the category, 93 %; docs/training.md, "The colour skip after the
-            projector").
-        color_skip_features_std: the same for the colour skip before the projector (``color_skip_at="features"``)
-            (0.2, the middle of the three scales above).
+        color_skip_std: a new model's colour skip starts at N(0, color_skip_std²), bias 0 (0.12: measured on
+            SmolLM2, whose word embeddings have RMS 0.136 and whose geometric point tokens vary by ~0.04 RMS around
+            their mean; at 0.024 stage 1 never read the colour, 18 %, at 0.12 it did, 85 %, and kept the category,
+            93 %; docs/training.md, "The colour skip after the projector").
+
+    Options removed after enel 0.1.0 (``class_token``, ``color_skip_at``, ``color_token``): a saved config that
+    carries one at the value that means "off" loads; any other value is refused with the reason and the fix.
     """
 
     kind: ClassVar[str] = "point embedding"
+    removed: ClassVar[dict] = {
+        "class_token": (lambda value, data: value == "learned",
+                        "class_token='pooled' (the learned class token plus the max over the geometric tokens) did "
+                        "not help: 71.1 % category against 77.2 % with the learned token on the CPU default"),
+        "color_token": (lambda value, data: value is False,
+                        "color_token (a colour histogram in the class token) split the difference: 75 % category / "
+                        "48 % colour, where the colour skip after the projector gives 93 % / 85 %"),
+        "color_skip_at": (lambda value, data: value == "llm" or not data.get("color_skip"),
+                          "color_skip_at='features' (the colour skip before the projector) traded the category for "
+                          "the colour (63 % / 92 % at its default scale); the skip now always adds after the "
+                          "projector, as color_skip_at='llm' did (93 % / 85 %)"),
+        "color_skip_features_std": (lambda value, data: True, ""),  # an init scale, briefly saved during issue 18
+    }
 
     use_color: bool = True
     embed_dim: int = 288
@@ -135,15 +140,12 @@ class PointEmbeddingConfig(SubConfig):
     pooling: str = "max"
     std_mode: str = "sample"
     fps_random_start: bool = False
-    class_token: str = "learned"
     color_skip: bool = False
-    color_skip_at: str = "features"
-    color_token: bool = False
     projector_hidden: list[int] = field(default_factory=lambda: [1024, 2048])
     num_points: int = 8192
+    match_token_scale: bool = True
     class_token_std: float = 1.0
     color_skip_std: float = 0.12
-    color_skip_features_std: float = 0.2
 
     # ---- presets ------------------------------------------------------------------------------------------
     @classmethod
@@ -235,20 +237,13 @@ class PointEmbeddingConfig(SubConfig):
                 )
         if self.pooling not in ("max", "maxmean"):
             raise ConfigError(f"pooling must be 'max' or 'maxmean', not {self.pooling!r}")
-        if self.class_token not in ("learned", "pooled"):
-            raise ConfigError(f"class_token must be 'learned' or 'pooled', not {self.class_token!r}")
-        if self.color_skip_at not in COLOR_SKIP_PLACES:
-            raise ConfigError(
-                f"color_skip_at must be one of {', '.join(COLOR_SKIP_PLACES)}, not {self.color_skip_at!r}"
-            )
-        for name in ("color_skip", "color_token"):
-            if getattr(self, name) and not self.use_color:
-                raise ConfigError(f"{name}=True needs use_color=True (it carries the points' rgb)")
+        if self.color_skip and not self.use_color:
+            raise ConfigError("color_skip=True needs use_color=True (it carries the points' rgb)")
         if self.std_mode not in ("sample", "batch"):
             raise ConfigError(f"std_mode must be 'sample' or 'batch', not {self.std_mode!r}")
         if self.group_size < 2:
             raise ConfigError("group_size must be at least 2 (a neighbourhood std needs two points)")
-        for name in ("class_token_std", "color_skip_std", "color_skip_features_std"):
+        for name in ("class_token_std", "color_skip_std"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} is a standard deviation, 0 or more, not {getattr(self, name)}")
 
@@ -380,7 +375,7 @@ class AggregationConfig(SubConfig):
         attn_heads, attn_dim: heads and bottleneck width of the in-group attention.
         residual: what propagation adds to the copied-back group feature: ``"none"`` (the authors' final run),
             ``"add"`` (the token's pre-aggregation state) or ``"detail"`` (the token's pre-aggregation state minus
-            its group's pooled feature). ``False`` / ``True`` are read as ``"none"`` / ``"add"``.
+            its group's pooled feature).
         gate_init: the value α of every ``tanh(α)`` gate starts at in a new model (0: the attention adds nothing
             until training opens the gate).
     """
@@ -408,8 +403,11 @@ class AggregationConfig(SubConfig):
     RESIDUALS: ClassVar[tuple[str, ...]] = ("none", "add", "detail")
 
     def __post_init__(self) -> None:
-        if isinstance(self.residual, bool):  # configs written before the detail skip held a bool
-            self.residual = "add" if self.residual else "none"
+        if self.residual is False:  # configs written before the detail skip held a bool; false meant "none"
+            self.residual = "none"
+        elif self.residual is True:
+            raise ConfigError('aggregation residual=true is the boolean spelling removed after enel 0.1.0; it meant '
+                              '"add": write residual: "add" (the same skip) in the config')
         super().__post_init__()
 
     @property

@@ -156,18 +156,12 @@ class EnelPreTrainedModel(PreTrainedModel):
         point = self.config.point
         if isinstance(module, PointTokenEmbedding):
             init.normal_(module.class_token, mean=0.0, std=point.class_token_std)
-            if module.color_skip is not None:  # the scale decides what stage 1 reads first (docs/training.md)
-                init.normal_(module.color_skip.weight, mean=0.0, std=point.color_skip_features_std)
-                init.zeros_(module.color_skip.bias)
-            if module.color_token is not None:  # random colour features, informative from the first step
-                init.normal_(module.color_token.weight, mean=0.0, std=1.0)
-                init.uniform_(module.color_token.bias, -0.5, 0.5)
         elif isinstance(module, EnelModel):
             init.normal_(module.point_special_embeds, mean=0.0, std=std)
             # here, not under PointProjector: transformers skips the init of a custom module without parameters
             # of its own, and the projector's are all in its children
             color = module.point_projector.color
-            if color is not None:
+            if color is not None:  # the scale decides what stage 1 reads first (docs/training.md)
                 init.normal_(color.weight, mean=0.0, std=point.color_skip_std)
                 init.zeros_(color.bias)
         elif isinstance(module, PointObjectives) and module.mask_token is not None:
@@ -191,7 +185,7 @@ class EnelModel(EnelPreTrainedModel):
         self.language_model = AutoModel.from_config(text)
         self.point_embedding = PointTokenEmbedding(pcfg)
         self.point_projector = PointProjector(pcfg.output_dim, pcfg.projector_hidden, text.hidden_size,
-                                              color=pcfg.color_skip and pcfg.color_skip_at == "llm")
+                                              color=pcfg.color_skip)
         # embeddings of <point_patch>, <point_start>, <point_end>
         self.point_special_embeds = nn.Parameter(torch.zeros(3, text.hidden_size))
         obj, agg = config.objective, config.aggregation
@@ -228,7 +222,7 @@ class EnelModel(EnelPreTrainedModel):
             features=torch.cat([o.features for o in outs]),
             centres=torch.cat([o.centres for o in outs]),
             patches=torch.cat([o.patches for o in outs]),
-            colours=torch.cat([o.colours for o in outs]) if outs[0].colours is not None else None,
+            colors=torch.cat([o.colors for o in outs]) if outs[0].colors is not None else None,
         )
 
     @torch.no_grad()
@@ -238,6 +232,8 @@ class EnelModel(EnelPreTrainedModel):
         With the usual N(0, 0.02) init a 3-layer projector emits tokens ~8× smaller than SmolLM2's word
         embeddings, and the first hundreds of steps go into growing them. This rescales once, at construction,
         from a fixed batch of random unit-sphere clouds (deterministic for ``seed``). Returns the factor.
+        :meth:`EnelForCausalLM.from_backbone` calls it when ``PointEmbeddingConfig.match_token_scale`` is on (the
+        default; our change, not the paper's).
         """
         g = torch.Generator().manual_seed(seed)
         n = self.config.point.num_points
@@ -248,7 +244,7 @@ class EnelModel(EnelPreTrainedModel):
         self.eval()
         try:
             tokens = self.embed_points(clouds)
-            feats = self.point_projector(tokens.features.float(), tokens.colours)
+            feats = self.point_projector(tokens.features.float(), tokens.colors)
         finally:
             self.train(was_training)
         target = self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
@@ -303,7 +299,7 @@ class EnelModel(EnelPreTrainedModel):
                 embeds = embeds + self._point_params_anchor().to(embeds.dtype)
             return PointInputs(embeds, None, samples, starts)
         tokens = self.embed_points(clouds, generator=point_generator)
-        feats = self.point_projector(tokens.features, tokens.colours)
+        feats = self.point_projector(tokens.features, tokens.colors)
         if self.objectives is not None:
             block = self.objectives.prepare_block(feats, tokens.centres, tokens.patches, self.training,
                                                   point_generator)
@@ -495,7 +491,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         with torch.no_grad():
             mean = model.model.language_model.embed_tokens.weight.mean(0)
             model.model.point_special_embeds.copy_(mean.expand_as(model.model.point_special_embeds))
-        model.model.match_point_token_scale(seed=seed or 0)
+        if pcfg.match_token_scale:  # ours, not the paper's (PointEmbeddingConfig.match_token_scale)
+            model.model.match_point_token_scale(seed=seed or 0)
         if dtype is not None:
             model = model.to(dtype)
         del causal

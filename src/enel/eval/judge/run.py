@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ...errors import ConfigError
 from ...paths import cache_dir
-from .. import prompts as P
+from ...data import prompts as P
 from ..results import ResultsFile, atomic_write_json, read_json, read_results, record_key
 from .client import DEFAULT_MAX_RETRIES, ChatClient, ChatReply, Endpoint, JudgeError, Stopped, resolve_endpoint
 from .scoring import (CAPTIONING, DEFAULT_QA_SAMPLES, EVAL_TYPES, MODELNET_CLS, OPEN_CLS, QA, build_messages,

@@ -8,7 +8,7 @@ import re
 from typing import Sequence
 
 from ...errors import ConfigError
-from .. import prompts as P
+from ...data import prompts as P
 
 OPEN_CLS = "open-free-form-classification"
 MODELNET_CLS = "modelnet-close-set-classification"
