@@ -414,7 +414,7 @@ def test_stage2_keeps_the_per_layer_positional_encoding_of_stage1(tmp_path):
     and the gate closed (aggregation then the identity) it gives the stage-1 model's logits, which it would not
     without the PE."""
     from enel.data.conversation import build_prompt, tokenize_prompts
-    from enel.inference import save_model
+    from enel.model.saving import save_model
     from enel.model import EnelForCausalLM
     from enel.train.recipe import replace
     from enel.train.run import build_model
