@@ -694,4 +694,4 @@ def test_the_gate_is_held_one_dimensional_and_saved_as_a_scalar(tmp_path):
     assert stored.shape == () and float(stored) == pytest.approx(0.25)
     again, _ = load_model(folder)
     assert again.model.aggregation.attn[0].gate.shape == (1,)
-    assert float(again.model.aggregation.attn[0].gate) == pytest.approx(0.25)
+    assert again.model.aggregation.attn[0].gate.item() == pytest.approx(0.25)
