@@ -3,7 +3,7 @@
 import pytest
 
 from enel.data.labels import MODELNET40_CLASSES, LabelVocabulary, modelnet40_vocabulary
-from enel.data.procedural.scoring import match_category, match_colour
+from enel.data.procedural.scoring import match_category, match_color
 from enel.eval.metrics import exact_match_class, label_in_answer, mentioned_classes
 
 
@@ -14,7 +14,7 @@ def test_naming_several_classes_counts_only_the_first():
     assert vocab.mentions("a chair or a table", "table")  # the lenient rule, reported beside the strict one
     assert exact_match_class("It is a chair or a table.") == MODELNET40_CLASSES.index("chair")
     assert not match_category("a chair or a table", "table") and match_category("a table, not a chair", "table")
-    assert not match_colour("The seat is red or blue.", "blue") and match_colour("The seat is red or blue.", "red")
+    assert not match_color("The seat is red or blue.", "blue") and match_color("The seat is red or blue.", "red")
 
 
 @pytest.mark.parametrize("answer, label", [

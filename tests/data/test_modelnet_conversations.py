@@ -7,9 +7,9 @@ import torch
 from enel.data.errors import DatasetError
 from enel.data.labels import MODELNET40_CLASSES, modelnet40_vocabulary
 from enel.data.mixing import MixedDataset, mixture_counts
-from enel.data.modelnet_conversations import (NO_COLOUR_ANSWER, ModelNetConversationDataset, conversations_for,
+from enel.data.modelnet_conversations import (NO_COLOR_ANSWER, ModelNetConversationDataset, conversations_for,
                                               measure, split_by_class)
-from enel.data.procedural.colours import COLOUR_SYNONYMS
+from enel.data.procedural.colors import COLOR_SYNONYMS
 
 
 def _box(w, d, h, n=512, seed=0):
@@ -39,7 +39,7 @@ def test_brief_descriptions_keep_proper_names_and_say_what_was_measured():
 
 def test_answers_name_the_class_and_nothing_the_cloud_cannot_tell():
     vocab = modelnet40_vocabulary()
-    colour_words = {w for ws in COLOUR_SYNONYMS.values() for w in ws}
+    color_words = {w for ws in COLOR_SYNONYMS.values() for w in ws}
     part_words = {"leg", "legs", "seat", "back", "armrest", "handle", "wheel", "wheels", "pillow", "shade", "wing"}
     rng = np.random.default_rng(0)
     for name in MODELNET40_CLASSES:
@@ -49,9 +49,9 @@ def test_answers_name_the_class_and_nothing_the_cloud_cannot_tell():
                 question, answer = conv[0]["value"], conv[1]["value"]
                 assert question.startswith("<point>\n") and vocab.named(question) == []
                 words = set(answer.lower().replace(".", " ").replace(",", " ").split())
-                assert not words & colour_words and not words & part_words, answer
+                assert not words & color_words and not words & part_words, answer
                 named = vocab.named(answer)
-                if answer == NO_COLOUR_ANSWER or "compared with its width" in question:
+                if answer == NO_COLOR_ANSWER or "compared with its width" in question:
                     assert named == [] and ("colour" in question.lower() or "color" in question.lower()
                                             or answer == f"It is {facts.proportion()}."), (question, answer)
                 else:  # identify, completion and brief answers name the class, and only it
@@ -80,7 +80,7 @@ def _tiny_tokenizer():
     return model, tok
 
 
-def test_dataset_items_are_colourless_normalised_clouds_with_the_class_as_the_answer():
+def test_dataset_items_are_colorless_normalised_clouds_with_the_class_as_the_answer():
     model, tok = _tiny_tokenizer()
     points = np.stack([_box(0.4, 0.3, 1.0, n=300, seed=i) for i in range(4)])
     labels = np.array([8, 33, 8, 33])

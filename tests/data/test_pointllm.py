@@ -16,7 +16,7 @@ from enel.data import pointllm as P  # noqa: E402
 from enel.data.conversation import IGNORE_INDEX, encode_conversation  # noqa: E402
 from enel.data.errors import DatasetError, DatasetWarning  # noqa: E402
 from enel.data.pointllm import (  # noqa: E402
-    CORRUPT_COLOUR_IDS,
+    CORRUPT_COLOR_IDS,
     PointLLMDataset,
     load_benchmark_gt,
     load_point_file,
@@ -199,21 +199,21 @@ def test_resampling_fps_default_and_seeded_random(layout, tok):
 # ----------------------------------------------------------------------------------------------------------
 # Colour
 # ----------------------------------------------------------------------------------------------------------
-def test_corrupt_colour_ids_dropped_only_with_colour(tmp_path, tok):
+def test_corrupt_color_ids_dropped_only_with_color(tmp_path, tok):
     pts = tmp_path / "p"
-    bad = sorted(CORRUPT_COLOUR_IDS)
+    bad = sorted(CORRUPT_COLOR_IDS)
     for i, oid in enumerate(["good", *bad]):
         write_cloud(pts, oid, seed=i)
     anno = write_json(tmp_path / "a.json", [brief("good"), brief(bad[0]), brief(bad[1])])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PointLLM's documented drop is counted, not warned about
-        coloured = PointLLMDataset(anno, pts, tok, num_point_tokens=NPT)
-    assert coloured.object_ids == ["good"] and coloured.stats["corrupt_colour"] == 2
+        colored = PointLLMDataset(anno, pts, tok, num_point_tokens=NPT)
+    assert colored.object_ids == ["good"] and colored.stats["corrupt_colour"] == 2
     plain = PointLLMDataset(anno, pts, tok, num_point_tokens=NPT, use_color=False)
     assert plain.object_ids == ["good", *bad] and plain.stats["corrupt_colour"] == 0
 
 
-def test_use_color_false_keeps_six_channels_with_zero_colour_and_accepts_xyz_files(tmp_path, tok):
+def test_use_color_false_keeps_six_channels_with_zero_color_and_accepts_xyz_files(tmp_path, tok):
     pts = tmp_path / "p"
     raw = write_cloud(pts, "xyzonly", cols=3)
     anno = write_json(tmp_path / "a.json", [brief("xyzonly")])
@@ -222,9 +222,9 @@ def test_use_color_false_keeps_six_channels_with_zero_colour_and_accepts_xyz_fil
     assert cloud.shape == (300, 6)
     np.testing.assert_allclose(cloud[:, :3], pc_norm(raw), atol=1e-6)
     assert not cloud[:, 3:].any()
-    coloured = PointLLMDataset(anno, pts, tok, num_point_tokens=NPT)
+    colored = PointLLMDataset(anno, pts, tok, num_point_tokens=NPT)
     with pytest.raises(DatasetError, match=r"xyzonly_8192\.npy: expected an \(N, 6\).*use_color=False"):
-        coloured[0]
+        colored[0]
     # a coloured file: the colour is zeroed, the geometry is the same as with colour
     write_cloud(pts, "rgb", seed=5)
     anno2 = write_json(tmp_path / "b.json", [brief("rgb")])

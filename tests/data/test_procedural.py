@@ -20,13 +20,13 @@ from enel.data.procedural import (
     load_objects,
     make_object,
     match_category,
-    match_colour,
+    match_color,
     match_count,
     synthesize,
     write_sample,
 )
 from enel.data.procedural import generate as gen
-from enel.data.procedural.colours import JITTER, PALETTE, nearest_colour
+from enel.data.procedural.colors import JITTER, PALETTE, nearest_color
 from enel.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
@@ -57,7 +57,7 @@ def test_at_least_24_categories_with_consistent_specs():
         grouped = [p for g in spec.groups for p in g.parts]
         assert len(grouped) == len(set(grouped)), f"{name}: a part is in two colour groups"
         for g in spec.groups:
-            assert g.colours and set(g.colours) <= set(PALETTE), (name, g.name)
+            assert g.colors and set(g.colors) <= set(PALETTE), (name, g.name)
         for i in range(6):
             geom = spec.build(np.random.default_rng([i, 99]))
             for p in geom.parts:
@@ -82,7 +82,7 @@ def test_layout_manifest_and_splits(dataset):
     assert all(r["label"] == CATEGORY_NAMES.index(r["category"]) for r in rows)
     assert len({r["object_id"] for r in rows}) == len(rows)
     for r in rows:
-        assert r["colour"] in PALETTE and match_colour(r["colour_answer"], r["colour"])
+        assert r["colour"] in PALETTE and match_color(r["colour_answer"], r["colour"])
         assert match_category(r["caption"], r["category"])
 
 
@@ -209,7 +209,7 @@ def _gpt_turns(obj):
 def test_answers_agree_with_the_facts(objects):
     for cat, objs in objects.items():
         for o in objs:
-            colours = {p.colour for p in o.facts.parts}
+            colors = {p.color for p in o.facts.parts}
             assert 6 <= len(o.caption.split()) <= 20 and o.caption == o.caption.lower(), o.caption
             assert 50 <= len(o.detailed.split()) <= 100, o.detailed
             assert match_category(o.caption, cat) and match_category(o.detailed, cat)
@@ -219,12 +219,12 @@ def test_answers_agree_with_the_facts(objects):
                 if qa.kind in ("category", "verify"):
                     assert match_category(qa.answer, cat), qa
                 elif qa.kind == "colour":
-                    assert qa.target in colours and match_colour(qa.answer, qa.target), qa
+                    assert qa.target in colors and match_color(qa.answer, qa.target), qa
                 elif qa.kind == "main_colour":
-                    assert qa.target == o.facts.main_colour and match_colour(qa.answer, qa.target), qa
+                    assert qa.target == o.facts.main_color and match_color(qa.answer, qa.target), qa
                 elif qa.kind == "count":
                     assert int(qa.target) in o.facts.counts.values() and match_count(qa.answer, int(qa.target)), qa
-            assert match_colour(o.colour_qa.answer, o.meta["colour"])
+            assert match_color(o.color_qa.answer, o.meta["colour"])
             # no generated answer names another category
             for text in _gpt_turns(o):
                 assert set(find_categories(text)) <= {cat}, (cat, text)
@@ -246,23 +246,23 @@ def test_grounding_questions_never_name_an_object_and_answers_match_the_facts(ob
             assert all(c[0]["value"].removeprefix("<point>\n") in IDENTIFY_PROMPTS for c in identify)
             for c in identify:
                 first = c[1]["value"]
-                assert match_category(first, cat) and match_colour(first, o.facts.main_colour), first
-            by_noun = {p.noun: p.colour for p in o.facts.parts}
+                assert match_category(first, cat) and match_color(first, o.facts.main_color), first
+            by_noun = {p.noun: p.color for p in o.facts.parts}
             for r in recs[3:]:
                 assert r["conversations"][0]["value"].removeprefix("<point>\n") not in IDENTIFY_PROMPTS
                 noun = r["conversations"][0]["value"].rstrip("?").split(" the ")[-1]
-                assert noun in by_noun and match_colour(r["conversations"][1]["value"], by_noun[noun]), r
+                assert noun in by_noun and match_color(r["conversations"][1]["value"], by_noun[noun]), r
 
 
-def test_main_colour_is_what_the_points_show(objects):
+def test_main_color_is_what_the_points_show(objects):
     for cat, objs in objects.items():
         for o in objs[:2]:
-            names = [nearest_colour(c) for c in o.points[:, 3:]]
+            names = [nearest_color(c) for c in o.points[:, 3:]]
             values, counts = np.unique(names, return_counts=True)
             top = values[np.argmax(counts)]
-            share = o.facts.colour_share
+            share = o.facts.color_share
             # the most frequent point colour is the main colour, up to near ties
-            assert top == o.facts.main_colour or share.get(top, 0) > share[o.facts.main_colour] - 0.15, cat
+            assert top == o.facts.main_color or share.get(top, 0) > share[o.facts.main_color] - 0.15, cat
 
 
 def test_several_phrasings(objects):
@@ -298,12 +298,12 @@ def test_match_category_never_confuses_categories():
     assert find_categories("a sofa next to a lamp") == ["sofa", "lamp"]
 
 
-def test_match_colour_and_count():
-    assert match_colour("It is grey.", "gray") and match_colour("RED", "red")
-    assert not match_colour("reddish", "red") and not match_colour("a blue cup", "red")
+def test_match_color_and_count():
+    assert match_color("It is grey.", "gray") and match_color("RED", "red")
+    assert not match_color("reddish", "red") and not match_color("a blue cup", "red")
     for a in PALETTE:
         for b in PALETTE:
-            assert match_colour(f"the part is {a}", b) == (a == b)
+            assert match_color(f"the part is {a}", b) == (a == b)
     assert match_count("It has four legs.", 4) and match_count("4 legs", 4) and not match_count("fourteen", 4)
 
 
@@ -312,7 +312,7 @@ def test_palette_jitter_keeps_names_unambiguous():
     for name, value in PALETTE.items():
         for _ in range(50):
             jittered = np.clip(np.asarray(value) + rng.uniform(-JITTER, JITTER, 3), 0, 1)
-            assert nearest_colour(jittered) == name
+            assert nearest_color(jittered) == name
 
 
 # ------------------------------------------------------------------------------------------------------------

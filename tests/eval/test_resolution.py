@@ -97,8 +97,8 @@ def test_mesh_rule_gives_distinct_points_above_the_stored_count(tiny):
     down = mesh(item, 512)
     assert len(np.unique(down[:, :3], axis=0)) == 512
     # the same object: the rebuilt cloud's colours are the stored cloud's part colours
-    stored_colours = {tuple(c) for c in np.round(item.load(None)[:, 3:], 4)}
-    assert {tuple(c) for c in np.round(up_mesh[:, 3:], 4)} <= stored_colours
+    stored_colors = {tuple(c) for c in np.round(item.load(None)[:, 3:], 4)}
+    assert {tuple(c) for c in np.round(up_mesh[:, 3:], 4)} <= stored_colors
     np.testing.assert_allclose(np.linalg.norm(down[:, :3], axis=1).max(), 1.0, atol=1e-5)  # pc_norm'd
     with pytest.raises(ConfigError, match="dense must be one of"):
         _resolve_dense("dup", bench, [512])

@@ -17,11 +17,11 @@ from enel.model.embedding import PointProjector, PointTokenEmbedding, count_para
 from enel.model.embedding_fused import _StdPerRow, add_encoding, std_per_sample
 
 
-def cloud(batch: int, n: int, seed: int = 0, colour: bool = True) -> torch.Tensor:
+def cloud(batch: int, n: int, seed: int = 0, color: bool = True) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     xyz = torch.randn(batch, n, 3, generator=g)
     xyz = xyz / xyz.norm(dim=-1, keepdim=True).amax(dim=1, keepdim=True)  # unit sphere, as pc_norm
-    return torch.cat([xyz, torch.rand(batch, n, 3, generator=g)], -1) if colour else xyz
+    return torch.cat([xyz, torch.rand(batch, n, 3, generator=g)], -1) if color else xyz
 
 
 def model(seed: int = 0, warm: bool = True, **overrides) -> PointTokenEmbedding:
@@ -31,7 +31,7 @@ def model(seed: int = 0, warm: bool = True, **overrides) -> PointTokenEmbedding:
     if warm:
         emb.train()
         with torch.no_grad():
-            emb(cloud(2, 512, seed=99, colour=emb.cfg.use_color))
+            emb(cloud(2, 512, seed=99, color=emb.cfg.use_color))
     return emb.eval()
 
 
@@ -89,7 +89,7 @@ def test_spec_with_a_preset_overrides_only_the_given_fields():
         PointEmbeddingConfig.from_spec(65)
 
 
-def test_cpu_default_recipe_uses_65_point_tokens_and_the_colour_skip_after_the_projector():
+def test_cpu_default_recipe_uses_65_point_tokens_and_the_color_skip_after_the_projector():
     from enel.train.recipe import load_recipe
 
     cfg = PointEmbeddingConfig.from_spec(load_recipe("smollm2_stage1").point_config)
@@ -198,7 +198,7 @@ def _patch_rgb_brute_force(x: torch.Tensor, centres: torch.Tensor, k: int = 16) 
     return np.take_along_axis(pts[:, None, :, 3:], near[..., None], axis=2).mean(axis=2) - 0.5
 
 
-def test_the_colour_skip_needs_colour():
+def test_the_color_skip_needs_color():
     with pytest.raises(ConfigError, match="color_skip=True needs use_color=True"):
         PointEmbeddingConfig.small(use_color=False, color_skip=True)
 

@@ -35,7 +35,7 @@ def test_to_z_up_undoes_the_procedural_y_up_mapping_and_is_a_proper_rotation():
     assert np.linalg.det(basis) == pytest.approx(1.0)
 
 
-def test_to_z_up_keeps_colour_dtype_and_input():
+def test_to_z_up_keeps_color_dtype_and_input():
     pts = _cloud(20, 6)
     before = pts.copy()
     out = to_z_up(pts, "y")
@@ -98,7 +98,7 @@ def test_jitter_is_clipped_and_centred():
     assert 0.008 < small.std() < 0.012 and np.abs(small).max() <= 0.05
 
 
-def test_colours_untouched_dtype_shape_purity_and_seeded_determinism():
+def test_colors_untouched_dtype_shape_purity_and_seeded_determinism():
     pts = _cloud(300, 6)
     before = pts.copy()
     a = augment_cloud(pts, np.random.default_rng(7))

@@ -17,7 +17,7 @@ from plyfile import PlyData, PlyElement
 
 from enel.errors import PointCloudError
 from enel.points.io import (
-    DEFAULT_COLOUR,
+    DEFAULT_COLOR,
     SUPPORTED_EXTENSIONS,
     PointCloud,
     from_array,
@@ -63,10 +63,10 @@ def _raises(path, *patterns: str):
 # ----------------------------------------------------------------------------------------------------------
 # Writers used by the tests
 # ----------------------------------------------------------------------------------------------------------
-def _write_ply(path, xyz, rgb=None, *, text=False, colour_type="u1", faces=None):
+def _write_ply(path, xyz, rgb=None, *, text=False, color_type="u1", faces=None):
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if rgb is not None:
-        fields += [(c, colour_type) for c in ("red", "green", "blue")]
+        fields += [(c, color_type) for c in ("red", "green", "blue")]
     vertex = np.empty(len(xyz), dtype=fields)
     for i, axis in enumerate("xyz"):
         vertex[axis] = xyz[:, i]
@@ -96,15 +96,15 @@ def _packed(rgb8: np.ndarray) -> np.ndarray:
     return (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
 
 
-def _box_face_coloured(unmerge: bool) -> tuple[trimesh.Trimesh, np.ndarray]:
+def _box_face_colored(unmerge: bool) -> tuple[trimesh.Trimesh, np.ndarray]:
     """A 2 x 1 x 0.5 box whose 12 faces cycle through 4 colours; returns the mesh and (12, 3) uint8 colours."""
     box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
     if unmerge:
         box.unmerge_vertices()  # each face owns its corners, so exporters that store vertex colours keep them exact
     palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]], dtype=np.uint8)
-    colours = palette[np.arange(len(box.faces)) % 4]
-    box.visual.face_colors = np.hstack([colours, np.full((len(colours), 1), 255, np.uint8)])
-    return box, colours
+    colors = palette[np.arange(len(box.faces)) % 4]
+    box.visual.face_colors = np.hstack([colors, np.full((len(colors), 1), 255, np.uint8)])
+    return box, colors
 
 
 def _on_box_surface(points: np.ndarray, extents=(2.0, 1.0, 0.5), centre=(0.0, 0.0, 0.0)) -> bool:
@@ -134,45 +134,45 @@ def test_npy_xyz_rgb_reads_back_exactly(tmp_path, xyz, rgb8):
     assert cloud.xyz.dtype == np.float32 and cloud.rgb.dtype == np.float32
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, rgb.astype(np.float32))
-    assert cloud.colour_source == "file"
+    assert cloud.color_source == "file"
     assert cloud.path == path
     np.testing.assert_array_equal(cloud.as_array(), np.hstack([xyz, rgb]).astype(np.float32))
 
 
-def test_npy_xyz_only_gets_default_colour_reported(tmp_path, xyz):
+def test_npy_xyz_only_gets_default_color_reported(tmp_path, xyz):
     path = tmp_path / "plain.npy"
     np.save(path, xyz)
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, np.zeros((N, 3), np.float32))
-    assert DEFAULT_COLOUR == (0.0, 0.0, 0.0)
-    assert cloud.colour_source == "default (file has no colour)"
+    assert DEFAULT_COLOR == (0.0, 0.0, 0.0)
+    assert cloud.color_source == "default (file has no colour)"
     assert "no colour in file: filled with (0, 0, 0)" in cloud.notes
-    grey = load_point_cloud(path, default_colour=(0.5, 0.5, 0.5))
+    grey = load_point_cloud(path, default_color=(0.5, 0.5, 0.5))
     np.testing.assert_array_equal(grey.rgb, np.full((N, 3), 0.5, np.float32))
     assert "no colour in file: filled with (0.5, 0.5, 0.5)" in grey.notes
 
 
-def test_npy_colours_in_0_255_are_detected_and_rescaled(tmp_path, xyz, rgb8):
+def test_npy_colors_in_0_255_are_detected_and_rescaled(tmp_path, xyz, rgb8):
     path = tmp_path / "c255.npy"
     np.save(path, np.hstack([xyz, rgb8.astype(np.float32)]))
     cloud = load_point_cloud(path)
     np.testing.assert_allclose(cloud.rgb, rgb8 / 255.0, atol=1e-7)
-    assert cloud.colour_source == "file (0-255 rescaled)"
+    assert cloud.color_source == "file (0-255 rescaled)"
     assert any("divided by 255" in note for note in cloud.notes)
 
 
-def test_npy_normals_are_not_taken_for_colours(tmp_path, xyz):
+def test_npy_normals_are_not_taken_for_colors(tmp_path, xyz):
     normals = np.random.default_rng(2).normal(size=(N, 3))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
     path = tmp_path / "airplane_0001.npy"
     np.save(path, np.hstack([xyz, normals]).astype(np.float32))
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.rgb, np.zeros((N, 3), np.float32))
-    assert cloud.colour_source == "default (file has normals, no colour)"
+    assert cloud.color_source == "default (file has normals, no colour)"
 
 
-def test_npz_single_array_named_key_and_separate_colour(tmp_path, xyz, rgb8):
+def test_npz_single_array_named_key_and_separate_color(tmp_path, xyz, rgb8):
     single = tmp_path / "single.npz"
     np.savez(single, arr_0=np.hstack([xyz, rgb8 / 255.0]))
     np.testing.assert_array_equal(load_point_cloud(single).xyz, xyz)
@@ -194,23 +194,23 @@ def test_npz_single_array_named_key_and_separate_colour(tmp_path, xyz, rgb8):
 # PLY point clouds
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text", [True, False], ids=["ascii", "binary"])
-def test_ply_points_with_uchar_colour(tmp_path, xyz, rgb8, text):
+def test_ply_points_with_uchar_color(tmp_path, xyz, rgb8, text):
     path = tmp_path / "cloud.ply"
     _write_ply(path, xyz, rgb8, text=text)
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
-    assert cloud.colour_source == "file (0-255 rescaled)"
+    assert cloud.color_source == "file (0-255 rescaled)"
 
 
 @pytest.mark.parametrize("text", [True, False], ids=["ascii", "binary"])
-def test_ply_points_without_colour(tmp_path, xyz, text):
+def test_ply_points_without_color(tmp_path, xyz, text):
     path = tmp_path / "plain.ply"
     _write_ply(path, xyz, text=text)
-    cloud = load_point_cloud(path, default_colour=(1.0, 1.0, 1.0))
+    cloud = load_point_cloud(path, default_color=(1.0, 1.0, 1.0))
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, np.ones((N, 3), np.float32))
-    assert cloud.colour_source.startswith("default")
+    assert cloud.color_source.startswith("default")
 
 
 def test_ply_uchar_scale_comes_from_the_type_not_the_values(tmp_path, xyz):
@@ -221,19 +221,19 @@ def test_ply_uchar_scale_comes_from_the_type_not_the_values(tmp_path, xyz):
     assert cloud.rgb.max() == pytest.approx(1 / 255)
 
 
-def test_ply_float_and_ushort_colours(tmp_path, xyz, rgb8):
+def test_ply_float_and_ushort_colors(tmp_path, xyz, rgb8):
     floats = tmp_path / "float.ply"
-    _write_ply(floats, xyz, (rgb8 / 255.0).astype(np.float32), colour_type="<f4")
+    _write_ply(floats, xyz, (rgb8 / 255.0).astype(np.float32), color_type="<f4")
     cloud = load_point_cloud(floats)
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
-    assert cloud.colour_source == "file"
+    assert cloud.color_source == "file"
 
     ushort = tmp_path / "ushort.ply"
     rgb16 = rgb8.astype(np.uint16) * 257
-    _write_ply(ushort, xyz, rgb16, colour_type="<u2")
+    _write_ply(ushort, xyz, rgb16, color_type="<u2")
     cloud = load_point_cloud(ushort)
     np.testing.assert_allclose(cloud.rgb, rgb8 / 255.0, atol=1e-6)
-    assert cloud.colour_source == "file (0-65535 rescaled)"
+    assert cloud.color_source == "file (0-65535 rescaled)"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def test_pcd_binary_packed_float_rgb(tmp_path, xyz, rgb8):
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
-    assert cloud.colour_source == "file (0-255 rescaled)"
+    assert cloud.color_source == "file (0-255 rescaled)"
 
 
 def test_pcd_binary_rgba_uint_and_padding_field(tmp_path, xyz, rgb8):
@@ -297,7 +297,7 @@ def test_pcd_ascii_packed_rgb_both_pcl_styles(tmp_path, xyz, rgb8, style):
     np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
 
 
-def test_pcd_ascii_without_colour_drops_nan_points(tmp_path, xyz):
+def test_pcd_ascii_without_color_drops_nan_points(tmp_path, xyz):
     rows = [f"{x!r} {y!r} {z!r}" for x, y, z in xyz.tolist()]
     rows[3] = "nan nan nan"  # PCL's invalid point (organised clouds)
     path = tmp_path / "nan.pcd"
@@ -305,7 +305,7 @@ def test_pcd_ascii_without_colour_drops_nan_points(tmp_path, xyz):
     path.write_bytes(header + ("\n".join(rows) + "\n").encode())
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, np.delete(xyz, 3, axis=0))
-    assert cloud.colour_source.startswith("default")
+    assert cloud.color_source.startswith("default")
     assert any("1 invalid points" in note for note in cloud.notes)
 
 
@@ -317,10 +317,10 @@ def test_xyz_whitespace_three_columns(tmp_path, xyz):
     path.write_text("".join(f"{x!r}\t{y!r}  {z!r}\n" for x, y, z in xyz.tolist()))
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
-    assert cloud.colour_source == "default (file has no colour)"
+    assert cloud.color_source == "default (file has no colour)"
 
 
-def test_txt_comma_separated_with_header_and_0_255_colour(tmp_path, xyz, rgb8):
+def test_txt_comma_separated_with_header_and_0_255_color(tmp_path, xyz, rgb8):
     lines = ["x,y,z,r,g,b", "# exported by a scanner"]
     lines += [",".join([repr(v) for v in p] + [str(int(c)) for c in col]) for p, col in zip(xyz.tolist(), rgb8)]
     path = tmp_path / "cloud.txt"
@@ -328,7 +328,7 @@ def test_txt_comma_separated_with_header_and_0_255_colour(tmp_path, xyz, rgb8):
     cloud = load_point_cloud(path)
     np.testing.assert_array_equal(cloud.xyz, xyz)
     np.testing.assert_allclose(cloud.rgb, rgb8 / 255.0, atol=1e-7)
-    assert cloud.colour_source == "file (0-255 rescaled)"
+    assert cloud.color_source == "file (0-255 rescaled)"
     assert "1 header line(s) skipped" in cloud.notes
 
 
@@ -338,7 +338,7 @@ def test_txt_modelnet_style_normals(tmp_path, xyz):
     path.write_text("".join(",".join(f"{v:.6f}" for v in row) + "\n" for row in np.hstack([xyz, normals])))
     cloud = load_point_cloud(path)
     np.testing.assert_allclose(cloud.xyz, xyz, atol=1e-6)
-    assert cloud.colour_source == "default (file has normals, no colour)"
+    assert cloud.color_source == "default (file has normals, no colour)"
 
 
 def test_pts_leica_count_line_and_intensity(tmp_path, xyz, rgb8):
@@ -358,28 +358,28 @@ def test_pts_leica_count_line_and_intensity(tmp_path, xyz, rgb8):
 # Meshes
 # ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("ext", [".obj", ".glb", ".gltf", ".ply"])
-def test_mesh_face_colours_carry_over(tmp_path, ext):
+def test_mesh_face_colors_carry_over(tmp_path, ext):
     # .ply keeps face colours; OBJ / glTF store vertex colours, exact on an unmerged box
-    box, colours = _box_face_coloured(unmerge=ext != ".ply")
+    box, colors = _box_face_colored(unmerge=ext != ".ply")
     path = _export(box, tmp_path / f"box{ext}")
     cloud = load_point_cloud(path, mesh_points=MESH_POINTS, seed=3)
     assert len(cloud) == MESH_POINTS
     assert _on_box_surface(cloud.xyz)
-    assert cloud.colour_source == ("mesh face colours" if ext == ".ply" else "mesh vertex colours")
+    assert cloud.color_source == ("mesh face colours" if ext == ".ply" else "mesh vertex colours")
     # the colour of each point is the colour of the face it lies on: recover the face from the samples
     _, faces, _ = trimesh.sample.sample_surface(box, MESH_POINTS, seed=3, return_barycentric=True)
-    np.testing.assert_allclose(cloud.rgb, colours[faces] / 255.0, atol=1e-6)
+    np.testing.assert_allclose(cloud.rgb, colors[faces] / 255.0, atol=1e-6)
     assert f"mesh sampled: {MESH_POINTS} points (area-weighted, seed 3)" in cloud.notes
 
 
-def test_mesh_vertex_colours_are_interpolated_barycentrically(tmp_path):
+def test_mesh_vertex_colors_are_interpolated_barycentrically(tmp_path):
     box = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
     # colour = position + 0.5 at the corners (0 or 255 per channel); a linear function interpolates exactly
     corner = ((box.vertices + 0.5) * 255).round().astype(np.uint8)
     box.visual.vertex_colors = np.hstack([corner, np.full((8, 1), 255, np.uint8)])
     path = _export(box, tmp_path / "vc.obj")
     cloud = load_point_cloud(path, mesh_points=MESH_POINTS)
-    assert cloud.colour_source == "mesh vertex colours"
+    assert cloud.color_source == "mesh vertex colours"
     np.testing.assert_allclose(cloud.rgb, cloud.xyz + 0.5, atol=1e-5)
     assert len(np.unique(cloud.rgb.round(3), axis=0)) > MESH_POINTS // 2  # interpolated, not per-corner
 
@@ -407,7 +407,7 @@ def test_mesh_texture_is_sampled_at_interpolated_uv(tmp_path, ext):
         material = trimesh.visual.material.PBRMaterial(baseColorTexture=_gradient_image())
     path = _export(_textured_quad(material), tmp_path / f"quad{ext}")
     cloud = load_point_cloud(path, mesh_points=MESH_POINTS)
-    assert cloud.colour_source == "mesh texture"
+    assert cloud.color_source == "mesh texture"
     np.testing.assert_allclose(cloud.xyz[:, 2], 0.0, atol=1e-6)
     np.testing.assert_allclose(cloud.rgb[:, 0], cloud.xyz[:, 0], atol=1 / 255)
     np.testing.assert_allclose(cloud.rgb[:, 1], cloud.xyz[:, 1], atol=1 / 255)
@@ -415,13 +415,13 @@ def test_mesh_texture_is_sampled_at_interpolated_uv(tmp_path, ext):
 
 
 @pytest.mark.parametrize("ext", [".obj", ".off", ".stl"])
-def test_mesh_without_colour_is_sampled_and_filled(tmp_path, ext):
+def test_mesh_without_color_is_sampled_and_filled(tmp_path, ext):
     box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
     path = _export(box, tmp_path / f"plain{ext}")
     cloud = load_point_cloud(path, mesh_points=MESH_POINTS)
     assert len(cloud) == MESH_POINTS
     assert _on_box_surface(cloud.xyz)
-    assert cloud.colour_source == "default (file has no colour)"
+    assert cloud.color_source == "default (file has no colour)"
     np.testing.assert_array_equal(cloud.rgb, 0.0)
 
 
@@ -435,7 +435,7 @@ def test_mesh_sampling_is_seeded(tmp_path):
     assert len(load_point_cloud(path, mesh_points=1000).xyz) == 1000
 
 
-def test_glb_scene_of_two_meshes_keeps_transforms_and_colours(tmp_path):
+def test_glb_scene_of_two_meshes_keeps_transforms_and_colors(tmp_path):
     box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
     box.visual.face_colors = [255, 0, 0, 255]
     cylinder = trimesh.creation.cylinder(radius=0.5, height=1.0, sections=16)
@@ -461,14 +461,14 @@ def test_glb_scene_of_two_meshes_keeps_transforms_and_colours(tmp_path):
     assert any("2 meshes" in note for note in cloud.notes)
 
 
-def test_scene_parts_without_colour_get_default(tmp_path):
+def test_scene_parts_without_color_get_default(tmp_path):
     box = trimesh.creation.box(extents=(2.0, 1.0, 0.5))
     box.visual.face_colors = [255, 0, 0, 255]
     plain = trimesh.creation.box(extents=(1.0, 1.0, 1.0))
     scene = trimesh.Scene()
     scene.add_geometry(box, node_name="red")
     scene.add_geometry(plain, node_name="plain", transform=trimesh.transformations.translation_matrix([5, 0, 0]))
-    cloud = load_point_cloud(_export(scene, tmp_path / "mixed.glb"), mesh_points=400, default_colour=(0, 1, 0))
+    cloud = load_point_cloud(_export(scene, tmp_path / "mixed.glb"), mesh_points=400, default_color=(0, 1, 0))
     far = cloud.xyz[:, 0] > 3
     assert far.any() and (~far).any()
     np.testing.assert_array_equal(cloud.rgb[far], np.tile([0, 1, 0], (far.sum(), 1)))
@@ -519,10 +519,10 @@ def test_save_rejects_other_extensions_and_unwritable_paths(tmp_path, xyz):
 # ----------------------------------------------------------------------------------------------------------
 def test_from_array_shapes_and_sources(xyz, rgb8):
     cloud = from_array(xyz)
-    assert cloud.colour_source == "default (array has no colour)"
+    assert cloud.color_source == "default (array has no colour)"
     assert cloud.path is None
     cloud = from_array(np.hstack([xyz, rgb8]), source="upload")
-    assert cloud.colour_source == "upload (0-255 rescaled)"
+    assert cloud.color_source == "upload (0-255 rescaled)"
     wide = np.hstack([xyz, rgb8 / 255.0, np.ones((N, 2))])
     cloud = from_array(wide)
     np.testing.assert_allclose(cloud.rgb, rgb8 / 255.0, atol=1e-7)
@@ -631,7 +631,7 @@ def test_nan_and_inf_are_counted(tmp_path, xyz):
         load_point_cloud(text)
 
 
-def test_nan_colour(tmp_path, xyz):
+def test_nan_color(tmp_path, xyz):
     arr = np.hstack([xyz, np.full((N, 3), 0.5)])
     arr[4, 4] = np.nan
     path = tmp_path / "nancolour.npy"
@@ -678,12 +678,12 @@ def test_all_points_identical(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("colour", "pattern"),
+    ("color", "pattern"),
     [(-0.5, "colour values are negative"), (300.0, r"up to 300, outside \[0, 255\]")],
 )
-def test_colour_out_of_range(tmp_path, xyz, colour, pattern):
+def test_color_out_of_range(tmp_path, xyz, color, pattern):
     arr = np.hstack([xyz, np.full((N, 3), 0.5)])
-    arr[7, 3] = colour
+    arr[7, 3] = color
     path = tmp_path / "colour.npy"
     np.save(path, arr)
     with _raises(path, pattern):
@@ -741,7 +741,7 @@ def test_garbage_bytes(tmp_path, ext, pattern):
 
 
 def test_truncated_glb(tmp_path):
-    box, _ = _box_face_coloured(unmerge=False)
+    box, _ = _box_face_colored(unmerge=False)
     path = _export(box, tmp_path / "cut.glb")
     path.write_bytes(path.read_bytes()[:200])
     with _raises(path, "GLB"):
@@ -828,7 +828,7 @@ def test_binary_garbage_with_text_extension(tmp_path):
 
 
 def test_bad_arguments():
-    with pytest.raises(PointCloudError, match="default_colour"):
-        from_array(np.eye(3), default_colour=(0, 0, 255))
+    with pytest.raises(PointCloudError, match="default_color"):
+        from_array(np.eye(3), default_color=(0, 0, 255))
     with pytest.raises(PointCloudError, match="mesh_points"):
         load_point_cloud("whatever.obj", mesh_points=0)

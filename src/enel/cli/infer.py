@@ -94,7 +94,7 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     info = {
         "file": str(path),
         "points_in_file": int(cloud.xyz.shape[0]),
-        "colour": cloud.colour_source,
+        "colour": cloud.color_source,
         "notes": cloud.notes,
         "bbox_min": [round(float(v), 4) for v in cloud.xyz.min(0)],
         "bbox_max": [round(float(v), 4) for v in cloud.xyz.max(0)],
@@ -164,7 +164,7 @@ def _answer_files(args: argparse.Namespace, questions: list[str]) -> int:
             answers = assistant.ask(np.stack([c[1] for c in chunk]), [q] * len(chunk))
             for (f, pts, cloud), a in zip(chunk, answers):
                 records.append({"file": str(f), "prompt": q, "output": a, "points": int(pts.shape[0]),
-                                "colour": cloud.colour_source, "notes": cloud.notes})
+                                "colour": cloud.color_source, "notes": cloud.notes})
     if args.json:
         print(json.dumps({"model": str(folder), **meta, "results": records}, indent=1))
     else:
@@ -229,7 +229,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             path = None
             continue
-        print(f"[{path}: {cloud.xyz.shape[0]} points, colour: {cloud.colour_source}]")
+        print(f"[{path}: {cloud.xyz.shape[0]} points, colour: {cloud.color_source}]")
         history: list[tuple[str, str]] = []
         while True:
             q = _read_line("you> ")

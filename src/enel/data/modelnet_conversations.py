@@ -55,8 +55,8 @@ KINDS: tuple[str, ...] = ("grounding", "brief", "shape")
 
 BRIEF_PROMPTS: tuple[str, ...] = ("Give a short description of this object.", "Describe this object briefly.",
                                   "Summarize this 3D shape in one sentence.")
-COLOUR_PROMPTS: tuple[str, ...] = ("What colour is this object?", "What color is it?")
-NO_COLOUR_ANSWER = "This point cloud carries no colour, so its colour cannot be told."
+COLOR_PROMPTS: tuple[str, ...] = ("What colour is this object?", "What color is it?")
+NO_COLOR_ANSWER = "This point cloud carries no colour, so its colour cannot be told."
 
 _PHRASES = {"stairs": "a flight of stairs", "airplane": "an airplane", "xbox": "an Xbox",
             "tv stand": "a TV stand", "person": "a person"}
@@ -144,8 +144,8 @@ def conversations_for(name: str, facts: ShapeFacts, kinds: Sequence[str], rng: n
         elif kind == "shape":
             out.append(("single_round", turn("How tall is it compared with its width?",
                                              f"It is {facts.proportion()}.")))
-            out.append(("single_round", turn(COLOUR_PROMPTS[int(rng.integers(len(COLOUR_PROMPTS)))],
-                                             NO_COLOUR_ANSWER)))
+            out.append(("single_round", turn(COLOR_PROMPTS[int(rng.integers(len(COLOR_PROMPTS)))],
+                                             NO_COLOR_ANSWER)))
         else:
             raise DatasetError(f"unknown ModelNet40 conversation kind {kind!r}; choose from {', '.join(KINDS)}")
     return out

@@ -16,7 +16,7 @@ The rules, each PointLLM's unless marked *ours*:
   normalised on disk.
 * **Colour**: rgb is stored in ``[0, 1]`` and used as is (values outside ``[0, 1]`` by more than ``1e-3`` raise
   :class:`DatasetError`; tiny excursions are clipped). The two Objaverse ids with corrupt colour files
-  (:data:`CORRUPT_COLOUR_IDS`) are dropped when ``use_color`` is true.
+  (:data:`CORRUPT_COLOR_IDS`) are dropped when ``use_color`` is true.
 * ``use_color=False`` (*ours*): PointLLM drops the rgb columns and feeds ``(N, 3)``; we keep six channels and
   **zero the colour** (black, exactly what PointLLM feeds for colourless ModelNet40). Every item therefore has
   the same ``(N, 6)`` layout, the collator can stack any mix, a ``use_color=False`` model ignores channels
@@ -70,7 +70,7 @@ from .errors import DatasetError, DatasetWarning
 __all__ = [
     "CONVERSATION_TYPES",
     "DEFAULT_CONVERSATION_TYPE",
-    "CORRUPT_COLOUR_IDS",
+    "CORRUPT_COLOR_IDS",
     "DEFAULT_POINT_FILE_PATTERN",
     "PointLLMDataset",
     "pack_by_object",
@@ -89,7 +89,7 @@ CONVERSATION_TYPES: tuple[str, ...] = ("simple_description", "detailed_descripti
 DEFAULT_CONVERSATION_TYPE = "simple_description"
 """What a record without ``conversation_type`` counts as (PointLLM's default)."""
 
-CORRUPT_COLOUR_IDS: frozenset[str] = frozenset(
+CORRUPT_COLOR_IDS: frozenset[str] = frozenset(
     {"6760e543e1d645d5aaacd3803bcae524", "b91c0711149d460a8004f9c06d3b7f38"}
 )
 """Objaverse objects whose colour files are corrupt; PointLLM drops them whenever colour is used."""
@@ -98,7 +98,7 @@ DEFAULT_POINT_FILE_PATTERN = "{object_id}_8192.npy"
 """File name of an object's points inside ``point_dir`` (PointLLM: ``f"{object_id}_{8192}.npy"``)."""
 
 _ROLES = ("human", "gpt", "user", "assistant")
-_COLOUR_TOLERANCE = 1e-3
+_COLOR_TOLERANCE = 1e-3
 CLOUD_CACHE_BYTES = 512 * 2**20
 """Memory a :class:`PointLLMDataset` may keep of prepared clouds (least recently used dropped first). A cloud is
 the same array every time its object comes round (the resampling is seeded per object), and preparing one (reading
@@ -183,7 +183,7 @@ def read_point_array(
     if use_color:
         rgb = pts[:, 3:6]
         low, high = float(rgb.min()), float(rgb.max())
-        if low < -_COLOUR_TOLERANCE or high > 1 + _COLOUR_TOLERANCE:
+        if low < -_COLOR_TOLERANCE or high > 1 + _COLOR_TOLERANCE:
             raise DatasetError(
                 f"{path}: colours range over [{low:g}, {high:g}] but PointLLM stores rgb in [0, 1] "
                 "(divide 0-255 colours by 255, or use use_color=False to ignore the colour)"
@@ -548,7 +548,7 @@ class PointLLMDataset(Dataset):
                 if self.conversation_types is not None and ctype not in self.conversation_types:
                     self.stats["filtered_by_type"] += 1
                     continue
-                if self.use_color and object_id in CORRUPT_COLOUR_IDS:
+                if self.use_color and object_id in CORRUPT_COLOR_IDS:
                     self._skip("corrupt_colour", where, object_id, "known corrupt colour file (PointLLM drops it)")
                     continue
                 points = POINT_PLACEHOLDER in _first_human_value(convs)

@@ -92,13 +92,13 @@ class CloudView:
     name: str
     points: np.ndarray
     points_in_file: int
-    colour: str
+    color: str
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         notes = f" ({md_escape('; '.join(self.notes))})" if self.notes else ""
         return (f"**{md_escape(self.name)}**: {self.points_in_file:,} points in the file, {len(self.points):,} fed "
-                f"to the model, colour: {md_escape(self.colour)}{notes}")
+                f"to the model, colour: {md_escape(self.color)}{notes}")
 
 
 @dataclass
@@ -331,7 +331,7 @@ class DemoEngine:
         except PointCloudError as exc:
             # the message starts with the upload's temporary path; name the file as the user knows it
             raise PointCloudError(str(exc).replace(str(p), label, 1)) from None
-        return CloudView(label, points, int(cloud.xyz.shape[0]), cloud.colour_source, list(cloud.notes))
+        return CloudView(label, points, int(cloud.xyz.shape[0]), cloud.color_source, list(cloud.notes))
 
     def load_example(self, name: str) -> CloudView:
         """One of :func:`example_names`: the bundled sample chair or a procedural object."""

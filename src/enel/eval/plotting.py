@@ -48,11 +48,11 @@ def _figure(figsize: tuple[float, float], dpi: int):
     return fig
 
 
-def _cloud_panel(fig, rect: list[float], xyz: np.ndarray, colours: np.ndarray, *, size: float, zoom: float,
+def _cloud_panel(fig, rect: list[float], xyz: np.ndarray, colors: np.ndarray, *, size: float, zoom: float,
                  title: str | None = None) -> None:
     """One 3D scatter panel of ``xyz (n, 3)`` coloured ``colours (n, 3|4)``, in the shared frame and view."""
     ax = fig.add_axes(rect, projection="3d")
-    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=colours, s=size, depthshade=False, linewidths=0)
+    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=colors, s=size, depthshade=False, linewidths=0)
     ax.set_box_aspect((1, 1, 1), zoom=zoom)
     for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
         setter(-0.8, 0.8)

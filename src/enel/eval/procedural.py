@@ -55,7 +55,7 @@ def evaluate_procedural(
     ``procedural_{split}_summary.json`` to ``out_dir``.
     """
     from ..data.procedural.generate import load_objects
-    from ..data.procedural.scoring import match_category, match_colour
+    from ..data.procedural.scoring import match_category, match_color
     from .metrics import compute_metrics, write_metrics
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -94,7 +94,7 @@ def evaluate_procedural(
             "command": command, "decoding": {**GenerationSettings(max_new_tokens=max_new_tokens, seed=seed).__dict__,
                                               "max_new_tokens_short_answers": short}}
     cat_ok = [match_category(a, o["category"]) for a, o in zip(answers["category"], objects)]
-    col_ok = [match_colour(a, o["colour"]) for a, o in zip(answers["colour"], objects)]
+    col_ok = [match_color(a, o["colour"]) for a, o in zip(answers["colour"], objects)]
     files = {
         "classification": ResultsFile(PROMPTS["what"], [
             {"object_id": o["object_id"], "ground_truth": o["category"], "model_output": a, "label_name": o["category"],

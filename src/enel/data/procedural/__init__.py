@@ -10,7 +10,7 @@ read it and the real Objaverse data. See ``docs/procedural-data.md``.
 """
 
 from .categories import CATEGORIES, CATEGORY_NAMES, CategorySpec, get_spec
-from .colours import COLOUR_NAMES, PALETTE
+from .colors import COLOR_NAMES, PALETTE
 from .generate import (
     GENERATOR_VERSION,
     SPLITS,
@@ -22,14 +22,14 @@ from .generate import (
     write_sample,
 )
 from .language import BRIEF_PROMPTS, COMPLETION_PROMPT, DETAILED_PROMPTS, IDENTIFY_PROMPTS
-from .scoring import CATEGORY_SYNONYMS, find_categories, match_category, match_colour, match_count
+from .scoring import CATEGORY_SYNONYMS, find_categories, match_category, match_color, match_count
 
 __all__ = [
     "BRIEF_PROMPTS",
     "CATEGORIES",
     "CATEGORY_NAMES",
     "CATEGORY_SYNONYMS",
-    "COLOUR_NAMES",
+    "COLOR_NAMES",
     "COMPLETION_PROMPT",
     "CategorySpec",
     "DETAILED_PROMPTS",
@@ -43,7 +43,7 @@ __all__ = [
     "load_objects",
     "make_object",
     "match_category",
-    "match_colour",
+    "match_color",
     "match_count",
     "object_id",
     "synthesize",

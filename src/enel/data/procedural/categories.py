@@ -2,7 +2,7 @@
 
 Each :class:`CategorySpec` ties a builder from :mod:`.shapes` to the words the language generator uses.
 A *colour group* is a set of parts that always share one colour (a chair's seat, back and armrests), with the
-palette colours allowed for it and optionally a material family (:data:`.colours.MATERIAL_BY_COLOUR`) that
+palette colours allowed for it and optionally a material family (:data:`.colors.MATERIAL_BY_COLOR`) that
 turns a colour into a material word ("wooden" for brown). Every part a builder can produce belongs to exactly
 one group of its category (tested).
 """
@@ -12,20 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import colours as C
+from . import colors as C
 from .scoring import CATEGORY_SYNONYMS
 from .shapes import BUILDERS, Geometry
 
-__all__ = ["CategorySpec", "ColourGroup", "CATEGORIES", "CATEGORY_NAMES", "get_spec"]
+__all__ = ["CategorySpec", "ColorGroup", "CATEGORIES", "CATEGORY_NAMES", "get_spec"]
 
 
 @dataclass(frozen=True)
-class ColourGroup:
+class ColorGroup:
     """Parts that share one colour; ``colours`` are the allowed palette names, ``material`` a family name."""
 
     name: str
     parts: tuple[str, ...]
-    colours: tuple[str, ...] = C.ANY
+    colors: tuple[str, ...] = C.ANY
     material: str | None = None
 
 
@@ -41,7 +41,7 @@ class CategorySpec:
     name: str
     builder: Callable
     nouns: tuple[str, ...]
-    groups: tuple[ColourGroup, ...]
+    groups: tuple[ColorGroup, ...]
     uses: tuple[str, ...]
     places: tuple[str, ...]
 
@@ -49,7 +49,7 @@ class CategorySpec:
     def synonyms(self) -> tuple[str, ...]:
         return CATEGORY_SYNONYMS[self.name]
 
-    def group_of(self, part: str) -> ColourGroup:
+    def group_of(self, part: str) -> ColorGroup:
         for g in self.groups:
             if part in g.parts:
                 return g
@@ -59,7 +59,7 @@ class CategorySpec:
         return self.builder(rng)
 
 
-G = ColourGroup
+G = ColorGroup
 GLASS = ("black", "cyan", "blue", "gray")
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...points.transforms import pc_norm
-from . import colours as C
+from . import colors as C
 from . import language as L
 from .categories import CATEGORY_NAMES, CategorySpec, get_spec
 from .shapes import Geometry, mesh_area
@@ -166,7 +166,7 @@ class ProceduralObject:
     complex: list[dict]
     benchmark: dict
     qa: list[L.QA]
-    colour_qa: L.QA
+    color_qa: L.QA
     meta: dict = field(default_factory=dict)
     grounding: list[dict] = field(default_factory=list)
 
@@ -181,7 +181,7 @@ def _streams(seed: int, category: str, index: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in ss.spawn(4)]  # geometry, colours, points, language
 
 
-def _assign_colours(spec: CategorySpec, geom: Geometry, rng: np.random.Generator) -> dict[str, str]:
+def _assign_colors(spec: CategorySpec, geom: Geometry, rng: np.random.Generator) -> dict[str, str]:
     """Colour per part name: one colour per colour group; sometimes (25 %) every group shares the main one."""
     present = {p.name for p in geom.parts}
     groups = [g for g in spec.groups if present.intersection(g.parts)]
@@ -189,7 +189,7 @@ def _assign_colours(spec: CategorySpec, geom: Geometry, rng: np.random.Generator
     out: dict[str, str] = {}
     used: list[str] = []
     for i, g in enumerate(groups):
-        allowed = list(g.colours)
+        allowed = list(g.colors)
         for name in g.parts:
             if name in geom.palette:
                 allowed = [c for c in allowed if c in geom.palette[name]] or allowed
@@ -207,25 +207,25 @@ def _assign_colours(spec: CategorySpec, geom: Geometry, rng: np.random.Generator
     return out
 
 
-def _facts(spec: CategorySpec, geom: Geometry, colour_of: dict[str, str], areas: dict[str, float],
+def _facts(spec: CategorySpec, geom: Geometry, color_of: dict[str, str], areas: dict[str, float],
            rng: np.random.Generator) -> L.ObjectFacts:
     parts = []
     for p in geom.parts:
         fam = spec.group_of(p.name).material
-        material = C.MATERIAL_BY_COLOUR.get(fam, {}).get(colour_of[p.name]) if fam else None
-        parts.append(L.PartFact(p.name, p.plural_name, colour_of[p.name], p.n, p.adjectives, p.shape, p.where,
+        material = C.MATERIAL_BY_COLOR.get(fam, {}).get(color_of[p.name]) if fam else None
+        parts.append(L.PartFact(p.name, p.plural_name, color_of[p.name], p.n, p.adjectives, p.shape, p.where,
                                 p.countable, p.mass, material, p.uncounted))
     share: dict[str, float] = {}
     total = sum(areas.values())
     for name, a in areas.items():
-        share[colour_of[name]] = share.get(colour_of[name], 0.0) + a / total
+        share[color_of[name]] = share.get(color_of[name], 0.0) + a / total
     main = max(sorted(share), key=lambda c: share[c])
     counts = {p.plural_name: p.n for p in geom.parts if p.countable}
     counts.update(geom.extra_counts)
     nouns = geom.nouns or spec.nouns
     noun = nouns[0] if rng.random() < 0.6 else nouns[int(rng.integers(len(nouns)))]
     return L.ObjectFacts(spec.name, noun, parts, main, counts, geom.traits, spec.uses, spec.places,
-                         all_nouns=tuple(nouns), colour_share={c: round(v, 4) for c, v in sorted(share.items())})
+                         all_nouns=tuple(nouns), color_share={c: round(v, 4) for c, v in sorted(share.items())})
 
 
 def _conv(turns: list[tuple[str, str]]) -> list[dict]:
@@ -249,8 +249,8 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
         raise ConfigError(f"up_axis must be 'z' or 'y', got {up_axis!r}")
     r_geo, r_col, r_pts, r_txt = _streams(seed, category, index)
     geom = spec.build(r_geo)
-    colour_of = _assign_colours(spec, geom, r_col)
-    rgb_of = {p.name: C.rgb(colour_of[p.name], r_col) for p in geom.parts}
+    color_of = _assign_colors(spec, geom, r_col)
+    rgb_of = {p.name: C.rgb(color_of[p.name], r_col) for p in geom.parts}
     meshes, rgbs, areas, solids = [], [], {}, []
     for p in geom.parts:
         areas[p.name] = sum(mesh_area(m) for m in p.meshes)
@@ -272,7 +272,7 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
         xyz = np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
     points = np.concatenate([pc_norm(xyz), np.clip(pts[:, 3:], 0.0, 1.0)], axis=1).astype(np.float32)
 
-    facts = _facts(spec, geom, colour_of, areas, r_txt)
+    facts = _facts(spec, geom, color_of, areas, r_txt)
     oid = object_id(category, index)
     cap = L.caption(facts, r_txt)
     detailed = L.detailed_description(facts, r_txt)
@@ -295,7 +295,7 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
     complex_.append(_record(oid, "multi_round", turns))
     qa_all.extend(rounds)
     bench = _record(oid, "simple_description", [(L.pick(r_txt, L.BRIEF_PROMPTS), cap)])
-    cqa = L.colour_qa(facts, r_txt)
+    cqa = L.color_qa(facts, r_txt)
     # drawn last from the text stream, so the other files are the same as before grounding existed
     grounding = [_record(oid, "single_round", [(qa.question, qa.answer)]) for qa in L.grounding_qa(facts, r_txt)]
 
@@ -305,16 +305,16 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
         "index": index,
         "noun": facts.noun,
         "caption": cap,
-        "main_colour": facts.main_colour,
+        "main_colour": facts.main_color,
         "main_part": facts.main_part.name,
         "colour_question": cqa.question,
         "colour_answer": cqa.answer,
         "colour": cqa.target,
         "use": facts.uses[0],
-        "parts": [{"name": p.name, "colour": p.colour, "count": p.count, **({"shape": p.shape} if p.shape else {}),
+        "parts": [{"name": p.name, "colour": p.color, "count": p.count, **({"shape": p.shape} if p.shape else {}),
                    **({"material": p.material} if p.material else {})} for p in facts.parts],
         "counts": dict(sorted(facts.counts.items())),
-        "colour_share": facts.colour_share,
+        "colour_share": facts.color_share,
         "traits": list(facts.traits),
     }
     return ProceduralObject(oid, category, index, points, facts, cap, detailed, brief, complex_, bench, qa_all, cqa,

@@ -87,7 +87,7 @@ class PartFact:
 
     name: str
     plural: str
-    colour: str
+    color: str
     count: int
     adjectives: tuple[str, ...] = ()
     shape: str | None = None
@@ -121,22 +121,22 @@ class ObjectFacts:
     category: str
     noun: str
     parts: list[PartFact]
-    main_colour: str
+    main_color: str
     counts: dict[str, int]
     traits: tuple[str, ...]
     uses: tuple[str, ...]
     places: tuple[str, ...]
     all_nouns: tuple[str, ...] = ()
-    colour_share: dict[str, float] = field(default_factory=dict)
+    color_share: dict[str, float] = field(default_factory=dict)
 
     @property
     def main_part(self) -> PartFact:
         return self.parts[0]
 
-    def colours(self) -> list[str]:
+    def colors(self) -> list[str]:
         """Distinct part colours, main colour first, then by decreasing surface share."""
-        order = sorted(self.colour_share, key=lambda c: -self.colour_share[c])
-        return [self.main_colour] + [c for c in order if c != self.main_colour]
+        order = sorted(self.color_share, key=lambda c: -self.color_share[c])
+        return [self.main_color] + [c for c in order if c != self.main_color]
 
 
 @dataclass
@@ -186,7 +186,7 @@ def _words(s: str) -> int:
     return len(s.split())
 
 
-def part_phrase(p: PartFact, rng: np.random.Generator, *, colour: bool = True, count: bool = True,
+def part_phrase(p: PartFact, rng: np.random.Generator, *, color: bool = True, count: bool = True,
                 adjective: bool = True, material: bool = True) -> str:
     """A noun phrase for a part: "four thin black metal legs", "a conical red shade", "green foliage"."""
     words: list[str] = []
@@ -195,9 +195,9 @@ def part_phrase(p: PartFact, rng: np.random.Generator, *, colour: bool = True, c
         if pool:
             k = int(rng.integers(1, min(2, len(pool)) + 1))
             words += [pool[i] for i in sorted(rng.choice(len(pool), size=k, replace=False))]
-    if colour:
-        words.append(p.colour)
-    if material and p.material and colour:
+    if color:
+        words.append(p.color)
+    if material and p.material and color:
         words.append(p.material)
     words.append(p.noun)
     phrase = " ".join(words)
@@ -208,15 +208,15 @@ def part_phrase(p: PartFact, rng: np.random.Generator, *, colour: bool = True, c
     return a_an(phrase)
 
 
-def _subject(f: ObjectFacts, rng: np.random.Generator, *, colour: bool = True, trait: bool | None = None,
+def _subject(f: ObjectFacts, rng: np.random.Generator, *, color: bool = True, trait: bool | None = None,
              article: bool = True) -> str:
     words = []
     if f.traits and (trait if trait is not None else rng.random() < 0.5):
         words.append(pick(rng, f.traits))
-    if colour:
-        words.append(f.main_colour)
+    if color:
+        words.append(f.main_color)
         mp = f.main_part
-        if mp.material and mp.colour == f.main_colour and rng.random() < 0.6:
+        if mp.material and mp.color == f.main_color and rng.random() < 0.6:
             words.append(mp.material)
     words.append(f.noun)
     s = " ".join(words)
@@ -228,7 +228,7 @@ def _feature_parts(f: ObjectFacts, rng: np.random.Generator, k: int) -> list[Par
     cands = f.parts[1:]
     if not cands:
         return []
-    w = np.array([1.0 + 1.5 * p.countable + 1.0 * (p.colour != f.main_colour) + 0.5 * bool(p.adjectives or p.shape)
+    w = np.array([1.0 + 1.5 * p.countable + 1.0 * (p.color != f.main_color) + 0.5 * bool(p.adjectives or p.shape)
                   for p in cands])
     k = min(k, len(cands))
     idx = rng.choice(len(cands), size=k, replace=False, p=w / w.sum())
@@ -248,7 +248,7 @@ def caption(f: ObjectFacts, rng: np.random.Generator) -> str:
         feats = []
         for p in _feature_parts(f, rng, n_feat):
             bare = not (p.adjectives or p.shape or (p.many and not p.uncounted))  # "a handle" says nothing
-            feats.append(part_phrase(p, rng, colour=bare or rng.random() < (0.85 if p.colour != f.main_colour
+            feats.append(part_phrase(p, rng, color=bare or rng.random() < (0.85 if p.color != f.main_color
                                                                              else 0.25)))
         if not feats:
             feats = [part_phrase(f.main_part, rng)]
@@ -324,11 +324,11 @@ def _part_sentence(f: ObjectFacts, p: PartFact, rng: np.random.Generator) -> str
     if t == 1:
         adj = f", {p.adjectives[0]}" if p.adjectives else ""
         head = f"The {p.noun}" if not p.many or p.uncounted else f"The {number(p.count, rng)} {p.noun}"
-        return f"{head} {p.be} {p.colour}{adj} and {'sit' if p.many else 'sits'} {where}."
+        return f"{head} {p.be} {p.color}{adj} and {'sit' if p.many else 'sits'} {where}."
     if t == 2:
         return f"{_cap(where)}, there {p.be} {part_phrase(p, rng)}."
     if t == 3:
-        return f"The {f.noun}'s {p.noun} {p.be} {p.colour}" + (f" and {p.shape}" if p.shape else "") + "."
+        return f"The {f.noun}'s {p.noun} {p.be} {p.color}" + (f" and {p.shape}" if p.shape else "") + "."
     return f"{_cap(part_phrase(p, rng))} can be seen {where}."
 
 
@@ -340,17 +340,17 @@ def detailed_description(f: ObjectFacts, rng: np.random.Generator) -> str:
     elif t == 1:
         intro = f"The point cloud depicts {_subject(f, rng)}."
     elif t == 2:
-        intro = f"The object shown here is {_subject(f, rng, colour=False, trait=True)}, mostly {f.main_colour} " \
+        intro = f"The object shown here is {_subject(f, rng, color=False, trait=True)}, mostly {f.main_color} " \
                 f"in colour."
     else:
-        intro = f"This 3D object is {a_an(f.noun)} rendered mainly in {f.main_colour}."
+        intro = f"This 3D object is {a_an(f.noun)} rendered mainly in {f.main_color}."
     parts = [_part_sentence(f, p, rng) for p in f.parts]
-    cols = f.colours()
+    cols = f.colors()
     if len(cols) == 1:
-        colour_s = pick(rng, (f"The whole {f.noun} is {cols[0]}.", f"Every part of it is {cols[0]}."))
+        color_s = pick(rng, (f"The whole {f.noun} is {cols[0]}.", f"Every part of it is {cols[0]}."))
     else:
         others = _join(cols[1:3])
-        colour_s = pick(rng, (f"The colour scheme is dominated by {cols[0]}, with {others} accents.",
+        color_s = pick(rng, (f"The colour scheme is dominated by {cols[0]}, with {others} accents.",
                                f"Overall, {cols[0]} is the main colour, complemented by {others}.",
                                f"Most of the surface is {cols[0]}, while smaller parts are {others}."))
     use = pick(rng, f.uses)
@@ -363,7 +363,7 @@ def detailed_description(f: ObjectFacts, rng: np.random.Generator) -> str:
     body = parts[:]
     fillers = list(rng.permutation(len(_FILLERS)))
     while True:
-        sentences = [intro] + body + [colour_s, use_s, place_s]
+        sentences = [intro] + body + [color_s, use_s, place_s]
         text = " ".join(sentences)
         n = _words(text)
         if n > 100 and len(body) > 1:
@@ -378,7 +378,7 @@ def detailed_description(f: ObjectFacts, rng: np.random.Generator) -> str:
 # ------------------------------------------------------------------------------------------------------------
 # Questions and answers
 # ------------------------------------------------------------------------------------------------------------
-def _colour_word(rng: np.random.Generator) -> str:
+def _color_word(rng: np.random.Generator) -> str:
     return "colour" if rng.random() < 0.5 else "color"
 
 
@@ -404,25 +404,25 @@ def _qa_verify(f: ObjectFacts, rng, other_nouns) -> QA:
     return QA("verify", q, a, f.category)
 
 
-def _qa_colour(f: ObjectFacts, rng, other_nouns, part: PartFact | None = None) -> QA:
+def _qa_color(f: ObjectFacts, rng, other_nouns, part: PartFact | None = None) -> QA:
     p = part or pick(rng, f.parts)
-    cw = _colour_word(rng)
+    cw = _color_word(rng)
     the = f"the {p.noun}"
     q = pick(rng, (f"What {cw} {p.be} {the}?", f"What is the {cw} of {the}?", f"Can you tell me the {cw} of {the}?",
                     f"Which {cw} {p.be} {the} of this {f.noun}?"))
-    a = pick(rng, (f"{_cap(the)} {p.be} {p.colour}.", f"{'They are' if p.many else 'It is'} {p.colour}.",
-                    f"{_cap(p.colour)}.", f"The {p.noun} of this {f.noun} {p.be} {p.colour}."))
-    return QA("colour", q, a, p.colour)
+    a = pick(rng, (f"{_cap(the)} {p.be} {p.color}.", f"{'They are' if p.many else 'It is'} {p.color}.",
+                    f"{_cap(p.color)}.", f"The {p.noun} of this {f.noun} {p.be} {p.color}."))
+    return QA("colour", q, a, p.color)
 
 
-def _qa_main_colour(f: ObjectFacts, rng, other_nouns) -> QA:
-    cw = _colour_word(rng)
+def _qa_main_color(f: ObjectFacts, rng, other_nouns) -> QA:
+    cw = _color_word(rng)
     q = pick(rng, (f"What is the main {cw} of this object?", f"What {cw} is this object mostly?",
                     f"Which {cw} dominates this {f.noun}?", f"What {cw} is this?"))
-    others = [c for c in f.colours()[1:2]]
-    a = pick(rng, (f"It is mostly {f.main_colour}.", f"The main {cw} is {f.main_colour}.",
-                    f"Mostly {f.main_colour}" + (f", with some {others[0]} parts." if others else ".")))
-    return QA("main_colour", q, a, f.main_colour)
+    others = [c for c in f.colors()[1:2]]
+    a = pick(rng, (f"It is mostly {f.main_color}.", f"The main {cw} is {f.main_color}.",
+                    f"Mostly {f.main_color}" + (f", with some {others[0]} parts." if others else ".")))
+    return QA("main_colour", q, a, f.main_color)
 
 
 def _count_items(f: ObjectFacts) -> list[tuple[str, int]]:
@@ -466,7 +466,7 @@ def _qa_shape(f: ObjectFacts, rng, other_nouns) -> QA:
     q = pick(rng, (f"What shape {p.be} the {p.noun}?", f"Describe the shape of the {p.noun}.",
                     f"What does the {p.noun} of this {f.noun} look like?"))
     if p.many:
-        has = part_phrase(p, rng, adjective=False, colour=False) + f", all {p.shape}"
+        has = part_phrase(p, rng, adjective=False, color=False) + f", all {p.shape}"
     else:
         has = a_an(f"{p.shape} {p.name}")
     a = pick(rng, (f"The {p.noun} {p.be} {p.shape}.", f"{'They are' if p.many else 'It is'} {p.shape}.",
@@ -483,7 +483,7 @@ def _qa_where(f: ObjectFacts, rng, other_nouns) -> QA:
     return QA("where", q, a, p.where or "")
 
 
-_MAKERS = {"category": _qa_category, "verify": _qa_verify, "colour": _qa_colour, "main_colour": _qa_main_colour,
+_MAKERS = {"category": _qa_category, "verify": _qa_verify, "colour": _qa_color, "main_colour": _qa_main_color,
            "count": _qa_count, "use": _qa_use, "shape": _qa_shape, "where": _qa_where}
 _WEIGHTS = {"category": 3.0, "verify": 1.0, "colour": 3.0, "main_colour": 1.0, "count": 2.0, "use": 1.5,
             "shape": 1.0, "where": 1.0}
@@ -513,14 +513,14 @@ def make_qa(f: ObjectFacts, rng: np.random.Generator, k: int, other_nouns: tuple
     return [_MAKERS[kinds[i]](f, rng, other_nouns) for i in chosen]
 
 
-def colour_qa(f: ObjectFacts, rng: np.random.Generator) -> QA:
+def color_qa(f: ObjectFacts, rng: np.random.Generator) -> QA:
     """The canonical colour question about the main part (what the quickstart's colour accuracy asks)."""
     p = f.main_part
     cw = "colour"
-    return QA("colour", f"What {cw} {p.be} the {p.noun}?", f"The {p.noun} {p.be} {p.colour}.", p.colour)
+    return QA("colour", f"What {cw} {p.be} the {p.noun}?", f"The {p.noun} {p.be} {p.color}.", p.color)
 
 
-_GROUNDING_COLOUR_QUESTIONS = ("What {cw} {be} the {part}?", "What is the {cw} of the {part}?",
+_GROUNDING_COLOR_QUESTIONS = ("What {cw} {be} the {part}?", "What is the {cw} of the {part}?",
                                "Which {cw} {be} the {part}?", "Can you tell me the {cw} of the {part}?")
 
 
@@ -540,13 +540,13 @@ def grounding_qa(f: ObjectFacts, rng: np.random.Generator, parts: int = 2, ident
 
     if not 1 <= identify <= len(IDENTIFY_PROMPTS):
         raise ValueError(f"identify must be between 1 and {len(IDENTIFY_PROMPTS)} (one per phrasing), got {identify}")
-    answer = f"This is {a_an(f'{f.main_colour} {f.noun}')}."
+    answer = f"This is {a_an(f'{f.main_color} {f.noun}')}."
     phrasings = rng.permutation(len(IDENTIFY_PROMPTS))[:identify]
     qas = [QA("category", IDENTIFY_PROMPTS[int(i)], answer, f.category) for i in phrasings]
     candidates = [f.main_part] + [p for p in f.parts if p is not f.main_part]
     for p in [p for p in candidates if not find_categories(p.noun)][:parts]:
-        q = pick(rng, _GROUNDING_COLOUR_QUESTIONS).format(cw=_colour_word(rng), be=p.be, part=p.noun)
-        qas.append(QA("colour", q, f"The {p.noun} {p.be} {p.colour}.", p.colour))
+        q = pick(rng, _GROUNDING_COLOR_QUESTIONS).format(cw=_color_word(rng), be=p.be, part=p.noun)
+        qas.append(QA("colour", q, f"The {p.noun} {p.be} {p.color}.", p.color))
     return qas
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import re
 
 from ..labels import LabelVocabulary
-from .colours import COLOUR_SYNONYMS
+from .colors import COLOR_SYNONYMS
 
 __all__ = [
     "CATEGORY_SYNONYMS",
     "CATEGORIES",
-    "COLOURS",
+    "COLORS",
     "match_category",
-    "match_colour",
+    "match_color",
     "match_count",
     "find_categories",
     "NUMBER_WORDS",
@@ -65,8 +65,8 @@ NUMBER_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four", "five", 
 CATEGORIES = LabelVocabulary(CATEGORY_SYNONYMS, "procedural category")
 """The categories with :data:`CATEGORY_SYNONYMS`, scored by :class:`enel.data.labels.LabelVocabulary`'s rule."""
 
-COLOURS = LabelVocabulary(COLOUR_SYNONYMS, "colour")
-"""The palette colours with :data:`~enel.data.procedural.colours.COLOUR_SYNONYMS`."""
+COLORS = LabelVocabulary(COLOR_SYNONYMS, "colour")
+"""The palette colours with :data:`~enel.data.procedural.colors.COLOR_SYNONYMS`."""
 
 
 def _known(category: str) -> str:
@@ -89,9 +89,9 @@ def find_categories(answer: str) -> list[str]:
     return CATEGORIES.named(answer)
 
 
-def match_colour(answer: str, colour: str) -> bool:
+def match_color(answer: str, color: str) -> bool:
     """Whether the first colour ``answer`` names is ``colour`` (a palette name; "grey" counts as "gray", …)."""
-    return COLOURS.first(answer) == colour.strip().lower()
+    return COLORS.first(answer) == color.strip().lower()
 
 
 def match_count(answer: str, count: int) -> bool:

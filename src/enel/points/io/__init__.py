@@ -16,12 +16,12 @@ Colour rules (also in ``docs/point-io.md``):
 
 * colours end up in ``[0, 1]``. Typed 8-bit / 16-bit colour fields (PLY ``uchar``, PCD packed ``rgb``, mesh
   colours) are divided by 255 / 65535. Untyped colours (float fields, array columns) with a maximum above 1
-  are taken as 0–255 and divided by 255; ``colour_source`` and ``notes`` say so.
+  are taken as 0–255 and divided by 255; ``color_source`` and ``notes`` say so.
 * negative colours, colours above 255, and NaN / inf colours raise :class:`~enel.errors.PointCloudError`,
   except that three extra columns that are unit vectors with a negative entry are recognised as normals
   (ModelNet40 ``normal_resampled`` files): they are ignored and the default colour is used.
-* a cloud without colour is filled with ``default_colour`` (black, as PointLLM feeds colourless ModelNet40);
-  ``colour_source`` starts with ``"default"`` and a note says so.
+* a cloud without colour is filled with ``default_color`` (black, as PointLLM feeds colourless ModelNet40);
+  ``color_source`` starts with ``"default"`` and a note says so.
 
 Every problem with a file raises :class:`~enel.errors.PointCloudError` whose message starts with the file
 name, says what is wrong and, where there is one, the fix. Exceptions from the parsers are wrapped the same
@@ -36,7 +36,7 @@ import numpy as np
 
 from enel.errors import PointCloudError
 
-from .cloud import DEFAULT_COLOUR, PointCloud, check_default_colour, describe_error, fail, finish_cloud, from_array
+from .cloud import DEFAULT_COLOR, PointCloud, check_default_color, describe_error, fail, finish_cloud, from_array
 from .mesh import read_mesh
 from .npy import read_numpy
 from .pcd import read_pcd
@@ -45,7 +45,7 @@ from .text import read_text
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
-    "DEFAULT_COLOUR",
+    "DEFAULT_COLOR",
     "POINT_EXTENSIONS",
     "MESH_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
@@ -80,7 +80,7 @@ def load_point_cloud(
     mesh_points: int = 8192,
     seed: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    default_colour=DEFAULT_COLOUR,
+    default_color=DEFAULT_COLOR,
 ) -> PointCloud:
     """Read a point cloud or a mesh file.
 
@@ -89,7 +89,7 @@ def load_point_cloud(
         mesh_points: number of points sampled on a mesh's surface (point formats keep all their points).
         seed: seed of the surface sampling; the same seed gives the same points.
         max_bytes: refuse files larger than this (for ``.gltf`` only the JSON file itself is counted).
-        default_colour: colour in ``[0, 1]`` for a file without colour.
+        default_color: colour in ``[0, 1]`` for a file without colour.
 
     Returns:
         A :class:`PointCloud`: ``xyz (N, 3)``, ``rgb (N, 3)`` float32, ``N = mesh_points`` for meshes.
@@ -99,7 +99,7 @@ def load_point_cloud(
     """
     if isinstance(mesh_points, bool) or not isinstance(mesh_points, (int, np.integer)) or mesh_points < 1:
         raise PointCloudError(f"mesh_points must be a positive integer, got {mesh_points!r}")
-    check_default_colour(default_colour)
+    check_default_color(default_color)
     try:
         p = Path(path)
     except TypeError:
@@ -125,9 +125,9 @@ def load_point_cloud(
         raise fail(p, "file is empty (0 bytes)")
     try:
         if ext in MESH_EXTENSIONS:
-            raw = read_mesh(p, mesh_points, seed, default_colour)
+            raw = read_mesh(p, mesh_points, seed, default_color)
         elif ext == ".ply":
-            raw = read_ply(p, mesh_points, seed, default_colour)
+            raw = read_ply(p, mesh_points, seed, default_color)
         else:
             raw = _POINT_READERS[ext](p)
     except PointCloudError:
@@ -140,7 +140,7 @@ def load_point_cloud(
         raise fail(
             p, f"could not read this {ext[1:].upper()} file, it looks corrupt or truncated ({describe_error(exc)})"
         ) from exc
-    return finish_cloud(raw, label=p, path=p, default_colour=default_colour, source="file")
+    return finish_cloud(raw, label=p, path=p, default_color=default_color, source="file")
 
 
 def save_point_cloud(path, cloud: PointCloud | np.ndarray) -> Path:

@@ -12,11 +12,11 @@ import numpy as np
 
 from enel.errors import PointCloudError
 
-DEFAULT_COLOUR: tuple[float, float, float] = (0.0, 0.0, 0.0)
+DEFAULT_COLOR: tuple[float, float, float] = (0.0, 0.0, 0.0)
 """Colour given to points whose file has none: black, as PointLLM feeds colourless ModelNet40."""
 
-COLOUR_FIELDS = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
-_TYPED_COLOUR_SCALE = {1: 255.0, 2: 65535.0}  # unsigned integer colour fields, by byte size
+COLOR_FIELDS = (("red", "green", "blue"), ("r", "g", "b"), ("diffuse_red", "diffuse_green", "diffuse_blue"))
+_TYPED_COLOR_SCALE = {1: 255.0, 2: 65535.0}  # unsigned integer colour fields, by byte size
 _NORMAL_TOLERANCE = 1e-2
 
 
@@ -27,7 +27,7 @@ class PointCloud:
     Attributes:
         xyz: ``(N, 3)`` float32 coordinates, finite.
         rgb: ``(N, 3)`` float32 colours in ``[0, 1]``.
-        colour_source: where ``rgb`` came from: ``"file"``, ``"file (0-255 rescaled)"``,
+        color_source: where ``rgb`` came from: ``"file"``, ``"file (0-255 rescaled)"``,
             ``"default (file has no colour)"``, ``"mesh vertex colours"``, ``"mesh face colours"``,
             ``"mesh texture"``, ``"mesh material colour"`` (several joined by ``" + "`` for scenes whose parts
             differ), or the ``source`` given to :func:`from_array`.
@@ -37,7 +37,7 @@ class PointCloud:
 
     xyz: np.ndarray
     rgb: np.ndarray
-    colour_source: str
+    color_source: str
     path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -61,15 +61,15 @@ class PointCloud:
 class RawCloud:
     """What a reader found, before the shared checks.
 
-    ``xyz (N, 3)``; ``rgb (N, 3)`` or ``None``. ``colour_scale`` divides ``rgb`` when the file's type fixes the
+    ``xyz (N, 3)``; ``rgb (N, 3)`` or ``None``. ``color_scale`` divides ``rgb`` when the file's type fixes the
     range (8-bit: 255); ``None`` means detect 0–1 vs 0–255 from the values. ``missing`` says why ``rgb`` is
-    ``None`` (goes into ``colour_source``).
+    ``None`` (goes into ``color_source``).
     """
 
     xyz: np.ndarray
     rgb: np.ndarray | None = None
-    colour_source: str = "file"
-    colour_scale: float | None = None
+    color_source: str = "file"
+    color_scale: float | None = None
     missing: str = "file has no colour"
     notes: list[str] = field(default_factory=list)
 
@@ -84,23 +84,23 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message or 'no detail'}"
 
 
-def format_colour(colour) -> str:
-    return "(" + ", ".join(f"{float(c):g}" for c in colour) + ")"
+def format_color(color) -> str:
+    return "(" + ", ".join(f"{float(c):g}" for c in color) + ")"
 
 
-def check_default_colour(default_colour) -> np.ndarray:
-    colour = np.asarray(default_colour, dtype=np.float64).reshape(-1)
-    if colour.shape != (3,) or not np.isfinite(colour).all() or colour.min() < 0 or colour.max() > 1:
-        raise PointCloudError(f"default_colour must be three values in [0, 1], got {default_colour!r}")
-    return colour
+def check_default_color(default_color) -> np.ndarray:
+    color = np.asarray(default_color, dtype=np.float64).reshape(-1)
+    if color.shape != (3,) or not np.isfinite(color).all() or color.min() < 0 or color.max() > 1:
+        raise PointCloudError(f"default_color must be three values in [0, 1], got {default_color!r}")
+    return color
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Shared checks
 # ----------------------------------------------------------------------------------------------------------
-def finish_cloud(raw: RawCloud, *, label: object, path: Path | None, default_colour, source: str) -> PointCloud:
+def finish_cloud(raw: RawCloud, *, label: object, path: Path | None, default_color, source: str) -> PointCloud:
     """Validate ``raw`` and turn it into a :class:`PointCloud`; ``source`` names the input in colour notes."""
-    colour = check_default_colour(default_colour)
+    color = check_default_color(default_color)
     xyz = np.asarray(raw.xyz, dtype=np.float64)
     n = xyz.shape[0]
     notes = list(raw.notes)
@@ -121,19 +121,19 @@ def finish_cloud(raw: RawCloud, *, label: object, path: Path | None, default_col
     if float(np.ptp(xyz, axis=0).max()) == 0.0:
         raise fail(
             label,
-            f"all {n} points are identical at {format_colour(xyz[0])}; a point cloud needs at least two distinct points",
+            f"all {n} points are identical at {format_color(xyz[0])}; a point cloud needs at least two distinct points",
         )
 
     if raw.rgb is None:
-        rgb = np.broadcast_to(colour, (n, 3))
-        colour_source = f"default ({raw.missing})"
-        notes.append(f"no colour in {source}: filled with {format_colour(colour)}")
+        rgb = np.broadcast_to(color, (n, 3))
+        color_source = f"default ({raw.missing})"
+        notes.append(f"no colour in {source}: filled with {format_color(color)}")
     else:
-        rgb, colour_source = _check_colour(raw, label, notes)
-    return PointCloud(xyz=xyz, rgb=rgb, colour_source=colour_source, path=path, notes=notes)
+        rgb, color_source = _check_color(raw, label, notes)
+    return PointCloud(xyz=xyz, rgb=rgb, color_source=color_source, path=path, notes=notes)
 
 
-def _check_colour(raw: RawCloud, label: object, notes: list[str]) -> tuple[np.ndarray, str]:
+def _check_color(raw: RawCloud, label: object, notes: list[str]) -> tuple[np.ndarray, str]:
     """``rgb (N, 3)`` in any accepted range -> ``(N, 3)`` in ``[0, 1]`` and the colour source."""
     rgb = np.asarray(raw.rgb, dtype=np.float64)
     if not np.isfinite(rgb).all():
@@ -146,10 +146,10 @@ def _check_colour(raw: RawCloud, label: object, notes: list[str]) -> tuple[np.nd
             "colours must be in [0, 1] or 0-255",
         )
     peak = float(rgb.max())
-    if raw.colour_scale is not None:
-        if peak > raw.colour_scale:
-            raise fail(label, f"colour values up to {peak:g} exceed the {raw.colour_scale:g} of their type")
-        return rgb / raw.colour_scale, raw.colour_source
+    if raw.color_scale is not None:
+        if peak > raw.color_scale:
+            raise fail(label, f"colour values up to {peak:g} exceed the {raw.color_scale:g} of their type")
+        return rgb / raw.color_scale, raw.color_source
     if peak > 255:
         raise fail(
             label,
@@ -158,8 +158,8 @@ def _check_colour(raw: RawCloud, label: object, notes: list[str]) -> tuple[np.nd
         )
     if peak > 1:
         notes.append(f"colours in 0-255 (maximum {peak:g}): divided by 255")
-        return rgb / 255.0, f"{raw.colour_source} (0-255 rescaled)"
-    return rgb, raw.colour_source
+        return rgb / 255.0, f"{raw.color_source} (0-255 rescaled)"
+    return rgb, raw.color_source
 
 
 def raw_from_array(array, label: object, source: str) -> RawCloud:
@@ -179,7 +179,7 @@ def raw_from_array(array, label: object, source: str) -> RawCloud:
     transposed = arr.ndim == 2 and arr.shape[0] in (3, 6) and arr.shape[1] > 6
     if arr.ndim != 2 or (arr.shape[1] not in (3, 6) and arr.shape[1] < 7) or transposed:
         raise fail(label, f"has shape {arr.shape}: expected (N, 3) xyz or (N, 6) xyz + rgb{_shape_hint(arr.shape)}")
-    raw = RawCloud(xyz=arr[:, :3], colour_source=source, missing=f"{source} has no colour")
+    raw = RawCloud(xyz=arr[:, :3], color_source=source, missing=f"{source} has no colour")
     if arr.shape[1] > 6:
         raw.notes.append(f"columns 7-{arr.shape[1]} ignored: only x, y, z, r, g, b (the first six) are used")
     if arr.shape[1] >= 6:
@@ -218,24 +218,24 @@ def raw_from_fields(fields: dict[str, np.ndarray], label: object, source: str = 
     for name in "xyz":
         if lower[name].ndim != 1 or lower[name].dtype.kind not in "iuf":
             raise fail(label, f"field {name!r} is not one number per point (dtype {lower[name].dtype})")
-    raw = RawCloud(xyz=np.stack([lower[a].astype(np.float64) for a in "xyz"], axis=1), colour_source=source)
-    for names in COLOUR_FIELDS:
+    raw = RawCloud(xyz=np.stack([lower[a].astype(np.float64) for a in "xyz"], axis=1), color_source=source)
+    for names in COLOR_FIELDS:
         if all(n in lower for n in names):
             columns = [lower[n] for n in names]
             if any(c.ndim != 1 or c.dtype.kind not in "iuf" for c in columns):
                 raise fail(label, f"colour fields {', '.join(names)} are not one number per point")
             raw.rgb = np.stack([c.astype(np.float64) for c in columns], axis=1)
-            scale = _TYPED_COLOUR_SCALE.get(columns[0].dtype.itemsize) if columns[0].dtype.kind == "u" else None
+            scale = _TYPED_COLOR_SCALE.get(columns[0].dtype.itemsize) if columns[0].dtype.kind == "u" else None
             if scale is not None:
-                raw.colour_scale = scale
-                raw.colour_source = f"{source} (0-{scale:g} rescaled)"
+                raw.color_scale = scale
+                raw.color_source = f"{source} (0-{scale:g} rescaled)"
             break
     else:
         raw.missing = f"{source} has no colour"
     return raw
 
 
-def from_array(array, *, source: str = "array", default_colour=DEFAULT_COLOUR, path=None) -> PointCloud:
+def from_array(array, *, source: str = "array", default_color=DEFAULT_COLOR, path=None) -> PointCloud:
     """Validate an array and wrap it as a :class:`PointCloud`.
 
     Args:
@@ -244,9 +244,9 @@ def from_array(array, *, source: str = "array", default_colour=DEFAULT_COLOUR, p
             transposed). Six columns whose last three are unit vectors with a negative entry are taken as
             xyz + normals: the normals are dropped. A structured array with fields ``x, y, z`` (and
             ``red, green, blue`` or ``r, g, b``) works too.
-        source: names the input in messages and in ``colour_source`` (``"array"``, ``"array (0-255
+        source: names the input in messages and in ``color_source`` (``"array"``, ``"array (0-255
             rescaled)"``, ``"default (array has no colour)"``).
-        default_colour: colour in ``[0, 1]`` for a cloud without one.
+        default_color: colour in ``[0, 1]`` for a cloud without one.
         path: recorded in the result and used instead of ``source`` in error messages.
 
     Returns:
@@ -257,5 +257,5 @@ def from_array(array, *, source: str = "array", default_colour=DEFAULT_COLOUR, p
     """
     label = path if path is not None else source
     raw = raw_from_array(array, label, source)
-    return finish_cloud(raw, label=label, path=Path(path) if path is not None else None, default_colour=default_colour,
+    return finish_cloud(raw, label=label, path=Path(path) if path is not None else None, default_color=default_color,
                    source=source)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cloud import RawCloud, check_default_colour, fail, format_colour
+from .cloud import RawCloud, check_default_color, fail, format_color
 
-def read_mesh(p: Path, n: int, seed: int, default_colour) -> RawCloud:
+def read_mesh(p: Path, n: int, seed: int, default_color) -> RawCloud:
     """Load a mesh or scene with trimesh and sample ``n`` points on its surface (all parts together)."""
     import trimesh
 
@@ -34,13 +34,13 @@ def read_mesh(p: Path, n: int, seed: int, default_colour) -> RawCloud:
                 "the vertices as points, save them as a point cloud (.ply without faces, .xyz or .npy)",
             )
         raise fail(p, f"holds no geometry (an empty or invalid {p.suffix[1:].upper()} file)")
-    raw = _sample_meshes(p, meshes, n, seed, default_colour)
+    raw = _sample_meshes(p, meshes, n, seed, default_color)
     if len(meshes) > 1:
         raw.notes.append(f"{len(meshes)} meshes of the scene sampled together")
     return raw
 
 
-def _sample_meshes(p: Path, meshes, n: int, seed: int, default_colour) -> RawCloud:
+def _sample_meshes(p: Path, meshes, n: int, seed: int, default_color) -> RawCloud:
     """Area-weighted surface samples over all ``meshes``: ``(n, 3)`` points, each coloured by its own mesh."""
     import trimesh
 
@@ -66,36 +66,36 @@ def _sample_meshes(p: Path, meshes, n: int, seed: int, default_colour) -> RawClo
     points, face_index, bary = trimesh.sample.sample_surface(combined, n, seed=seed, return_barycentric=True)
 
     rgb = np.empty((n, 3), dtype=np.float64)
-    coloured = np.zeros(n, dtype=bool)
+    colored = np.zeros(n, dtype=bool)
     sources: list[str] = []
     for i, mesh in enumerate(meshes):
         sel = (face_index >= starts[i]) & (face_index < starts[i + 1])
         if not sel.any():
             continue
-        colours, source = _mesh_colours(mesh, face_index[sel] - starts[i], bary[sel])
-        if colours is None:
+        colors, source = _mesh_colors(mesh, face_index[sel] - starts[i], bary[sel])
+        if colors is None:
             continue
-        rgb[sel] = colours
-        coloured[sel] = True
+        rgb[sel] = colors
+        colored[sel] = True
         if source not in sources:
             sources.append(source)
     raw = RawCloud(xyz=points, notes=[f"mesh sampled: {n} points (area-weighted, seed {seed})"])
-    if not coloured.any():
+    if not colored.any():
         raw.missing = "file has no colour"
         return raw
-    if not coloured.all():
-        fill = check_default_colour(default_colour)
-        rgb[~coloured] = fill
+    if not colored.all():
+        fill = check_default_color(default_color)
+        rgb[~colored] = fill
         raw.notes.append(
-            f"{int((~coloured).sum())} points lie on parts without colour: filled with {format_colour(fill)}"
+            f"{int((~colored).sum())} points lie on parts without colour: filled with {format_color(fill)}"
         )
     raw.rgb = rgb
-    raw.colour_scale = 1.0
-    raw.colour_source = " + ".join(sources)
+    raw.color_scale = 1.0
+    raw.color_source = " + ".join(sources)
     return raw
 
 
-def _mesh_colours(mesh, faces: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+def _mesh_colors(mesh, faces: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray | None, str | None]:
     """Colours in ``[0, 1]`` of points on ``mesh``: ``faces (k,)`` local face indices, ``bary (k, 3)``.
 
     Texture: UVs interpolated barycentrically, then the image sampled bilinearly (times a glTF base colour
@@ -118,15 +118,15 @@ def _mesh_colours(mesh, faces: np.ndarray, bary: np.ndarray) -> tuple[np.ndarray
         uv = visual.uv
         if image is not None and uv is not None and len(uv) == len(mesh.vertices):
             uv_points = (np.asarray(uv, dtype=np.float64)[corners] * bary[:, :, None]).sum(axis=1)
-            colours = uv_to_interpolated_color(uv_points, image)[:, :3].astype(np.float64) / 255.0
+            colors = uv_to_interpolated_color(uv_points, image)[:, :3].astype(np.float64) / 255.0
             if factor is not None:
-                colours = colours * (np.asarray(factor, dtype=np.float64)[:3] / 255.0)
-            return colours, "mesh texture"
+                colors = colors * (np.asarray(factor, dtype=np.float64)[:3] / 255.0)
+            return colors, "mesh texture"
         main = factor if is_pbr else getattr(material, "diffuse", None)
         if main is None or (not is_pbr and np.array_equal(np.asarray(main)[:3], _TRIMESH_DEFAULT_DIFFUSE)):
             return None, None
-        colour = np.asarray(main, dtype=np.float64)[:3] / 255.0
-        return np.broadcast_to(colour, (len(faces), 3)), "mesh material colour"
+        color = np.asarray(main, dtype=np.float64)[:3] / 255.0
+        return np.broadcast_to(color, (len(faces), 3)), "mesh material colour"
     if isinstance(visual, ColorVisuals):
         kind = visual.kind
         if kind == "vertex":

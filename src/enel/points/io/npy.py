@@ -9,7 +9,7 @@ import numpy as np
 from .cloud import RawCloud, fail, raw_from_array
 
 _NPZ_KEYS = ("points", "xyz", "pos", "data")
-_NPZ_COLOUR_KEYS = ("rgb", "colors", "colours", "color", "colour")
+_NPZ_COLOR_KEYS = ("rgb", "colors", "colours", "color", "colour")
 
 
 def read_numpy(p: Path) -> RawCloud:
@@ -49,13 +49,13 @@ def _raw_from_npz(p: Path, archive) -> RawCloud:
                 f"{', '.join(_NPZ_KEYS)}; rename the point array to 'points'",
             )
     points = archive[key]
-    colour_key = next((k for k in _NPZ_COLOUR_KEYS if k in keys and k != key), None)
-    if colour_key is not None and points.ndim == 2 and points.shape[1] == 3:
-        colours = archive[colour_key]
-        if colours.ndim != 2 or colours.shape != points.shape:
-            raise fail(p, f"array {colour_key!r} has shape {colours.shape}, expected {points.shape} like {key!r}")
-        raw = raw_from_array(np.concatenate([points, colours], axis=1).astype(np.float64), p, "file")
-        raw.notes.append(f"points from array {key!r}, colours from array {colour_key!r}")
+    color_key = next((k for k in _NPZ_COLOR_KEYS if k in keys and k != key), None)
+    if color_key is not None and points.ndim == 2 and points.shape[1] == 3:
+        colors = archive[color_key]
+        if colors.ndim != 2 or colors.shape != points.shape:
+            raise fail(p, f"array {color_key!r} has shape {colors.shape}, expected {points.shape} like {key!r}")
+        raw = raw_from_array(np.concatenate([points, colors], axis=1).astype(np.float64), p, "file")
+        raw.notes.append(f"points from array {key!r}, colours from array {color_key!r}")
         return raw
     raw = raw_from_array(points, p, "file")
     if len(keys) > 1:

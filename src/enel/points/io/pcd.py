@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cloud import COLOUR_FIELDS, RawCloud, describe_error, fail, raw_from_fields
+from .cloud import COLOR_FIELDS, RawCloud, describe_error, fail, raw_from_fields
 
 _HEADER_FIX = ("expected PCL's header: FIELDS, SIZE, TYPE, COUNT, WIDTH, HEIGHT, POINTS, then DATA ascii, binary "
                "or binary_compressed")
@@ -34,7 +34,7 @@ def read_pcd(p: Path) -> RawCloud:
     columns = {name: table[name] for name in table.dtype.names}
     fields = {k: v for k, v in columns.items() if k not in ("rgb", "rgba")}
     packed = columns.get("rgb", columns.get("rgba"))
-    if packed is not None and not any(all(c in fields for c in group) for group in COLOUR_FIELDS):
+    if packed is not None and not any(all(c in fields for c in group) for group in COLOR_FIELDS):
         packed = _packed_bits(packed, ascii_text=meta.data.value == "ascii")
         fields["red"] = ((packed >> 16) & 255).astype(np.uint8)
         fields["green"] = ((packed >> 8) & 255).astype(np.uint8)

@@ -10,7 +10,7 @@ import numpy as np
 from .cloud import PointCloud, RawCloud, fail, raw_from_fields
 from .mesh import read_mesh
 
-def read_ply(p: Path, mesh_points: int, seed: int, default_colour) -> RawCloud:
+def read_ply(p: Path, mesh_points: int, seed: int, default_color) -> RawCloud:
     """A PLY with faces is a mesh (sampled by :func:`read_mesh`); otherwise its vertices are the points."""
     from plyfile import PlyData
 
@@ -22,7 +22,7 @@ def read_ply(p: Path, mesh_points: int, seed: int, default_colour) -> RawCloud:
     if "vertex" not in elements:
         raise fail(p, f"has no 'vertex' element (elements: {', '.join(elements) or 'none'})")
     if "face" in elements and ply["face"].count > 0:
-        return read_mesh(p, mesh_points, seed, default_colour)
+        return read_mesh(p, mesh_points, seed, default_color)
     vertex = ply["vertex"].data
     return raw_from_fields({name: vertex[name] for name in vertex.dtype.names}, p)
 

@@ -25,9 +25,9 @@ PALETTE: dict[str, tuple[float, float, float]] = {
 }
 """Colour name -> RGB in [0, 1]. The names are the words captions and answers use."""
 
-COLOUR_NAMES: tuple[str, ...] = tuple(PALETTE)
+COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
 
-COLOUR_SYNONYMS: dict[str, tuple[str, ...]] = {
+COLOR_SYNONYMS: dict[str, tuple[str, ...]] = {
     "red": ("red", "crimson", "scarlet"),
     "orange": ("orange",),
     "yellow": ("yellow", "golden"),
@@ -47,11 +47,11 @@ JITTER = 0.04
 """Largest per-channel offset added to a part's colour (uniform, seeded)."""
 
 # Colour families that parts of a category may take. Kept as tuples so sampling order is stable.
-ANY: tuple[str, ...] = COLOUR_NAMES
+ANY: tuple[str, ...] = COLOR_NAMES
 BRIGHT: tuple[str, ...] = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
 METAL: tuple[str, ...] = ("gray", "black", "white")
 
-MATERIAL_BY_COLOUR: dict[str, dict[str, str]] = {
+MATERIAL_BY_COLOR: dict[str, dict[str, str]] = {
     # material family -> colour -> material adjective; a part gets a material word only through this table,
     # so "wooden" is only ever said of brown parts and "metal" of gray or black ones
     "wood_or_metal": {"brown": "wooden", "gray": "metal", "black": "metal"},
@@ -69,7 +69,7 @@ def rgb(name: str, rng: np.random.Generator | None = None) -> np.ndarray:
     return np.clip(base, 0.0, 1.0).astype(np.float32)
 
 
-def nearest_colour(value: np.ndarray) -> str:
+def nearest_color(value: np.ndarray) -> str:
     """The palette name closest (Euclidean in RGB) to ``value`` of shape ``(3,)``."""
     value = np.asarray(value, dtype=np.float64).reshape(3)
     names = list(PALETTE)
