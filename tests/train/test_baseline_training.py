@@ -36,7 +36,7 @@ def recipe(data: Path, out: Path, *extra: str):
 
 def test_the_bundled_recipe_builds_a_baseline_with_its_encoder_frozen(tiny_data, tmp_path):
     r = recipe(tiny_data, tmp_path / "x")
-    assert r.point_encoder == "pointbert" and r.encoder_pretrain["steps"] == 300
+    assert r.point_encoder == "pointbert" and r.encoder_pretrain["steps"] == 200
     model, _, report = build_model(r)
     assert model.config.point_encoder == "pointbert" and model.config.num_point_tokens == 33
     assert report.groups["point_encoder"][0] == 0 and report.groups["projector"][0] > 0

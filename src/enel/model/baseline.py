@@ -11,7 +11,8 @@ The encoder (PointLLM v1.2's ``PointTransformer``, sizes in :class:`~enel.model.
 1. grouping: FPS picks ``G`` centres, each takes its ``k`` nearest points (:mod:`enel.points.ops`); a patch is its
    points' xyz relative to the centre, with their rgb as it is;
 2. a mini-PointNet per patch: ``6 → 128`` (BN, ReLU) ``→ 256``, max over the points, concatenated back to every
-   point ``→ 512`` (BN, ReLU) ``→ encoder_dims``, max again; ``reduce_dim`` brings it to ``trans_dim``;
+   point ``→ 512`` (BN, ReLU) ``→ encoder_dims``, max again (the small size halves these widths);
+   ``reduce_dim`` brings it to ``trans_dim``;
 3. a class token (with its own position ``cls_pos``) prepended; the centres' positional MLP ``3 → 128 → trans_dim``
    added before **every** block; ``depth`` pre-norm ViT blocks (fused ``qkv`` without bias, scale ``head_dim^-½``,
    exact GELU, LayerNorm eps 1e-5) and a final LayerNorm: ``(B, 1 + G, trans_dim)``, 513 × 384 at PointLLM's size.
@@ -70,17 +71,18 @@ def _batch_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
 class MiniPointNet(nn.Module):
     """Point-BERT's patch ``Encoder``: ``(R, k, C)`` patches → ``(R, out_dim)`` features.
 
-    ``first_conv`` (``C → 128``, BN, ReLU, ``→ 256``), max over the k points, the max concatenated to every point
-    (``512``), ``second_conv`` (``512 → 512``, BN, ReLU, ``→ out_dim``), max over the k points. Indices 0/1/3 of each
-    ``Sequential`` are the checkpoint's (2 is the ReLU).
+    ``first_conv`` (``C → a``, BN, ReLU, ``→ b``), max over the k points, the max concatenated to every point
+    (``2b``), ``second_conv`` (``2b → c``, BN, ReLU, ``→ out_dim``), max over the k points; PointLLM's
+    ``dims = (a, b, c)`` is (128, 256, 512). Indices 0/1/3 of each ``Sequential`` are the checkpoint's (2 is the ReLU).
     """
 
-    def __init__(self, in_channels: int, out_dim: int):
+    def __init__(self, in_channels: int, out_dim: int, dims=(128, 256, 512)):
         super().__init__()
-        self.first_conv = nn.Sequential(nn.Conv1d(in_channels, 128, 1), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
-                                        nn.Conv1d(128, 256, 1))
-        self.second_conv = nn.Sequential(nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                                         nn.Conv1d(512, out_dim, 1))
+        a, b, c = (int(d) for d in dims)
+        self.first_conv = nn.Sequential(nn.Conv1d(in_channels, a, 1), nn.BatchNorm1d(a), nn.ReLU(inplace=True),
+                                        nn.Conv1d(a, b, 1))
+        self.second_conv = nn.Sequential(nn.Conv1d(2 * b, c, 1), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+                                         nn.Conv1d(c, out_dim, 1))
 
     @staticmethod
     def _conv_bn_relu_conv(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
@@ -181,7 +183,7 @@ class PointBertEncoder(nn.Module):
         self.cfg = cfg
         self.in_channels = in_channels
         dim = cfg.trans_dim
-        self.encoder = MiniPointNet(in_channels, cfg.encoder_dims)
+        self.encoder = MiniPointNet(in_channels, cfg.encoder_dims, cfg.pointnet_dims)
         self.reduce_dim = nn.Linear(cfg.encoder_dims, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.cls_pos = nn.Parameter(torch.zeros(1, 1, dim))

@@ -39,7 +39,8 @@ class PointBertConfig(SubConfig):
 
     A Point-BERT ``PointTransformer`` as PointLLM v1.2 uses it (``PointTransformer_8192point_2layer.yaml``,
     pointllm-ecosystem.md §2.1–2.2): FPS picks ``num_group`` centres, each takes its ``group_size`` nearest points,
-    a mini-PointNet (6 → 128 → 256, max, concat → 512 → 512 → ``encoder_dims``, max) embeds each patch, a linear
+    a mini-PointNet (6 → 128 → 256, max, concat → 512 → 512 → ``encoder_dims``, max; ``pointnet_dims``) embeds each
+    patch, a linear
     layer brings it to ``trans_dim``, a class token is prepended and ``depth`` pre-norm transformer blocks with
     ``num_heads`` heads (the centres' positional MLP added before every block) and a final LayerNorm follow.
     ``num_group + 1`` tokens of ``trans_dim`` go through the projector ``trans_dim → projector_hidden… → hidden``.
@@ -53,6 +54,8 @@ class PointBertConfig(SubConfig):
         depth: transformer blocks (PointLLM: 12).
         num_heads: attention heads (PointLLM: 6, 64 channels each).
         encoder_dims: width of the mini-PointNet's patch feature (PointLLM: 256).
+        pointnet_dims: the mini-PointNet's inner widths ``[a, b, c]``: ``C → a → b``, max, concat (``2b``) ``→ c →
+            encoder_dims`` (PointLLM: [128, 256, 512]; its per-point ``512 → 512`` layer is most of the encoder's cost).
         mlp_ratio: hidden width of each block's MLP over ``trans_dim`` (4).
         drop_path_rate: stochastic depth, rising linearly to this rate over the blocks, in training only (0.1).
         fps_random_start: in training only, start each FPS at a random index (PointLLM's ``misc.fps`` always did);
@@ -68,6 +71,7 @@ class PointBertConfig(SubConfig):
     depth: int = 12
     num_heads: int = 6
     encoder_dims: int = 256
+    pointnet_dims: list[int] = field(default_factory=lambda: [128, 256, 512])
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.1
     fps_random_start: bool = False
@@ -80,8 +84,10 @@ class PointBertConfig(SubConfig):
 
     @classmethod
     def small(cls, **overrides) -> "PointBertConfig":
-        """The CPU size: 128 groups × 32 points (129 tokens, ENEL's paper count), 192-d, 4 blocks, 3 heads."""
-        base = dict(num_group=128, trans_dim=192, depth=4, num_heads=3, projector_hidden=[576, 576])
+        """The CPU size: 128 groups × 16 points (129 tokens, ENEL's paper count; the groups cover a 2048-point cloud
+        about once), a mini-PointNet of half PointLLM's widths, 192-d, 4 blocks, 3 heads."""
+        base = dict(num_group=128, group_size=16, pointnet_dims=[64, 128, 256], trans_dim=192, depth=4, num_heads=3,
+                    projector_hidden=[576, 576])
         base.update(overrides)
         return cls(**base)
 
@@ -117,6 +123,8 @@ class PointBertConfig(SubConfig):
         for name in ("num_group", "group_size", "trans_dim", "depth", "num_heads", "encoder_dims"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"point encoder {name} must be a positive integer, not {getattr(self, name)}")
+        if len(self.pointnet_dims) != 3 or any(int(d) < 1 for d in self.pointnet_dims):
+            raise ConfigError(f"pointnet_dims lists three positive widths [a, b, c], not {self.pointnet_dims}")
         if self.trans_dim % self.num_heads:
             raise ConfigError(f"trans_dim={self.trans_dim} is not divisible by num_heads={self.num_heads}")
         if self.mlp_ratio <= 0:
