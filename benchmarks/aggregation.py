@@ -5,8 +5,10 @@ block; four procedural objects of 2048 points each, normalised into the unit sph
 
 * **forward** (``torch.no_grad``, eval mode) and **forward + backward** (train mode, answer-token cross-entropy,
   every parameter trainable as in stage 2) wall time, for the model without aggregation and for each
-  aggregation variant, with the paper's schedule (aggregate after layers 1-3, propagate after 6-8, aggregate
-  after 11-13, propagate after 16-18 of 32) mapped onto the backbone's depth;
+  aggregation variant, with the default schedule (the paper's two blocks with H = 2: aggregate after layers
+  1-3, propagate after 5-7, aggregate after 11-13, propagate after 15-17 of 32; the results in
+  docs/aggregation.md were measured with the default before issue 18, propagate after 6-8 / 16-18) mapped onto
+  the backbone's depth;
 * the **sequence length every decoder layer sees** (forward pre-hooks on the decoder layers) and the
   **analytic FLOPs** of the decoder layers, ``lm_head`` and the aggregation modules counted from those lengths
   and the layer sizes (the point embedding, the same in every variant, is left out). As a cross-check,
@@ -62,7 +64,8 @@ from common import machine_info, print_table, set_threads, write_json  # noqa: E
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from enel.data.conversation import build_prompt, tokenize_prompts  # noqa: E402
-from enel.model.aggregation import AggregationConfig, GatedGroupAttention, HierarchicalAggregation  # noqa: E402
+from enel.model.aggregation import GatedGroupAttention, HierarchicalAggregation  # noqa: E402
+from enel.model.configuration_enel import AggregationConfig  # noqa: E402
 from enel.model.modeling_enel import EnelForCausalLM  # noqa: E402
 
 VARIANTS = {

@@ -83,7 +83,8 @@ def check_ops():
 
 @section("paper_embedding")
 def check_embedding():
-    from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
+    from enel.model.configuration_enel import PointEmbeddingConfig
+    from enel.model.embedding import PointTokenEmbedding
 
     cfg = PointEmbeddingConfig.paper()
     emb = PointTokenEmbedding(cfg).cuda().eval()
@@ -164,7 +165,7 @@ def check_7b(batch=4):
     from transformers import LlamaConfig
 
     from enel.model import EnelConfig, EnelForCausalLM
-    from enel.model.embedding import PointEmbeddingConfig
+    from enel.model.configuration_enel import PointEmbeddingConfig
 
     text = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=32, vocab_size=32003, max_position_embeddings=2048, rms_norm_eps=1e-6)

@@ -43,8 +43,8 @@ from common import (  # noqa: E402
     write_json,
 )
 
+from enel.model.configuration_enel import PointEmbeddingConfig  # noqa: E402
 from enel.model.embedding import (  # noqa: E402
-    PointEmbeddingConfig,
     PointProjector,
     PointTokenEmbedding,
     count_parameters,

@@ -52,9 +52,10 @@ def main() -> None:
         return compare(args)
 
     from enel.data.procedural import make_object
-    from enel.inference import PROMPTS, Assistant, GenerationSettings
+    from enel.data.prompts import PROMPTS
+    from enel.inference import Assistant, GenerationSettings
     from enel.model import EnelForCausalLM
-    from enel.points.transforms import pc_norm, resample
+    from enel.points.transforms import model_input
 
     torch.manual_seed(0)
     model, tok = EnelForCausalLM.from_backbone("smollm2", point_config="small")
@@ -66,9 +67,7 @@ def main() -> None:
     enc = assistant._encode([PROMPTS["caption"]], None)
 
     def prepare() -> np.ndarray:
-        pts = resample(raw, n_model, method="fps", seed=0)
-        pts[:, :3] = pc_norm(pts[:, :3])
-        return pts[None]
+        return model_input(raw, n_model)[None]
 
     def run(new_tokens: int, use_cache: bool):
         kw = assistant._generate_kwargs(enc, prepare())
@@ -123,10 +122,11 @@ def compare(args) -> None:
     import copy
 
     from enel.data.procedural import make_object
-    from enel.inference import PROMPTS, Assistant, GenerationSettings
+    from enel.data.prompts import PROMPTS
+    from enel.inference import Assistant, GenerationSettings
     from enel.model import EnelForCausalLM
     from enel.model.layout import LayerKeyMasks
-    from enel.points.transforms import pc_norm, resample
+    from enel.points.transforms import model_input
 
     torch.manual_seed(0)
     model, tok = EnelForCausalLM.from_backbone("smollm2", point_config="small")
@@ -139,9 +139,7 @@ def compare(args) -> None:
     shared = LayerKeyMasks.additive_masks
 
     def prepare() -> np.ndarray:
-        pts = resample(raw, n_model, method="fps", seed=0)
-        pts[:, :3] = pc_norm(pts[:, :3])
-        return pts[None]
+        return model_input(raw, n_model)[None]
 
     def runner(name: str, new_tokens: int):
         def run():

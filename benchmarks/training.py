@@ -83,7 +83,7 @@ class PeakRSS:
 def build_stage(name: str, data_dir: Path, work: Path, batch_size: int | None):
     """The recipe's model (freezing applied), its dataset and collator; stage 2 from a fresh stage-1 model."""
     from enel.data.collate import EnelCollator
-    from enel.inference import save_model
+    from enel.model.saving import save_model
     from enel.train.recipe import load_recipe
     from enel.train.run import _use_bf16, build_datasets, build_model
 

@@ -28,7 +28,7 @@ def _one_torch_thread():
 def save_tiny_model_and_data(root, *, objects_per_category: int = 4, categories=("chair", "table")):
     """A saved tiny-Llama ENEL model and a small procedural dataset under ``root``; returns both paths."""
     from enel.data.procedural.generate import synthesize
-    from enel.inference import save_model
+    from enel.model.saving import save_model
     from enel.model import EnelForCausalLM
 
     model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config=TINY_POINTS, seed=0)

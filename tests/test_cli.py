@@ -11,16 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enel.cli import bundled_sample, main
+from enel.cli import main
 from enel.errors import ModelLoadError
 from enel.model.backbones import resolve_backbone
+from enel.paths import bundled_sample
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     import torch
 
-    from enel.inference import save_model
+    from enel.model.saving import save_model
     from enel.model import EnelForCausalLM
 
     torch.manual_seed(0)
@@ -116,6 +117,12 @@ def test_the_console_script_runs_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-m", "enel.cli", "tokens", str(bundled_sample()), "--points", "512"],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0 and "[1, 129, 384]" in out.stdout
+
+
+def test_python_dash_m_enel_is_the_enel_command():
+    out = subprocess.run([sys.executable, "-m", "enel", "--help"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0 and out.stdout.startswith("usage: enel") and "quickstart" in out.stdout
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import torch
 
 from enel.cli import main
 from enel.inference import prepare_cloud
-from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
+from enel.model.configuration_enel import PointEmbeddingConfig
+from enel.model.embedding import PointTokenEmbedding
 
 
 def _z_up_cloud(n: int = 2000, seed: int = 0) -> np.ndarray:

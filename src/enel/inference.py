@@ -1,6 +1,8 @@
-"""Asking an ENEL model about point clouds: loading a model folder, preparing clouds, generating answers.
+"""Asking an ENEL model about point clouds: :func:`prepare_cloud` (a file or an array → the model's input) and
+the :class:`Assistant` (a loaded model that answers questions about clouds).
 
-Used by the CLI (``enel caption / classify / ask / chat``), the evaluation and the demo.
+Used by the CLI (``enel caption / classify / ask / chat``), the evaluation and the demo. Saving and loading a
+model folder live in :mod:`enel.model.saving`.
 """
 
 from __future__ import annotations
@@ -8,31 +10,18 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import ModelLoadError, PointCloudError
+from .errors import PointCloudError
+from .model.saving import load_model
 
 __all__ = [
-    "PROMPTS",
     "GenerationSettings",
-    "load_model",
-    "model_config_file",
-    "save_model",
-    "init_model",
     "prepare_cloud",
     "Assistant",
 ]
-
-# PointLLM's evaluation prompts (pointllm/eval/eval_objaverse.py PROMPT_LISTS)
-PROMPTS = {
-    "what": "What is this?",
-    "completion": "This is an object of ",
-    "caption": "Caption this 3D model in detail.",
-}
-
 
 @dataclass
 class GenerationSettings:
@@ -53,59 +42,6 @@ class GenerationSettings:
         if self.do_sample:
             kw.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         return kw
-
-
-def model_config_file(path: str | os.PathLike) -> Path:
-    """``<path>/config.json`` of a model folder; :class:`ModelLoadError` saying how to get one when it is missing."""
-    cfg = Path(path) / "config.json"
-    if not cfg.is_file():
-        raise ModelLoadError(
-            f"no ENEL model in {Path(path)}: run `enel quickstart` to train one, pass --model DIR, or create an "
-            "untrained one with `enel init DIR`"
-        )
-    return cfg
-
-
-def load_model(path: str | os.PathLike, dtype: torch.dtype | None = None):
-    """Load ``(model, tokenizer)`` from a folder written by :func:`save_model` / training."""
-    from transformers import AutoTokenizer
-
-    from .model import EnelForCausalLM
-
-    folder = model_config_file(path).parent
-    try:
-        model = EnelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"could not load the ENEL model in {folder}: {exc}") from None
-    model.eval()
-    return model, tokenizer
-
-
-def save_model(model, tokenizer, path: str | os.PathLike) -> Path:
-    """Write model + tokenizer to ``path`` atomically (a temporary sibling renamed into place)."""
-    import shutil
-
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def init_model(path, backbone: str | None = None, point_config: str = "small", seed: int = 0) -> Path:
-    """Create a freshly initialised model folder (untrained: its answers mean nothing yet)."""
-    from .model import EnelForCausalLM
-
-    model, tokenizer = EnelForCausalLM.from_backbone(backbone, point_config=point_config, seed=seed)
-    return save_model(model, tokenizer, path)
 
 
 def prepare_cloud(source, num_points: int, *, seed: int = 0, resample: str = "fps", up: str = "z"):

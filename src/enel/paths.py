@@ -21,3 +21,8 @@ def default_run_dir() -> Path:
 
 def default_model_dir() -> Path:
     return default_run_dir() / "model"
+
+
+def bundled_sample() -> Path:
+    """A coloured procedural chair shipped with the package (8,192 points, binary PLY)."""
+    return Path(__file__).parent / "assets" / "sample_chair.ply"

@@ -226,14 +226,13 @@ def quickstart(
 
 def _evaluate_real(out: Path, archive_path: Path, recipe, per_class, seed, command, log) -> dict:
     """The ModelNet40 validation split (the one the recipe carved out) in PointLLM's protocol."""
-    from .data.modelnet_conversations import split_by_class
     from .data.modelnet_import import load_modelnet_archive
-    from .eval.modelnet import evaluate_modelnet, pick_per_class
+    from .eval.modelnet import evaluate_modelnet, select_objects
 
     mn = recipe.data.modelnet40
     archive = load_modelnet_archive(archive_path)
-    _, val = split_by_class(archive.labels, mn["val_fraction"], mn["split_seed"])
-    picked = pick_per_class(archive.labels, val, per_class)
+    picked = select_objects(archive.labels, archive.class_names, val_fraction=mn["val_fraction"],
+                            split_seed=mn["split_seed"], per_class=per_class)
     s = evaluate_modelnet(out / "model", archive.points, archive.labels, archive.class_names, picked, out / "eval",
                           object_ids=archive.object_ids, name="modelnet40_val", seed=seed, command=command, log=log)
     return {"objects": s["objects"], **{k: {"overall_accuracy": v["overall_accuracy"],

@@ -11,14 +11,13 @@ import pytest
 import torch
 
 from enel.data.errors import DatasetError, UnsafePickleError
+from enel.data.labels import MODELNET40_CLASSES
 from enel.data.modelnet import (
-    MODELNET40_CLASSES,
     NPZ_KEYS,
     ModelNetDataset,
     convert_modelnet,
     load_modelnet_npz,
     load_modelnet_pickle,
-    pc_normalize,
 )
 from enel.data.modelnet_import import load_modelnet_archive, modelnet40_source
 from enel.errors import PointCloudError
@@ -105,11 +104,6 @@ def test_the_real_archive_is_z_up_unit_sphere_clouds_of_all_classes():
         extent = clouds.max(axis=1) - clouds.min(axis=1)
         assert (extent.argmax(axis=1) == 2).mean() > 0.8, name
     assert archive.object_ids[int(np.flatnonzero(archive.labels == 0)[0])].startswith("airplane_")
-
-
-def test_class_names_agree_with_the_evaluation_prompts():
-    prompts = pytest.importorskip("enel.eval.prompts")
-    assert tuple(prompts.MODELNET40_CLASSES) == MODELNET40_CLASSES
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,14 +233,6 @@ def test_items_are_black_normalised_xyz_with_label_names(tmp_path):
     assert ds[-1]["object_id"] == 4
     with pytest.raises(IndexError):
         ds[5]
-
-
-def test_pc_normalize_then_pc_norm_equals_pc_norm():
-    xyz = np.random.default_rng(1).normal(size=(100, 3)) * 4 + 7
-    out = pc_normalize(xyz)
-    np.testing.assert_allclose(out.mean(0), 0, atol=1e-6)
-    assert np.linalg.norm(out, axis=1).max() == pytest.approx(1.0, abs=1e-6)
-    np.testing.assert_allclose(pc_norm(out), pc_norm(xyz), atol=1e-6)
 
 
 def test_resampling_modelnet(tmp_path):

@@ -15,7 +15,8 @@ import enel
 from enel.cli import main
 from enel.data import modelnet_import as mi
 from enel.data.errors import DatasetError, UnsafePickleError
-from enel.data.modelnet import MODELNET40_CLASSES, convert_modelnet
+from enel.data.labels import MODELNET40_CLASSES
+from enel.data.modelnet import convert_modelnet
 from enel.data.modelnet_import import (
     ARCHIVE_KEYS,
     ModelNetArchive,

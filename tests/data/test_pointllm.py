@@ -137,7 +137,7 @@ def test_clouds_are_prepared_once_per_object_and_items_stay_private(layout, tok,
     again = ds[0]["point_cloud"]
     assert len(reads) == 1
     fresh = real(layout["pts"] / "a1_8192.npy", num_points=64, resample_method="random",
-                 seed=P._object_seed(3, "a1"))
+                 seed=P.object_seed(3, "a1"))
     np.testing.assert_array_equal(again.numpy(), fresh)
     monkeypatch.setattr(P, "CLOUD_CACHE_BYTES", 2 * fresh.nbytes)  # room for two clouds: the oldest goes
     ds[1], ds[2], ds[0]

@@ -22,7 +22,7 @@ from enel.errors import PointCloudError  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from enel.inference import save_model
+    from enel.model.saving import save_model
     from enel.model import EnelForCausalLM
 
     model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config=TINY_POINTS, seed=0)

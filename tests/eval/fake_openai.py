@@ -20,7 +20,8 @@ class Action:
     """What the server does with one request: wait ``delay`` s, then answer ``status``.
 
     A 200 carries ``content`` as ``choices[0].message.content`` and ``usage`` (prompt, completion) unless
-    ``usage`` is None; another status carries an OpenAI-style error body and ``headers``.
+    ``usage`` is None; another status carries an OpenAI-style error body and ``headers``. ``raw``, when set,
+    is sent as the body instead (a server that does not speak the protocol).
     """
 
     content: str = "T#ok"
@@ -29,6 +30,7 @@ class Action:
     usage: tuple[int, int] | None = (10, 2)
     headers: dict = field(default_factory=dict)
     message: str = "scripted error"
+    raw: str | None = None
 
 
 def user_text(body: dict) -> str:
@@ -76,7 +78,7 @@ class FakeOpenAI:
                                         "total_tokens": sum(action.usage)}
                 else:
                     doc = {"error": {"message": action.message, "type": "test"}}
-                payload = json.dumps(doc).encode()
+                payload = (json.dumps(doc) if action.raw is None else action.raw).encode()
                 try:
                     self.send_response(action.status)
                     self.send_header("Content-Type", "application/json")

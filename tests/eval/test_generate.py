@@ -12,11 +12,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from conftest import save_tiny_model_and_data  # noqa: E402
 from enel.data.errors import DatasetError  # noqa: E402
+from enel.data.labels import MODELNET40_CLASSES  # noqa: E402
+from enel.data.prompts import PROMPT_LISTS  # noqa: E402
 from enel.errors import ConfigError  # noqa: E402
 from enel.eval.generate import generate_benchmark, load_benchmark, pick_round_robin  # noqa: E402
 from enel.eval.judge import infer_eval_type  # noqa: E402
 from enel.eval.metrics import is_modelnet_results  # noqa: E402
-from enel.eval.prompts import MODELNET40_CLASSES, PROMPT_LISTS  # noqa: E402
 from enel.eval.results import ResultsFormatError, read_results  # noqa: E402
 
 

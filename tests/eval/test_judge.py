@@ -6,16 +6,18 @@ import argparse
 import json
 import random
 import socket
+import time
 
 import pytest
 
 from enel.errors import ConfigError, EnelError
 from enel.eval import judge as J
-from enel.eval import prompts as P
+from enel.data import prompts as P
 from enel.eval.results import ResultsFile, make_record, write_results
 from fake_openai import Action, FakeOpenAI, user_text
 
-FAST = J.RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, connect_retries=1)
+SHORT_WAIT = {"retry-after-ms": "10"}  # the server asks for 10 ms between retries: fast tests
+
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +32,7 @@ def write(tmp_path, records, prompt="What is this?", name="res.json"):
 
 
 def judge(path, server, eval_type=None, **kw):
-    kw.setdefault("retry", FAST)
+    kw.setdefault("max_retries", 3)
     kw.setdefault("cache_dir", None)
     return J.run_judge(path, eval_type, base_url=server.base_url, model=kw.pop("model", "fake-judge"), **kw)
 
@@ -183,17 +185,20 @@ def test_429_and_500_are_retried_with_retry_after(tmp_path):
 
     def script(body, attempt, n):
         status = next(statuses)
-        return Action(status=status, content="T#x", headers={"Retry-After": "0"} if status == 429 else {})
+        wait = {"Retry-After": "0.01"} if status == 429 else {"retry-after-ms": "10"}
+        return Action(status=status, content="T#x", headers=wait)
 
     with FakeOpenAI(script) as srv:
+        start = time.monotonic()
         doc = judge(path, srv)
+        assert time.monotonic() - start < 1.0  # the server's waits, not the 0.5 s, 1 s, 2 s back-off
         assert [e["status"] for e in srv.log] == [429, 500, 503, 200]
     assert doc["usage"]["this_run"]["requests"] == 4 and doc["usage"]["this_run"]["retries"] == 3
 
 
 def test_gives_up_after_max_retries(tmp_path):
     path = write(tmp_path, [make_record("a", "gt", "out")])
-    with FakeOpenAI(lambda b, a, n: Action(status=500)) as srv:
+    with FakeOpenAI(lambda b, a, n: Action(status=500, headers=SHORT_WAIT)) as srv:
         with pytest.raises(J.JudgeRequestError, match="gave up after 3 retries: HTTP 500"):
             judge(path, srv)
         assert len(srv.log) == 4
@@ -214,13 +219,40 @@ def test_not_found_names_base_url_and_model(tmp_path):
             judge(path, srv)
 
 
+def test_no_key_sends_no_authorization_header(tmp_path):
+    path = write(tmp_path, [make_record("a", "gt", "out")])
+    with FakeOpenAI(lambda b, a, n: Action(content="T#x")) as srv:
+        judge(path, srv)
+        assert [e["auth"] for e in srv.log] == [None]
+
+
+@pytest.mark.parametrize("raw", ["<html>Welcome to nginx</html>", '{"object": "list", "data": []}',
+                                 '{"choices": []}'])
+def test_malformed_reply_names_the_endpoint(tmp_path, raw):
+    path = write(tmp_path, [make_record("a", "gt", "out")])
+    with FakeOpenAI(lambda b, a, n: Action(raw=raw)) as srv:
+        with pytest.raises(J.JudgeRequestError, match="not a chat completion .*OpenAI-compatible /v1") as info:
+            judge(path, srv)
+        assert len(srv.log) == 1  # a reply in another protocol is not retried
+    assert "nothing was judged yet" in str(info.value)
+
+
+def test_timeout_gives_up_with_the_fix(tmp_path):
+    path = write(tmp_path, [make_record("a", "gt", "out")])
+    with FakeOpenAI(lambda b, a, n: Action(content="T#x", delay=0.5)) as srv:
+        with pytest.raises(J.JudgeRequestError, match="gave up after 1 retries: no reply within 0.2 s; raise "
+                                                      "--timeout"):
+            judge(path, srv, timeout=0.2, max_retries=1)
+        assert len(srv.log) == 2
+
+
 def test_unreachable_server(tmp_path):
     path = write(tmp_path, [make_record("a", "gt", "out")])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
     with pytest.raises(J.JudgeConnectionError, match="cannot reach the judge server") as info:
-        J.run_judge(path, base_url=f"http://127.0.0.1:{port}", model="m", retry=FAST, cache_dir=None)
+        J.run_judge(path, base_url=f"http://127.0.0.1:{port}", model="m", max_retries=1, cache_dir=None)
     assert isinstance(info.value, EnelError) and "nothing was judged yet" in str(info.value)
 
 
@@ -231,7 +263,7 @@ def test_permanent_failure_then_resume_sends_nothing_twice(tmp_path):
 
     def script(body, attempt, n):
         if state["broken"] and state["ok"] >= k:
-            return Action(status=500)
+            return Action(status=500, headers=SHORT_WAIT)
         state["ok"] += 1
         return Action(content="T#x")
 
@@ -384,7 +416,7 @@ def test_duplicate_ids_and_bad_type_are_rejected(tmp_path):
 
 
 def test_cli_judge(tmp_path, capsys):
-    from enel.eval import commands
+    from enel.cli import eval as commands
 
     path = write(tmp_path, [make_record(i, "gt", f"out {i}") for i in range(3)])
     parser = argparse.ArgumentParser(prog="enel")

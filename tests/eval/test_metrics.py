@@ -11,7 +11,7 @@ import pytest
 
 from enel.errors import ConfigError
 from enel.eval import metrics as M
-from enel.eval.prompts import MODELNET40_CLASSES
+from enel.data.labels import MODELNET40_CLASSES
 from enel.eval.results import ResultsFile, make_record, write_results
 
 GT = "the cat sat on the mat"  # 6 tokens
@@ -166,21 +166,49 @@ def test_exact_match_helpers():
     assert not M.label_in_answer("cup", "a cupboard")
 
 
-def test_classify_closed_set_counts_by_hand(sbert):
-    rows = [(8, "This is a chair."),  # embedding ✓, exact ✓
-            (36, "A TV-stand with shelves"),  # embedding ✓, exact ✓
-            (0, "I cannot tell what this is."),  # unmatched in both
-            (33, "A desk, maybe a table")]  # exact match picks "desk" (first) ✗; label mentioned ✓
-    records = [make_record(i, g, o, label_name=MODELNET40_CLASSES[g]) for i, (g, o) in enumerate(rows)]
+# each row: ground truth, answer, then what each rule must say about it (worked out by hand from the rules in
+# enel.data.labels and the cosines of the bundled all-MiniLM-L6-v2, each top class ahead of the next by > 0.1):
+# nearest class by embedding (None: best cosine under 0.4), first class named (None: names none), and whether
+# the ground truth is named anywhere
+CLOSED_SET_ROWS = [
+    ("chair", "This is a chair.", "chair", "chair", True),
+    ("tv stand", "A TV-stand with shelves", "tv stand", "tv stand", True),  # not "tv" (monitor), not "shelves"
+    ("airplane", "I cannot tell what this is.", None, None, False),  # unmatched by both rules
+    ("table", "A desk, maybe a table", "desk", "desk", True),  # the first named class counts; the lenient rule ✓
+    ("night stand", "a small nightstand by the bed", "bed", "night stand", True),  # embedding ✗, exact ✓
+    ("bed", "A bedroom scene", "bed", None, False),  # embedding ✓; exact ✗: whole words only
+    ("guitar", "This is a piano.", "piano", "piano", False),  # matched, and wrong by both rules
+    ("table", "a chair or a table", "chair", "chair", True),  # naming two classes is not right by luck
+    ("lamp", "a table lamp", "lamp", "lamp", True),  # the longer phrase wins: not "table"
+    ("cup", "a mug", "cup", "cup", True),  # a synonym
+    ("night stand", "a bedside table", "table", "night stand", True),  # "table" inside "bedside table" not counted
+]
+
+
+def test_classify_closed_set_marks_each_row_right_or_wrong(sbert):
+    records = [make_record(i, MODELNET40_CLASSES.index(g), o, label_name=g)
+               for i, (g, o, *_) in enumerate(CLOSED_SET_ROWS)]
     doc = M.classify_closed_set(records, encoder=sbert, threshold=0.4)
+    assert [r["object_id"] for r in doc["results"]] == list(range(len(CLOSED_SET_ROWS)))
+    for row, (gt, answer, nearest, first, mentioned) in zip(doc["results"], CLOSED_SET_ROWS):
+        assert row["model_output"] == answer and row["label_name"] == gt
+        assert row["nearest_class"] == (nearest or "UNMATCHED"), answer
+        assert row["nearest_index"] == (MODELNET40_CLASSES.index(nearest) if nearest else -1), answer
+        assert row["embedding_correct"] is (nearest == gt), answer
+        assert row["exact_match_class"] == (first or "UNMATCHED"), answer
+        assert row["exact_match_index"] == (MODELNET40_CLASSES.index(first) if first else -1), answer
+        assert row["exact_match_correct"] is (first == gt), answer
+        assert row["label_mentioned"] is mentioned, answer
+    # the summary counts those rows: embedding right on rows 0, 1, 5, 8, 9 (5 of 11, 5 of the 10 matched);
+    # exact right on 0, 1, 4, 8, 9, 10 (6 of 11, 6 of the 9 that name a class); ground truth named on 8 rows
     s = doc["summary"]
-    assert s["embedding_unmatched"] == 1 and s["exact_match_unmatched"] == 1
-    assert s["exact_match_accuracy"] == 50.0 and s["exact_match_matched_accuracy"] == pytest.approx(66.6667)
-    assert s["label_mentioned_rate"] == 75.0
-    emb_correct = sum(r["embedding_correct"] for r in doc["results"])
-    assert s["embedding_accuracy"] == pytest.approx(100 * emb_correct / 4)
-    assert s["embedding_matched_accuracy"] == pytest.approx(round(100 * emb_correct / 3, 4))
-    assert doc["results"][2]["nearest_class"] == "UNMATCHED"
+    assert s["total"] == 11
+    assert s["embedding_unmatched"] == 1 and s["exact_match_unmatched"] == 2
+    assert s["embedding_accuracy"] == pytest.approx(100 * 5 / 11, abs=1e-4)
+    assert s["embedding_matched_accuracy"] == pytest.approx(100 * 5 / 10, abs=1e-4)
+    assert s["exact_match_accuracy"] == pytest.approx(100 * 6 / 11, abs=1e-4)
+    assert s["exact_match_matched_accuracy"] == pytest.approx(100 * 6 / 9, abs=1e-4)
+    assert s["label_mentioned_rate"] == pytest.approx(100 * 8 / 11, abs=1e-4)
     assert doc["settings"]["threshold"] == 0.4 and doc["settings"]["template"] == "a {}"
 
 
@@ -192,7 +220,7 @@ def test_label_index_accepts_names_and_rejects_unknown():
 
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_metrics_writes_pointllm_layout(tmp_path, capsys, monkeypatch, sbert):
-    from enel.eval import commands
+    from enel.cli import eval as commands
 
     monkeypatch.setattr(M, "load_sentence_encoder", lambda path=None: sbert)  # reuse the loaded model
     cap = tmp_path / "caps.json"

@@ -39,8 +39,8 @@ def test_the_overlap_classes_are_modelnet_classes_the_generator_builds():
 
 def test_eval_modelnet_command_on_the_overlap_classes(tmp_path, capsys):
     from enel.cli import main
-    from enel.inference import save_model
     from enel.model import EnelForCausalLM
+    from enel.model.saving import save_model
 
     from tests.conftest import TINY_POINTS
 

@@ -28,14 +28,15 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 from enel.data.conversation import build_prompt, tokenize_prompts  # noqa: E402
 from enel.errors import ConfigError  # noqa: E402
 from enel.model.aggregation import (  # noqa: E402
-    AggregationConfig,
     GatedGroupAttention,
     HierarchicalAggregation,
     _pool,
     _pool_segments,
+    coarsest_layers,
     resolve_schedule,
 )
 from enel.model.backbones import tiny_backbone_config, tiny_tokenizer  # noqa: E402
+from enel.model.configuration_enel import AggregationConfig  # noqa: E402
 from enel.model.modeling_enel import EnelForCausalLM  # noqa: E402
 
 N_POINTS = 512  # the smallest cloud the "small" embedding takes without cycling points
@@ -226,22 +227,35 @@ def test_bad_settings_are_refused(fields, message):
 
 
 def test_paper_schedule_maps_onto_30_layers():
+    """The default is the paper's two blocks with H = 2 layers on the coarsest sequence (events at the end of
+    their layers); the old reading (propagate after 6-8 / 16-18, H = 3) is what smollm2_stage2 pins."""
     cfg = AggregationConfig(enabled=True)
     same = resolve_schedule(cfg, 32)
     assert [(layer + 1, kind) for layer, kind, _, _ in same] == [
-        (1, "aggregate"), (2, "aggregate"), (3, "aggregate"), (6, "propagate"), (7, "propagate"), (8, "propagate"),
-        (11, "aggregate"), (12, "aggregate"), (13, "aggregate"), (16, "propagate"), (17, "propagate"),
-        (18, "propagate"),
+        (1, "aggregate"), (2, "aggregate"), (3, "aggregate"), (5, "propagate"), (6, "propagate"), (7, "propagate"),
+        (11, "aggregate"), (12, "aggregate"), (13, "aggregate"), (15, "propagate"), (16, "propagate"),
+        (17, "propagate"),
     ]
-    # round_half_up(l · 30 / 32): 1 2 3 | 6 7 8 | 10 11 12 | 15 16 17
+    assert coarsest_layers(cfg, 32) == [[4, 5], [14, 15]]  # H = 2 per block
+    # round_half_up(l · 30 / 32): 1 2 3 | 5 6 7 | 10 11 12 | 14 15 16
     mapped = resolve_schedule(cfg, 30)
-    assert [layer + 1 for layer, _, _, _ in mapped] == [1, 2, 3, 6, 7, 8, 10, 11, 12, 15, 16, 17]
+    assert [layer + 1 for layer, _, _, _ in mapped] == [1, 2, 3, 5, 6, 7, 10, 11, 12, 14, 15, 16]
+    assert coarsest_layers(cfg, 30) == [[4, 5], [13, 14]]  # H = 2 survives the mapping
     # levels: aggregations build the stack 0, 1, 2; propagations undo it 2, 1, 0; blocks 0 then 1
     assert [(b, lvl) for _, _, b, lvl in mapped[:6]] == [(0, 0), (0, 1), (0, 2), (0, 2), (0, 1), (0, 0)]
     assert {b for _, _, b, _ in mapped[6:]} == {1}
     agg = HierarchicalAggregation(cfg, hidden=16, num_layers=30)
-    assert agg.event_after(0) == ("aggregate", 0, 0) and agg.event_after(16) == ("propagate", 1, 0)
+    assert agg.event_after(0) == ("aggregate", 0, 0) and agg.event_after(15) == ("propagate", 1, 0)
     assert agg.event_after(3) is None and len(agg.attn) == 6
+
+
+def test_the_default_recipe_pins_the_schedule_it_was_measured_with():
+    """smollm2_stage2 keeps the schedule of its measurements (H = 3), so the quickstart does not change."""
+    from enel.train.recipe import load_recipe
+
+    cfg = AggregationConfig.from_dict(load_recipe("smollm2_stage2").aggregation)
+    assert [layer + 1 for layer, _, _, _ in resolve_schedule(cfg, 30)] == [1, 2, 3, 6, 7, 8, 10, 11, 12, 15, 16, 17]
+    assert coarsest_layers(cfg, 30) == [[4, 5, 6], [13, 14, 15]]
 
 
 def test_colliding_mapping_is_refused_with_a_hint():
@@ -432,10 +446,11 @@ def test_closed_gate_aggregated_token_is_the_pooling_of_its_members(base, size, 
 
 
 
-def test_residual_flags_of_older_configs_are_read_as_names():
-    assert AggregationConfig.from_dict({"residual": True}).residual == "add"
+def test_the_removed_boolean_residual_loads_when_off_and_is_refused_with_the_fix_when_on():
     assert AggregationConfig.from_dict({"residual": False}).residual == "none"
     assert AggregationConfig.from_dict({}).residual == "none"
+    with pytest.raises(ConfigError, match='residual=true .* write residual: "add"'):
+        AggregationConfig.from_dict({"residual": True})
 
 
 @pytest.mark.parametrize("residual", ["add", "detail"])

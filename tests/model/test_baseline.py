@@ -221,7 +221,7 @@ def test_stage1_freezes_the_encoder_and_trains_the_projector():
 
 # ---- save, load, generate -----------------------------------------------------------------------------------
 def test_a_baseline_model_saves_loads_and_generates_the_same(tmp_path):
-    from enel.inference import load_model, save_model
+    from enel.model.saving import load_model, save_model
 
     model, tok = make()
     g = torch.Generator().manual_seed(2)

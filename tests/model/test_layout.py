@@ -148,3 +148,26 @@ def test_a_decoding_steps_masks_are_built_once_per_distinct_prompt_mask():
     masks.reorder(torch.tensor([1, 0]))  # beam search: layers that shared a prompt mask still share one
     assert masks.masks[0] is masks.masks[1] is masks.masks[3]
     assert masks.masks[0].tolist() == [[True, True, True], [True, True, False]]
+
+
+def test_the_cache_moves_its_prompt_masks_with_the_batch():
+    """EnelCache: generate's batch expansion and selection act on the prompt masks as on the keys."""
+    shared = torch.tensor([[True, True, False], [True, True, True]])
+    coarse = torch.tensor([[True, False], [True, True]])
+    cache = L.EnelCache()
+    keys = torch.arange(2.0).view(2, 1, 1, 1).expand(2, 1, 3, 1).contiguous()
+    cache.update(keys, keys.clone(), 0)
+    cache.key_masks = L.LayerKeyMasks([shared, coarse, shared], prompt_len=3)
+    cache.batch_repeat_interleave(2)
+    assert cache.layers[0].keys[:, 0, 0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert cache.key_masks.masks[0].tolist() == [[True, True, False]] * 2 + [[True, True, True]] * 2
+    assert cache.key_masks.masks[1].tolist() == [[True, False]] * 2 + [[True, True]] * 2
+    assert cache.key_masks.masks[0] is cache.key_masks.masks[2]
+    cache.batch_select_indices(torch.tensor([3, 0]))
+    assert cache.layers[0].keys[:, 0, 0, 0].tolist() == [1.0, 0.0]
+    assert cache.key_masks.masks[1].tolist() == [[True, True], [True, False]]
+    # without masks (a prompt the model has not seen), a step reads every layer's mask off the attention mask
+    plain = L.EnelCache()
+    plain.update(keys, keys.clone(), 0)
+    full = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]).bool()
+    assert [m.tolist() for m in plain.step_masks(full, 2).masks] == [full[:, :3].tolist()] * 2

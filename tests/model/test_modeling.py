@@ -8,6 +8,7 @@ import torch
 
 from enel.data.conversation import build_prompt, tokenize_prompts
 from enel.model import EnelForCausalLM
+from enel.model.configuration_enel import PointEmbeddingConfig
 from enel.model.splice import SpliceError, expand_point_placeholder
 
 BACKBONES = ["tiny-llama", "tiny-qwen2"]
@@ -89,7 +90,7 @@ def test_prompt_alone_equals_prompt_in_padded_batch(tiny):
 def test_save_load_gives_identical_logits(tmp_path, tiny):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from enel.inference import load_model, save_model
+    from enel.model.saving import load_model, save_model
 
     model, tok = tiny
     enc = prompts(tok, model, ["What is this?"])
@@ -229,6 +230,21 @@ def test_new_point_tokens_start_at_the_word_embedding_scale(tiny):
     assert 0.5 < float(rms / target) < 2.0
 
 
+def test_match_token_scale_off_leaves_the_projector_as_initialised():
+    on, _ = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small"}, seed=0)
+    off, _ = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "match_token_scale": False},
+                                           seed=0)
+    assert off.config.point.match_token_scale is False and on.config.point.match_token_scale is True
+    last_on, last_off = on.model.point_projector.net[-1], off.model.point_projector.net[-1]
+    ratio = float(last_on.weight.detach().norm() / last_off.weight.detach().norm())
+    assert abs(ratio - 1.0) > 0.1  # on tiny-llama the switch changes the scale
+    torch.testing.assert_close(last_on.weight.detach(), last_off.weight.detach() * ratio, rtol=1e-5, atol=1e-7)
+    assert 0.015 < float(last_off.weight.detach().std()) < 0.025  # the plain N(0, 0.02) init, not rescaled
+    on_state, off_state = on.state_dict(), off.state_dict()
+    changed = [k for k in on_state if not torch.equal(on_state[k], off_state[k])]
+    assert set(changed) <= {"model.point_projector.net.4.weight", "model.point_projector.net.4.bias"}, changed
+
+
 def test_training_loss_on_labelled_positions_equals_full_cross_entropy(tiny):
     from enel.data.collate import EnelCollator
     from enel.data.conversation import encode_conversation
@@ -321,31 +337,17 @@ def test_point_reliance_is_the_loss_gap_of_swapped_clouds(tiny):
         assert point_reliance(model, {k: v for k, v in batch.items() if k != "labels"}, real) is None
 
 
-def test_colour_options_start_at_their_documented_scales():
-    torch.manual_seed(0)
-    model, _ = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "color_skip": True,
-                                                                          "color_token": True})
-    emb = model.model.point_embedding.requires_grad_(False)
-    assert 0.17 < float(emb.color_skip.weight.std()) < 0.23 and float(emb.color_skip.bias.abs().max()) == 0.0
-    assert 0.85 < float(emb.color_token.weight.std()) < 1.15
-    assert -0.5 <= float(emb.color_token.bias.min()) and float(emb.color_token.bias.max()) <= 0.5
-    assert float(emb.color_token.bias.std()) > 0.2  # spread over U(-0.5, 0.5), not left at 0
-
-
 def test_color_skip_after_the_projector_starts_at_its_documented_scale_and_survives_a_save(tmp_path):
-    from enel.model.modeling_enel import COLOR_SKIP_LLM_STD
-
+    COLOR_SKIP_LLM_STD = PointEmbeddingConfig().color_skip_std
     torch.manual_seed(0)
-    model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "color_skip": True,
-                                                                            "color_skip_at": "llm"})
+    model, tok = EnelForCausalLM.from_backbone("tiny-llama", point_config={"preset": "small", "color_skip": True})
     color = model.model.point_projector.color.requires_grad_(False)
-    assert model.model.point_embedding.color_skip is None
     assert 0.8 * COLOR_SKIP_LLM_STD < float(color.weight.std()) < 1.2 * COLOR_SKIP_LLM_STD  # not the N(0, 0.02)
     assert float(color.bias.abs().max()) == 0.0
     model.save_pretrained(tmp_path)
     again = EnelForCausalLM.from_pretrained(tmp_path)
     torch.testing.assert_close(again.model.point_projector.color.weight, color.weight)
-    assert again.config.point.color_skip_at == "llm"
+    assert again.config.point.color_skip
 
 
 

@@ -7,6 +7,8 @@ thin widths, ``POINTS_33`` (256 → 128 / 64 / 32 centres, 33 tokens) drives the
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,8 +16,9 @@ import torch
 from enel.data.conversation import encode_conversation
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
-from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
-from enel.model.objectives import EmbeddingTeacher, ObjectiveConfig, PointObjectives, info_nce
+from enel.model.configuration_enel import ObjectiveConfig, PointEmbeddingConfig
+from enel.model.embedding import PointTokenEmbedding
+from enel.model.objectives import EmbeddingTeacher, PointObjectives, info_nce
 from enel.points import ops
 from enel.points.ops import chamfer_l2
 from enel.train.freezing import apply_stage, parameter_groups
@@ -110,6 +113,49 @@ def test_info_nce_matches_its_formula():
     sim = an @ bn.t() / tau
     expected = -(sim.diag() - sim.logsumexp(dim=1)).mean()
     assert float(info_nce(a, b, tau)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def _info_nce_brute_force(a: np.ndarray, b: np.ndarray, tau: float) -> float:
+    """Eq. 3 pair by pair in float64: row i of ``a`` against every row j of ``b``, the positive being j = i."""
+    def cosine(u, v):
+        return float(u @ v) / (np.sqrt(float(u @ u)) * np.sqrt(float(v @ v)))
+
+    total = 0.0
+    for i in range(len(a)):
+        exps = [np.exp(cosine(a[i], b[j]) / tau) for j in range(len(b))]
+        total += -np.log(exps[i] / sum(exps))
+    return total / len(a)
+
+
+def test_contrastive_loss_is_info_nce_of_the_models_own_pooled_outputs():
+    """``loss_contrast`` of a training forward, recomputed from what the model returns: its final hidden states
+    (views a in rows 0..B-1, views b of the same clouds in rows B..2B-1), pooled over the point block (located by
+    the ``<point_patch>`` ids: the class token and the geometric tokens), through the contrastive head, then
+    InfoNCE pair by pair."""
+    tau = 0.05  # sharp enough that the random model's near-parallel outputs give a loss far from log B
+    model, tok = make_model({"name": "contrastive", "temperature": tau})
+    model.train()
+    batch = 3
+    ids, mask, labels = make_batch(tok, 33, batch)
+    clouds = make_clouds(batch, 256, seed=2)
+    out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels, output_hidden_states=True,
+                point_generator=torch.Generator().manual_seed(0))
+    final = out.hidden_states[-1].detach().double()  # after the final norm (head_layer -1, the paper's)
+    assert final.shape[0] == 2 * batch, "one row per view"
+    head = next(m for name, m in model.named_modules() if name.endswith("contrast_head"))
+    head = copy.deepcopy(head).double()
+    pooled = []
+    for row in range(2 * batch):
+        where = (ids[row % batch] == model.config.point_patch_token_id).nonzero().flatten()
+        assert len(where) == 33
+        pooled.append(final[row, where].mean(0))
+    with torch.no_grad():
+        z = head(torch.stack(pooled)).numpy()
+    expected = _info_nce_brute_force(z[:batch], z[batch:], tau)
+    got = float(out.loss_terms["loss_contrast"].detach())
+    assert got == pytest.approx(expected, rel=1e-4)
+    # the pairs matter: the same vectors with the positives shuffled give another value
+    assert _info_nce_brute_force(z[:batch], np.roll(z[batch:], 1, axis=0), tau) != pytest.approx(got, rel=1e-2)
 
 
 def _invariant_descriptor(views: torch.Tensor) -> torch.Tensor:
@@ -369,7 +415,7 @@ def test_per_layer_pe_is_added_before_every_layer_and_mask_tokens_carry_their_ce
     assert block.masked_index.shape == (2, int(0.3 * 32))
     original = model.model.embed_points(clouds).centres  # FPS starts at index 0: the same centres
     with torch.no_grad():
-        pe = obj.positional(block.centres)  # (B, 32, H) in slot order
+        pe = model.model.point_pos_embed(block.centres)  # (B, 32, H) in slot order
     emb = out.hidden_states[0]
     delta = seen["in2"] - seen["out1"]  # what the model added between layers 2 and 3
     for b, s in enumerate(point_start(ids, model).tolist()):

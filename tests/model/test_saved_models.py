@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from enel.inference import load_model
+from enel.model.saving import load_model
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "saved_models"
 NAMES = sorted(json.loads((FIXTURES / "manifest.json").read_text()))

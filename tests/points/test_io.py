@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 
 import numpy as np
 import pytest
@@ -769,11 +770,39 @@ def test_mesh_with_zero_area(tmp_path):
         load_point_cloud(path)
 
 
-def test_pcd_binary_compressed_is_refused_with_a_conversion_hint(tmp_path):
+def test_pcd_binary_compressed(tmp_path, xyz, rgb8):
+    """PCL's layout, written here: uint32 compressed and raw sizes, then LZF over the fields one after another."""
+    import lzf
+
+    columns = b"".join([np.ascontiguousarray(xyz[:, i]).tobytes() for i in range(3)]
+                       + [_packed(rgb8).view(np.float32).tobytes()])
+    block = lzf.compress(columns, 2 * len(columns))  # random floats do not shrink: allow a larger block
+    header = _pcd_header(["x", "y", "z", "rgb"], [4, 4, 4, 4], ["F", "F", "F", "F"], N, "binary_compressed")
     path = tmp_path / "packed.pcd"
-    path.write_bytes(_pcd_header(["x", "y", "z"], [4, 4, 4], ["F", "F", "F"], 10, "binary_compressed") + b"\x00" * 64)
-    with _raises(path, "binary_compressed", "not supported", "pcl_convert_pcd_ascii_binary"):
-        load_point_cloud(path)
+    path.write_bytes(header + struct.pack("<II", len(block), len(columns)) + block)
+    cloud = load_point_cloud(path)
+    np.testing.assert_array_equal(cloud.xyz, xyz)
+    np.testing.assert_array_equal(cloud.rgb, (rgb8 / 255.0).astype(np.float32))
+    corrupt = tmp_path / "corrupt.pcd"
+    corrupt.write_bytes(header + struct.pack("<II", len(block), len(columns)) + b"\xff" * len(block))
+    with _raises(corrupt, "could not read the PCD binary_compressed data", "corrupt or truncated"):
+        load_point_cloud(corrupt)
+
+
+def test_pcd_header_problems_name_the_field(tmp_path):
+    unknown = tmp_path / "mode.pcd"
+    unknown.write_bytes(_pcd_header(["x", "y", "z"], [4, 4, 4], ["F", "F", "F"], 2, "zipped") + b"\x00" * 24)
+    with _raises(unknown, "DATA mode 'zipped' is unknown", "ascii, binary or binary_compressed"):
+        load_point_cloud(unknown)
+    half = tmp_path / "half.pcd"
+    half.write_bytes(_pcd_header(["x", "y", "z"], [4, 4, 4], ["F", "F", "F"], 2, "ascii").replace(b"SIZE", b"SIZ")
+                     + b"0 0 0\n1 1 1\n")
+    with _raises(half, "PCD header: SIZE is missing", "FIELDS, SIZE, TYPE"):
+        load_point_cloud(half)
+    odd = tmp_path / "odd.pcd"
+    odd.write_bytes(_pcd_header(["x", "y", "z"], [4, 4, 2], ["F", "F", "F"], 2, "ascii") + b"0 0 0\n1 1 1\n")
+    with _raises(odd, "field 'z' has an unknown TYPE F / SIZE 2"):
+        load_point_cloud(odd)
 
 
 def test_pcd_truncated(tmp_path, xyz):

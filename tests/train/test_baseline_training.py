@@ -47,7 +47,7 @@ def test_the_bundled_recipe_builds_a_baseline_with_its_encoder_frozen(tiny_data,
 
 
 def test_enel_train_pretrains_the_encoder_then_keeps_it_frozen(tiny_data, tmp_path):
-    from enel.inference import load_model
+    from enel.model.saving import load_model
 
     r = recipe(tiny_data, tmp_path / "run", "encoder_pretrain.steps=3", "encoder_pretrain.batch_size=2",
                "encoder_pretrain.clouds=4", "train.max_steps=2")

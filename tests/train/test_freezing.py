@@ -16,7 +16,8 @@ import torch
 from enel.data.conversation import encode_conversation
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
-from enel.model.embedding import PointEmbeddingConfig, PointTokenEmbedding
+from enel.model.configuration_enel import PointEmbeddingConfig
+from enel.model.embedding import PointTokenEmbedding
 from enel.model.objectives import EmbeddingTeacher
 from enel.train.freezing import FreezeReport, apply_stage, parameter_groups, trainable_layer_indices
 
@@ -76,7 +77,8 @@ def expected_stage1(name: str, layers: list[int], train_embedding: bool) -> bool
     """The stage-1 rule, by parameter name."""
     if name.startswith("model.point_embedding."):
         return train_embedding
-    if name.startswith(("model.point_projector.", "model.objectives.")) or name == "model.point_special_embeds":
+    if name.startswith(("model.point_projector.", "model.point_pos_embed.", "model.objectives.")) or \
+            name == "model.point_special_embeds":
         return True
     if name.startswith("model.language_model.layers."):
         return int(name.split(".")[3]) in layers
@@ -238,7 +240,7 @@ def test_parameter_groups_split_new_modules_from_the_llm():
     assert llm_names and all(n.startswith(("model.language_model.layers.0.", "model.language_model.layers.1."))
                              for n in llm_names)
     assert all(not n.startswith("model.language_model.") for n in new_names)
-    assert "model.objectives.mask_token" in new_names and "model.point_special_embeds" in new_names
+    assert {"model.objectives.mask_token", "model.point_special_embeds", "model.point_pos_embed.0.weight"} <= new_names
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert llm_names | new_names == trainable and not llm_names & new_names  # each trainable tensor once
     # the optimiser takes them and steps with the right rates

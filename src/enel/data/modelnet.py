@@ -19,10 +19,13 @@ Per item (PointLLM's ``pointllm/data/modelnet.py`` with ``use_color=True``, the 
 
 1. the normals are dropped (xyz only);
 2. optional resampling to ``num_points`` (*ours*; PointLLM keeps all 8192);
-3. ``pc_normalize`` on xyz (:func:`pc_normalize`, the Point-BERT function);
+3. ``pc_normalize`` on xyz (Point-BERT's function);
 4. zeros appended as rgb: **ModelNet40 objects are fed as black clouds**;
-5. ``pc_norm`` on xyz again (a no-op up to rounding: both centre and scale to the unit sphere; kept for
-   fidelity).
+5. ``pc_norm`` on xyz again.
+
+``pc_normalize`` and ``pc_norm`` are the same function (centre on the centroid, divide by the largest distance
+from it), so steps 2, 3 and 5 are the model's input rule, :func:`enel.points.transforms.model_input`, applied
+once here (the second pass only moved float32 rounding, below ``1e-6``).
 
 There is no ``use_color`` switch: the colour is always zero, which is also what a ``use_color=False`` model
 ignores (:class:`enel.data.pointllm.PointLLMDataset` zeroes colour the same way). ``object_id`` is the dataset
@@ -40,28 +43,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..points.transforms import pc_norm, resample, to_z_up
+from ..points.transforms import model_input, to_z_up
 from .errors import DatasetError, UnsafePickleError
-from .pointllm import _check_resample_args, _object_seed
+from .labels import MODELNET40_CLASSES
+from .pointllm import check_resample_args, object_seed
 
 __all__ = [
-    "MODELNET40_CLASSES",
     "NPZ_KEYS",
-    "pc_normalize",
     "load_modelnet_pickle",
     "load_modelnet_npz",
     "convert_modelnet",
     "ModelNetDataset",
 ]
-
-MODELNET40_CLASSES: tuple[str, ...] = (
-    "airplane", "bathtub", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cone",
-    "cup", "curtain", "desk", "door", "dresser", "flower pot", "glass box", "guitar", "keyboard", "lamp",
-    "laptop", "mantel", "monitor", "night stand", "person", "piano", "plant", "radio", "range hood", "sink",
-    "sofa", "stairs", "stool", "table", "tent", "toilet", "tv stand", "vase", "wardrobe", "xbox",
-)
-"""The 40 class names, index = label: ModelNet40's alphabetical order with underscores replaced by spaces
-(PointLLM's ``modelnet40_shape_names_modified.txt``)."""
 
 NPZ_KEYS: tuple[str, ...] = ("points", "labels", "class_names")
 """Arrays of the converted archive: ``points (M, N, C)`` float32 as stored in the pickle (PointLLM: xyz +
@@ -278,15 +271,6 @@ def convert_modelnet(pickle_path, out_path, *, allow_pickle: bool = False) -> Pa
 # ----------------------------------------------------------------------------------------------------------
 # The dataset
 # ----------------------------------------------------------------------------------------------------------
-def pc_normalize(xyz: np.ndarray) -> np.ndarray:
-    """Point-BERT's ``pc_normalize`` (PointLLM's ModelNet loader): centre on the centroid, divide by the largest
-    distance from it. ``(N, 3)`` → ``(N, 3)`` float32; a cloud of identical points is returned centred."""
-    pts = np.asarray(xyz, dtype=np.float64)
-    centred = pts - pts.mean(axis=0)
-    radius = float(np.sqrt((centred**2).sum(axis=1)).max())
-    return (centred / radius if radius > 0 else centred).astype(np.float32)
-
-
 class ModelNetDataset(Dataset):
     """ModelNet40 test objects as PointLLM feeds them.
 
@@ -302,13 +286,13 @@ class ModelNetDataset(Dataset):
 
     Items (``dataset[i]``)::
 
-        {"point_cloud": FloatTensor (N, 6) xyz (pc_normalize, pc_norm, z-up) + zero rgb,
+        {"point_cloud": FloatTensor (N, 6) xyz (model_input, then z-up) + zero rgb,
          "label": int, "label_name": str (e.g. "night stand"), "object_id": int (= i)}
     """
 
     def __init__(self, path, *, allow_pickle: bool = False, num_points: int | None = None,
                  resample_method: str = "fps", seed: int = 0, up: str = "y"):
-        _check_resample_args(num_points, resample_method)
+        check_resample_args(num_points, resample_method)
         to_z_up(np.zeros((1, 3)), up)  # refuses an unknown axis here, not at the first item
         self.up = up
         self.path = Path(path)
@@ -330,10 +314,8 @@ class ModelNetDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} objects")
         xyz = self.points[index, :, :3]
-        if self.num_points is not None and self.num_points != xyz.shape[0]:
-            xyz = resample(xyz, int(self.num_points), method=self.resample_method,
-                           seed=_object_seed(self.seed, str(index)))
-        xyz = to_z_up(pc_norm(pc_normalize(xyz)), self.up)
+        xyz = to_z_up(model_input(xyz, int(self.num_points or xyz.shape[0]), method=self.resample_method,
+                                  seed=object_seed(self.seed, str(index))), self.up)
         cloud = np.concatenate([xyz, np.zeros_like(xyz)], axis=1)
         label = int(self.labels[index])
         return {"point_cloud": torch.from_numpy(cloud), "label": label, "label_name": self.class_names[label],

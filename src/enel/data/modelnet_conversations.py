@@ -32,8 +32,8 @@ from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..points.transforms import augment_cloud, model_input, random_resolution, with_zero_color
 from .conversation import encode_conversation
 from .errors import DatasetError
+from .pointllm import object_seed
 from .procedural.language import COMPLETION_PROMPT, IDENTIFY_PROMPTS
-from .pointllm import _object_seed
 
 __all__ = [
     "KINDS",
@@ -210,7 +210,7 @@ class ModelNetConversationDataset(Dataset):
         ids, labs, self._object = [], [], []
         for i in np.asarray(indices, dtype=np.int64):
             name = self.class_names[int(self.labels[i])]
-            rng = np.random.default_rng(_object_seed(seed, self.object_ids[i]))
+            rng = np.random.default_rng(object_seed(seed, self.object_ids[i]))
             facts = measure(np.asarray(points[i], dtype=np.float32))
             for _, conv in conversations_for(name, facts, kinds, rng, identify):
                 enc = encode_conversation(tokenizer, conv, template=template, num_point_tokens=num_point_tokens,

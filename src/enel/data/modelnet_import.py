@@ -23,7 +23,7 @@ git-ignored ``data/modelnet40`` folder:
   Every split is written to ``<out>/modelnet40_{split}.npz`` (atomically: a temporary file renamed into
   place) with the arrays :data:`ARCHIVE_KEYS`: ``points`` float16 ``(M, N, 3)`` xyz **z-up**, each cloud
   through ``pc_norm`` (centred, farthest point at radius 1); ``labels`` int16 ``(M,)``; ``class_names (40,)``
-  unicode in PointLLM's spelling (:data:`~enel.data.modelnet.MODELNET40_CLASSES`); ``object_ids (M,)``
+  unicode in PointLLM's spelling (:data:`~enel.data.labels.MODELNET40_CLASSES`); ``object_ids (M,)``
   unicode (``chair_0001`` from meshes and npz files that have them, ``test_00000`` by index otherwise).
   ``<out>/manifest.json`` and ``<out>/README.md`` name the source file, its sha256, the date and the licence.
 
@@ -43,7 +43,6 @@ import re
 import sys
 import warnings
 import zipfile
-import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,7 +50,9 @@ import numpy as np
 
 from ..points.transforms import UP_AXES, to_z_up
 from .errors import DatasetError, DatasetWarning, UnsafePickleError
-from .modelnet import MODELNET40_CLASSES, NPZ_KEYS, load_modelnet_pickle, read_npz_arrays
+from .labels import MODELNET40_CLASSES
+from .modelnet import NPZ_KEYS, load_modelnet_pickle, read_npz_arrays
+from .pointllm import object_seed
 
 __all__ = [
     "ARCHIVE_KEYS",
@@ -372,11 +373,6 @@ def _parse_off(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return vertices, faces
 
 
-def _object_seed(seed: int, object_id: str) -> int:
-    """A per-object seed, stable whatever the order or subset of objects imported."""
-    return (zlib.crc32(object_id.encode("utf-8")) ^ (int(seed) * 0x9E3779B1)) & 0xFFFFFFFF
-
-
 def _sample_off(data: bytes, num_points: int, seed: int) -> np.ndarray:
     """An OFF mesh's bytes → ``(num_points, 3)`` float64 surface points: area-weighted sampling, then FPS."""
     import trimesh
@@ -415,7 +411,7 @@ def _read_princeton(path: Path, split: str | None, num_points: int, seed: int, u
         skipped: list[str] = []
         for done, (name, cls, part, oid) in enumerate(entries, 1):
             try:
-                xyz = _sample_off(read(name), num_points, _object_seed(seed, oid))
+                xyz = _sample_off(read(name), num_points, object_seed(seed, oid))
             except Exception as exc:  # trimesh raises many kinds; one bad mesh is skipped, counted, reported
                 skipped.append(f"{name} ({type(exc).__name__}: {exc})")
             else:

@@ -11,8 +11,9 @@ The rules, each PointLLM's unless marked *ours*:
 
 * **Loading** is memory-mapped (``np.load(mmap_mode="r")``): a ``__getitem__`` reads only the pages it needs,
   and DataLoader workers share the page cache instead of each holding a copy.
-* **Normalisation** at load time with :func:`enel.points.transforms.pc_norm` (centroid to the origin, farthest
-  point at radius 1); rgb passes through unchanged. Nothing is normalised on disk.
+* **Normalisation** at load time by the model's input rule (:func:`enel.points.transforms.model_input`: resample,
+  then ``pc_norm`` — centroid to the origin, farthest point at radius 1); rgb passes through unchanged. Nothing is
+  normalised on disk.
 * **Colour**: rgb is stored in ``[0, 1]`` and used as is (values outside ``[0, 1]`` by more than ``1e-3`` raise
   :class:`DatasetError`; tiny excursions are clipped). The two Objaverse ids with corrupt colour files
   (:data:`CORRUPT_COLOUR_IDS`) are dropped when ``use_color`` is true.
@@ -62,7 +63,7 @@ from torch.utils.data import Dataset
 
 from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..model.splice import SpliceError
-from ..points.transforms import RESAMPLE_METHODS, pc_norm, resample
+from ..points.transforms import RESAMPLE_METHODS, model_input
 from .conversation import ConversationError, encode_conversation
 from .errors import DatasetError, DatasetWarning
 
@@ -78,6 +79,8 @@ __all__ = [
     "load_benchmark_gt",
     "load_point_file",
     "read_point_array",
+    "object_seed",
+    "check_resample_args",
 ]
 
 CONVERSATION_TYPES: tuple[str, ...] = ("simple_description", "detailed_description", "single_round", "multi_round")
@@ -108,12 +111,15 @@ _MAX_EXAMPLES = 5
 # ----------------------------------------------------------------------------------------------------------
 # Point files
 # ----------------------------------------------------------------------------------------------------------
-def _object_seed(seed: int, object_id: str) -> int:
-    """A per-object seed, stable across runs, processes and dataset filters."""
+def object_seed(seed: int, object_id: str) -> int:
+    """A per-object seed, stable across runs, processes and dataset filters (and whatever the order or subset of
+    objects read): every loader that draws per-object randomness (resampling, mesh sampling, answer phrasing)
+    seeds it with this."""
     return (zlib.crc32(object_id.encode("utf-8")) ^ (int(seed) * 0x9E3779B1)) & 0xFFFFFFFF
 
 
-def _check_resample_args(num_points, resample_method) -> None:
+def check_resample_args(num_points, resample_method) -> None:
+    """:class:`DatasetError` unless ``num_points`` is a positive integer or None and ``resample_method`` is known."""
     if num_points is not None and (isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer))
                                    or num_points < 1):
         raise DatasetError(
@@ -142,13 +148,14 @@ def read_point_array(
         seed: seed of the random subset / the padding duplicates.
 
     Returns:
-        ``(num_points or N, 6)`` float32: xyz normalised by :func:`pc_norm`, then rgb (or zeros).
+        ``(num_points or N, 6)`` float32: xyz as :func:`~enel.points.transforms.model_input` makes them, then rgb
+        (or zeros).
 
     Raises:
         DatasetError: missing or unreadable file, wrong shape or dtype, NaN / infinite values, colour out of
             ``[0, 1]``. The message starts with the file path.
     """
-    _check_resample_args(num_points, resample_method)
+    check_resample_args(num_points, resample_method)
     path = Path(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -171,12 +178,8 @@ def read_point_array(
     cols = arr[:, :need]
     if not np.isfinite(cols).all():
         raise DatasetError(f"{path}: contains NaN or infinite values")
-    if num_points is not None and num_points != cols.shape[0]:
-        pts = resample(np.asarray(cols), int(num_points), method=resample_method, seed=seed)
-    else:
-        pts = cols
-    pts = np.array(pts, dtype=np.float32)  # a private copy out of the memory map
-    xyz = pc_norm(pts[:, :3])
+    pts = model_input(np.asarray(cols), int(num_points or cols.shape[0]), method=resample_method, seed=seed)
+    xyz = pts[:, :3]
     if use_color:
         rgb = pts[:, 3:6]
         low, high = float(rgb.min()), float(rgb.max())
@@ -231,7 +234,7 @@ def load_point_file(
             per object exactly as in :class:`PointLLMDataset`, so evaluation sees the training-time points.
 
     Returns:
-        ``(num_points or N, 6)`` float32 numpy array, normalised with :func:`pc_norm` (the dataset item's
+        ``(num_points or N, 6)`` float32 numpy array, normalised with ``pc_norm`` (the dataset item's
         ``point_cloud`` as numpy; :func:`enel.inference.prepare_cloud` returns the same layout).
     """
     text = os.fspath(path_or_id)
@@ -244,7 +247,7 @@ def load_point_file(
         _check_object_id(text, "load_point_file")
         object_id, path = text, _point_path(point_dir, point_file_pattern, text)
     return read_point_array(path, use_color=use_color, num_points=num_points, resample_method=resample_method,
-                            seed=_object_seed(seed, object_id))
+                            seed=object_seed(seed, object_id))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -463,7 +466,7 @@ class PointLLMDataset(Dataset):
         skip_invalid: bool = True,
         pack_per_object: int = 1,
     ):
-        _check_resample_args(num_points, resample_method)
+        check_resample_args(num_points, resample_method)
         if isinstance(pack_per_object, bool) or not isinstance(pack_per_object, int) or pack_per_object < 1:
             raise DatasetError(f"pack_per_object must be an integer ≥ 1 (1: no packing), got {pack_per_object!r}")
         _check_pattern(point_file_pattern)
@@ -674,7 +677,7 @@ class PointLLMDataset(Dataset):
             cache.move_to_end(object_id)
             return arr
         arr = read_point_array(self.point_path(index), use_color=self.use_color, num_points=self.num_points,
-                               resample_method=self.resample_method, seed=_object_seed(self.seed, object_id))
+                               resample_method=self.resample_method, seed=object_seed(self.seed, object_id))
         while cache and arr.nbytes * (len(cache) + 1) > CLOUD_CACHE_BYTES:
             cache.popitem(last=False)
         if arr.nbytes <= CLOUD_CACHE_BYTES:

@@ -19,7 +19,7 @@ import sys
 import time
 
 from ..errors import EnelError
-from ..inference import PROMPTS
+from ..data.prompts import PROMPTS
 from ..points.io import SUPPORTED_EXTENSIONS
 from .core import DemoEngine, Session, example_names, md_escape
 

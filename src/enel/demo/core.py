@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import EnelError, ModelLoadError, PointCloudError
+from ..paths import bundled_sample
 
 __all__ = [
     "DemoError",
@@ -45,7 +46,7 @@ class DemoError(EnelError):
 
 
 SAMPLE_NAME = "sample chair"
-SAMPLE_FILE = Path(__file__).resolve().parent.parent / "assets" / "sample_chair.ply"
+SAMPLE_FILE = bundled_sample()
 EXAMPLES: tuple[str, ...] = ("airplane", "mug", "lamp", "car", "guitar", "table", "umbrella")
 """Procedural categories offered as one-click examples next to the bundled sample (index 0, seed 0)."""
 

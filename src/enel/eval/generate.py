@@ -62,7 +62,7 @@ import numpy as np
 
 from ..data.errors import DatasetError
 from ..errors import ConfigError
-from .prompts import PROMPT_LISTS
+from ..data.prompts import PROMPT_LISTS
 from .results import ResultsFile, ResultsFormatError, make_record, open_results, write_results
 
 __all__ = [
@@ -77,6 +77,8 @@ __all__ = [
     "run_benchmark",
     "generate_benchmark",
     "pick_round_robin",
+    "cli_command",
+    "api_command",
 ]
 
 SOURCES: tuple[str, ...] = ("objaverse", "modelnet", "procedural")
@@ -417,7 +419,8 @@ def _decoding_dict(settings) -> dict:
     return d
 
 
-def _api_command(name: str, **kwargs) -> str:
+def api_command(name: str, **kwargs) -> str:
+    """``enel.eval.<name>(key=value, ...)``: how a Python call is recorded in a results file's ``command``."""
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if v is not None)
     return f"enel.eval.{name}({args})"
 
@@ -425,7 +428,8 @@ def _api_command(name: str, **kwargs) -> str:
 def cli_command() -> str | None:
     """``enel ...`` as typed, when running under the ``enel`` command; None otherwise."""
     argv0 = sys.argv[0] if sys.argv else ""
-    if Path(argv0).name.startswith("enel") or argv0.replace("\\", "/").endswith("enel/cli.py"):
+    if Path(argv0).name.startswith("enel") or argv0.replace("\\", "/").endswith(("enel/__main__.py",
+                                                                                  "enel/cli/__main__.py")):
         return "enel " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     return None
 
@@ -571,7 +575,7 @@ def generate_benchmark(model_dir, *, source: str = "procedural", task: str = "ca
         out_path = Path(out)
         if out_path.suffix.lower() != ".json":
             out_path = out_path / bench.file_name
-    command = command or cli_command() or _api_command(
+    command = command or cli_command() or api_command(
         "generate_benchmark", model_dir=str(model_dir), source=source, task=task, prompt_index=prompt_index,
         anno=anno and str(anno), point_dir=point_dir and str(point_dir), questions=questions and str(questions),
         modelnet=modelnet and str(modelnet), data_dir=data_dir and str(data_dir), split=split, seed=seed,

@@ -33,7 +33,7 @@ import numpy as np
 from ..data.labels import LabelVocabulary, modelnet40_vocabulary
 from ..errors import ConfigError
 from . import wordnet as _wordnet
-from .prompts import MODELNET40_CLASSES
+from ..data.labels import MODELNET40_CLASSES
 from .results import ResultsFile, atomic_write_json, read_results, results_from_json
 
 EMPTY_OUTPUT = "##"  # PointLLM's stand-in for an empty model output
@@ -45,8 +45,6 @@ BLEU_WEIGHTS = {  # PointLLM's weights, 0.33 included
     "bleu-3": (0.33, 0.33, 0.33, 0),
     "bleu-4": (0.25, 0.25, 0.25, 0.25),
 }
-METRIC_ORDER = ("bleu-1", "bleu-2", "bleu-3", "bleu-4", "rouge-1", "rouge-2", "rouge-l", "meteor",
-                "sbert_similarity", "simcse_similarity")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labels import modelnet40_vocabulary
-from ..inference import PROMPTS, Assistant, GenerationSettings
+from ..data.prompts import PROMPTS
+from ..inference import Assistant, GenerationSettings
 from .results import ResultsFile, atomic_write_json, write_results
 
-__all__ = ["PROCEDURAL_OVERLAP", "pick_per_class", "score_classification", "evaluate_modelnet"]
+__all__ = ["PROCEDURAL_OVERLAP", "pick_per_class", "select_objects", "score_classification", "evaluate_modelnet"]
 
 PROCEDURAL_OVERLAP: tuple[str, ...] = (
     "airplane", "bed", "bench", "bookshelf", "bottle", "bowl", "car", "chair", "cup", "guitar", "lamp", "laptop",
@@ -47,6 +48,29 @@ def pick_per_class(labels: np.ndarray, indices: Sequence[int], per_class: int | 
             taken[c] += 1
             keep.append(i)
     return np.asarray(keep, dtype=np.int64)
+
+
+def select_objects(labels: np.ndarray, class_names: Sequence[str], *, split: str = "val", val_fraction: float = 0.1,
+                   split_seed: int = 0, classes: str = "all", per_class: int | None = None) -> np.ndarray:
+    """Indices of the objects to ask, in index order.
+
+    Args:
+        labels: ``(M,)`` class indices into ``class_names``.
+        split: ``"val"`` — the validation split the recipes carve out (:func:`~enel.data.modelnet_conversations.
+            split_by_class` with ``val_fraction`` and ``split_seed``); ``"all"`` — every object.
+        classes: ``"all"``, or ``"overlap"`` — only the classes of :data:`PROCEDURAL_OVERLAP`.
+        per_class: at most this many objects of every class (:func:`pick_per_class`; ``None``: all).
+    """
+    from ..data.modelnet_conversations import split_by_class
+
+    if split == "val":
+        _, indices = split_by_class(labels, val_fraction, split_seed)
+    else:
+        indices = np.arange(len(labels))
+    if classes == "overlap":
+        keep = {list(class_names).index(c) for c in PROCEDURAL_OVERLAP}
+        indices = np.asarray([i for i in indices if int(labels[i]) in keep], dtype=np.int64)
+    return pick_per_class(labels, indices, per_class)
 
 
 def score_classification(answers: Sequence[str], truths: Sequence[str], class_names: Sequence[str]) -> dict:
@@ -83,7 +107,7 @@ def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_n
 
     Args:
         points: ``(M, N, 3)`` z-up clouds; ``labels (M,)``; ``class_names``; ``indices``: the objects to ask.
-        prompts: keys of :data:`enel.inference.PROMPTS` (PointLLM's two classification prompts by default).
+        prompts: keys of :data:`enel.data.prompts.PROMPTS` (PointLLM's two classification prompts by default).
         name: file stem of the results (``{name}_{prompt}.json``) and the summary (``{name}_summary.json``).
 
     Writes a PointLLM-format results file per prompt (``ground_truth`` the integer label, ``label_name``,

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inference import PROMPTS, Assistant, GenerationSettings
+from ..data.prompts import PROMPTS
+from ..inference import Assistant, GenerationSettings
 from .results import ResultsFile, atomic_write_json, write_results
 
 __all__ = ["evaluate_procedural"]

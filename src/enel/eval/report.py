@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from .plotting import loss_curves_png, render_cloud_png
+
 __all__ = ["write_report", "collect_results_files"]
 
 _CAPTION_PROMPT = "Caption this 3D model in detail."
@@ -262,67 +264,8 @@ def _sibling_scores(path: Path) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Figures
+# Point clouds of the records
 # ----------------------------------------------------------------------------------------------------------
-def _loss_figure(histories: dict[str, list[dict]], path: Path) -> Path | None:
-    """Loss curves (``loss`` and any ``loss_*`` term against the step), one panel per stage."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    usable = {}
-    for stage, hist in histories.items():
-        series: dict[str, list[tuple[float, float]]] = {}
-        for entry in hist:
-            if "step" not in entry:
-                continue
-            for k, v in entry.items():
-                if (k == "loss" or k.startswith("loss_")) and isinstance(v, (int, float)):
-                    series.setdefault(k, []).append((entry["step"], float(v)))
-        if series:
-            usable[stage] = series
-    if not usable:
-        return None
-    fig = Figure(figsize=(5.2 * len(usable), 3.4), dpi=110)
-    FigureCanvasAgg(fig)
-    for i, (stage, series) in enumerate(usable.items()):
-        ax = fig.add_subplot(1, len(usable), i + 1)
-        for k, pts in sorted(series.items()):
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="." if len(xs) < 30 else None, linewidth=2 if k == "loss" else 1, label=k)
-        ax.set_title(stage, fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
-def _render_cloud(points: np.ndarray, path: Path, up: str = "z") -> Path:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from .attention import _subsample, _z_up
-
-    keep = _subsample(len(points), 4096)
-    xyz = _z_up(points[keep, :3], up)
-    fig = Figure(figsize=(2.6, 2.6), dpi=90)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes([0, 0, 1, 1], projection="3d")
-    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=np.clip(points[keep, 3:6], 0, 1), s=2, depthshade=False,
-               linewidths=0)
-    ax.set_box_aspect((1, 1, 1), zoom=1.3)
-    for setter in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
-        setter(-0.8, 0.8)
-    ax.view_init(elev=20, azim=-60)
-    ax.set_axis_off()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
-
-
 def _cloud_path(object_id: Any, meta: dict | None, run_dir: Path) -> Path | None:
     """Where a results record's point cloud lies, from the file's ``"enel"`` metadata (procedural or Objaverse)."""
     meta = meta or {}
@@ -490,7 +433,7 @@ def _section_training(doc: _Doc, run_dir: Path, qs: dict | None, files_dir: Path
         cmd = (qs or {}).get("command")
         doc.p(f"Command: `{cmd}`." if cmd else "Command: not recorded (see the recipes below).", "prov")
         doc.bullets(provs)
-    fig = _loss_figure(histories, files_dir / "loss_curves.png")
+    fig = loss_curves_png(histories, files_dir / "loss_curves.png")
     if fig is None:
         doc.note("the log histories hold no per-step losses (runs shorter than `logging_steps` log none), so "
                  "there are no loss curves.")
@@ -500,7 +443,7 @@ def _section_training(doc: _Doc, run_dir: Path, qs: dict | None, files_dir: Path
 
 
 def _section_resolution(doc: _Doc, eval_dir: Path, notes: list[str], figures: dict[str, Path]) -> None:
-    from .resolution import METRIC_LABELS, _fmt_points
+    from .resolution import METRIC_LABELS, points_label
 
     doc.h(2, "Resolution sweep (Figure 1a)")
     res = _load_json(eval_dir / "resolution" / "resolution.json", notes)
@@ -512,7 +455,7 @@ def _section_resolution(doc: _Doc, eval_dir: Path, notes: list[str], figures: di
     doc.p(_prov(meta) + f" {meta.get('objects', '?')} objects; points: {meta.get('points_rule', '?')}.", "prov")
     sizes = res.get("sizes") or [r["num_points"] for r in res["rows"]]
     train = meta.get("train_points")
-    header = ["score"] + [_fmt_points(n) + (" (train)" if n == train else "") for n in sizes]
+    header = ["score"] + [points_label(n) + (" (train)" if n == train else "") for n in sizes]
     by_n = {r["num_points"]: r for r in res["rows"]}
     doc.table(header, [[METRIC_LABELS.get(k, k)] + [by_n.get(n, {}).get(k) for n in sizes]
                        for k in res.get("metrics", [])])
@@ -581,7 +524,7 @@ def _section_objects(doc: _Doc, run_dir: Path, files: list[tuple[Path, Any]], fi
                 pts = np.load(cloud_path, allow_pickle=False).astype(np.float32)
                 if pts.ndim == 2 and pts.shape[1] >= 6:
                     safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(r["object_id"]))
-                    png = _render_cloud(pts, files_dir / "objects" / f"{safe}.png")
+                    png = render_cloud_png(pts, files_dir / "objects" / f"{safe}.png")
                     image = _Image(png, str(r["object_id"]))
                     figures[f"object_{safe}"] = png
             except (OSError, ValueError):

@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .generate import (Benchmark, BenchmarkItem, _api_command, cli_command, decoding_settings, load_benchmark,
+from .generate import (Benchmark, BenchmarkItem, api_command, cli_command, decoding_settings, load_benchmark,
                        run_benchmark, run_metadata)
 from .results import ResultsFile, atomic_write_json
 
@@ -56,6 +56,7 @@ __all__ = [
     "score_results",
     "write_resolution_table",
     "plot_resolution",
+    "points_label",
 ]
 
 DEFAULT_SIZES: tuple[int, ...] = (1024, 2048, 4096, 8192, 16384)
@@ -183,7 +184,8 @@ def score_results(rf: ResultsFile, task: str, source: str, *, sbert: Any = None,
 # ----------------------------------------------------------------------------------------------------------
 # Table and plot
 # ----------------------------------------------------------------------------------------------------------
-def _fmt_points(n: int) -> str:
+def points_label(n: int) -> str:
+    """A point count as the table and the plot show it: ``"2K"`` for 2048, else the number."""
     return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
@@ -196,7 +198,7 @@ def write_resolution_table(doc: dict, path) -> Path:
     """The sweep as Markdown: one row per score, one column per resolution, plus where the numbers come from."""
     sizes = doc["sizes"]
     train = doc["meta"].get("train_points")
-    head = [(_fmt_points(n) + (" (train)" if n == train else "")) for n in sizes]
+    head = [(points_label(n) + (" (train)" if n == train else "")) for n in sizes]
     lines = [f"# Resolution sweep ({doc['meta'].get('source')}, {doc['meta'].get('split')})", "",
              _provenance(doc["meta"]), "", f"Points: {doc['meta'].get('points_rule')}.", "",
              "| score | " + " | ".join(head) + " |", "|---|" + "---:|" * len(sizes)]
@@ -240,7 +242,7 @@ def plot_resolution(doc: dict, path) -> Path:
         ax.text(train, ax.get_ylim()[1], " training resolution", color="grey", fontsize=8, va="top")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sizes)
-    ax.set_xticklabels([_fmt_points(n) for n in sizes])
+    ax.set_xticklabels([points_label(n) for n in sizes])
     ax.set_xlabel("input points")
     ax.set_ylabel("score")
     ax.grid(alpha=0.3)
@@ -306,7 +308,7 @@ def resolution_sweep(model_dir, out_dir, *, source: str = "procedural", data_dir
         assistant = Assistant.from_folder(model_dir, **settings.__dict__)
     else:
         assistant.settings = settings
-    command = command or cli_command() or _api_command(
+    command = command or cli_command() or api_command(
         "resolution_sweep", model_dir=str(model_dir), out_dir=str(out_dir), source=source,
         data_dir=data_dir and str(data_dir), split=split, sizes=list(sizes), tasks=list(tasks),
         max_objects=max_objects, seed=seed, max_new_tokens=max_new_tokens, dense=dense)
@@ -378,7 +380,3 @@ def quick_resolution(model_dir, data_dir, out_dir, sizes: Sequence[int] = DEFAUL
                            sbert=sbert, command=command, log=log)
     return {k: Path(v) for k, v in doc["files"].items()}
 
-
-def read_resolution(path) -> dict:
-    """Load a ``resolution.json`` (the report uses it)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))

@@ -29,17 +29,24 @@ the open questions of §3.4 answered in code (and in ``docs/aggregation.md``):
   pre-aggregation state plus what the coarse layers added to its group, so the fine detail pooling removed
   is not lost (a token alone in its group, with the gate closed, gets back its own state and update; a
   merged token its own state plus its group's update).
-* **Schedule**: layers are numbered from 1; ``aggregate_after: [1, 2, 3]`` aggregates at the end of layers 1–3.
-  A schedule written for ``reference_layers`` (the paper's 32) is mapped onto a backbone of depth L by
-  ``round_half_up(l · L / reference)``; a mapping that merges two events, or a schedule that does not close
-  (every aggregation propagated before the last layer, properly nested), is refused with a clear message.
+* **Schedule**: layers are numbered from 1 and every event runs at the *end* of the layer it names:
+  ``aggregate_after: [1, 2, 3]`` aggregates at the end of layers 1–3, ``propagate_after: [5, 6, 7]`` regrows
+  the block at the end of layers 5–7. The layers after the last aggregation up to and including the first
+  propagation run on the coarsest sequence; the paper's H counts them (:func:`coarsest_layers`), so
+  ``H = propagate_after[0] − aggregate_after[-1]``. The default is the paper's two blocks with its best H = 2
+  (aggregate after 1–3, propagate after 5–7; again 11–13 / 15–17 of 32). Its appendix ("aggregation at
+  layers 1–3, two LLM layers, propagation at layers 6–8") can also be read with the propagations at the end of
+  layers 6–8, which puts three layers on the coarsest sequence; that was this library's default before
+  issue 18 and is what ``smollm2_stage2`` still pins (docs/aggregation.md). A schedule written for
+  ``reference_layers`` (the paper's 32) is mapped onto a backbone of depth L by ``round_half_up(l · L /
+  reference)``; a mapping that merges two events, or a schedule that does not close (every aggregation
+  propagated before the last layer, properly nested), is refused with a clear message.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -47,133 +54,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..points import ops
-from .subconfig import SubConfig
+from .configuration_enel import AggregationConfig
 from . import layout as L
 
-__all__ = ["AggregationConfig", "HierarchicalAggregation", "GatedGroupAttention", "resolve_schedule"]
-
-
-def _paper_schedule() -> list[dict]:
-    return [
-        {"aggregate_after": [1, 2, 3], "propagate_after": [6, 7, 8]},
-        {"aggregate_after": [11, 12, 13], "propagate_after": [16, 17, 18]},
-    ]
-
-
-@dataclass
-class AggregationConfig(SubConfig):
-    """Settings of hierarchical geometry aggregation (off unless ``enabled``).
-
-    Attributes:
-        enabled: insert aggregation / propagation into the decoder.
-        grouping: ``"grid"`` (v4 dynamic grid sampling) or ``"fps"`` (v1 FPS + kNN).
-        schedule: blocks of ``{"aggregate_after": [...], "propagate_after": [...]}``, 1-based layer numbers,
-            written for a ``reference_layers``-deep backbone (the paper's 32-layer schedule by default).
-        reference_layers: the depth the schedule is written for; set it to the backbone's depth to use the
-            numbers as they are.
-        fps_centres: tokens kept by each FPS aggregation level (v1: 64, 32; a third level 16).
-        fps_k: neighbours per centre at each FPS level (v1: 16, 8).
-        grid_alpha, grid_min, grid_max: α and the clamp range ``[s_min, s_max]`` of the cell size.
-        grid_theta: θ_j per level. Left empty: θ_j = 1 at every level (cells ≈ 0.063, 0.20, 0.63 for l = 3, the
-            ~1/8 token reduction the paper reports), or a draw from N(0, 1) when ``grid_theta_seed`` is set.
-        pooling: ``"max"``, ``"mean"`` or ``"maxmean"``.
-        gate: use the ``tanh(α)`` gate (off = the paper's "− gate mechanism" ablation, the attention output is
-            added with weight 1).
-        attn_heads, attn_dim: heads and bottleneck width of the in-group attention.
-        residual: what propagation adds to the copied-back group feature: ``"none"`` (the authors' final run),
-            ``"add"`` (the token's pre-aggregation state) or ``"detail"`` (the token's pre-aggregation state minus
-            its group's pooled feature). ``False`` / ``True`` are read as ``"none"`` / ``"add"``.
-    """
-
-    kind: ClassVar[str] = "aggregation"
-
-    enabled: bool = False
-    grouping: str = "grid"
-    schedule: list[dict] = field(default_factory=_paper_schedule)
-    reference_layers: int = 32
-    fps_centres: list[int] = field(default_factory=lambda: [64, 32, 16])
-    fps_k: list[int] = field(default_factory=lambda: [16, 8, 4])
-    grid_alpha: float = 0.02
-    grid_min: float = 0.02
-    grid_max: float = 1.0
-    grid_theta: list[float] = field(default_factory=list)
-    grid_theta_seed: int | None = None
-    pooling: str = "maxmean"
-    gate: bool = True
-    attn_heads: int = 4
-    attn_dim: int = 256
-    residual: str = "none"
-
-    RESIDUALS: ClassVar[tuple[str, ...]] = ("none", "add", "detail")
-
-    def __post_init__(self) -> None:
-        if isinstance(self.residual, bool):  # configs written before the detail skip held a bool
-            self.residual = "add" if self.residual else "none"
-
-    @property
-    def levels(self) -> int:
-        """Aggregation levels per block (the paper's ``l``)."""
-        return max((len(b.get("aggregate_after", [])) for b in self.schedule), default=0)
-
-    def validate(self) -> None:
-        if self.grouping not in ("grid", "fps"):
-            raise ConfigError(f"aggregation grouping must be 'grid' or 'fps', not {self.grouping!r}")
-        if self.pooling not in ("max", "mean", "maxmean"):
-            raise ConfigError(f"aggregation pooling must be 'max', 'mean' or 'maxmean', not {self.pooling!r}")
-        if not 0 < self.grid_min <= self.grid_max:
-            raise ConfigError("grid cell sizes need 0 < grid_min <= grid_max")
-        if self.residual not in self.RESIDUALS:
-            raise ConfigError(f"aggregation residual must be one of {list(self.RESIDUALS)}, not {self.residual!r}")
-        if self.attn_dim % self.attn_heads:
-            raise ConfigError(f"attn_dim={self.attn_dim} is not divisible by attn_heads={self.attn_heads}")
-        for block in self.schedule:
-            if set(block) - {"aggregate_after", "propagate_after"}:
-                raise ConfigError(
-                    f"a schedule block has keys {sorted(block)}; use 'aggregate_after' and 'propagate_after'"
-                )
-            agg, prop = block.get("aggregate_after", []), block.get("propagate_after", [])
-            if len(agg) != len(prop) or not agg:
-                raise ConfigError(
-                    f"schedule block {block} does not close: every aggregation needs one propagation "
-                    f"({len(agg)} aggregations, {len(prop)} propagations)"
-                )
-        if self.grouping == "fps":
-            if len(self.fps_k) != len(self.fps_centres):
-                raise ConfigError("fps_centres and fps_k need one entry per aggregation level")
-            if self.enabled and self.levels > len(self.fps_centres):
-                raise ConfigError(
-                    f"the schedule aggregates {self.levels} times per block but fps_centres has only "
-                    f"{len(self.fps_centres)} levels"
-                )
-            prev = None
-            for c, k in zip(self.fps_centres, self.fps_k):
-                if c < 1 or k < 1 or (prev is not None and c > prev):
-                    raise ConfigError(f"fps_centres must shrink level by level and be ≥ 1, got {self.fps_centres}")
-                prev = c
-        if self.grid_theta and len(self.grid_theta) < self.levels:
-            raise ConfigError(f"grid_theta needs {self.levels} values, one per aggregation level")
-
-    # ---- grid schedule -----------------------------------------------------------------------------------
-    def thetas(self) -> list[float]:
-        if self.grid_theta:
-            return list(self.grid_theta)
-        if self.grid_theta_seed is None:
-            return [1.0] * self.levels
-        g = torch.Generator().manual_seed(self.grid_theta_seed)
-        return torch.randn(self.levels, generator=g, device="cpu").tolist()  # explicit: from_pretrained builds on meta
-
-    def cell_sizes(self) -> list[float]:
-        """``s_i`` for each aggregation level i = 1..l (the same for every block)."""
-        levels = self.levels
-        a = self.grid_alpha
-        lo, hi = math.log(self.grid_min / a), math.log(self.grid_max / a)
-        gamma = (hi - lo) / (2 * levels)
-        centre = (hi + lo) / (2 * levels)
-        sizes, total = [], 0.0
-        for theta in self.thetas()[:levels]:
-            total += gamma * math.tanh(theta) + centre
-            sizes.append(min(max(a * math.exp(total), self.grid_min), self.grid_max))
-        return sizes
+__all__ = ["HierarchicalAggregation", "GatedGroupAttention", "resolve_schedule", "coarsest_layers"]
 
 
 def _round_half_up(x: float) -> int:
@@ -227,6 +111,21 @@ def resolve_schedule(cfg: AggregationConfig, num_layers: int) -> list[tuple[int,
     if stack:
         raise ConfigError("aggregation schedule does not close: some aggregations are never propagated" + hint)
     return [(layer - 1, kind, b, lvl) for layer, kind, b, lvl in events]
+
+
+def coarsest_layers(cfg: AggregationConfig, num_layers: int) -> list[list[int]]:
+    """The 1-based layers that run on each block's coarsest sequence, after mapping onto ``num_layers``.
+
+    An event runs at the end of its layer, so these are the layers after the block's last aggregation up to and
+    including its first propagation; their count is the paper's H (2 for the default schedule).
+    """
+    events = resolve_schedule(cfg, num_layers)
+    spans = []
+    for b in range(len(cfg.schedule)):
+        last = max(i for i, kind, block, _ in events if block == b and kind == "aggregate")
+        first = min(i for i, kind, block, _ in events if block == b and kind == "propagate")
+        spans.append(list(range(last + 2, first + 2)))  # 0-based event indices → 1-based layers
+    return spans
 
 
 class GatedGroupAttention(nn.Module):
@@ -410,7 +309,6 @@ class HierarchicalAggregation(nn.Module):
 
     def __init__(self, cfg: AggregationConfig, hidden: int, num_layers: int, eps: float = 1e-6):
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.events = resolve_schedule(cfg, num_layers)
         self.blocks = len(cfg.schedule)

@@ -234,17 +234,17 @@ class PointBertEncoder(nn.Module):
 
     def forward(self, points: torch.Tensor, generator: torch.Generator | None = None) -> PointTokens:
         """``points (B, N, C)`` → :class:`PointTokens`: features ``(B, 1 + G, trans_dim)``, centres ``(B, G, 3)``,
-        patches ``(B, G, k, 3)`` (absolute xyz), no colours."""
+        patches ``(B, G, k, 3)`` (absolute xyz), no colors."""
         patches, centres, neighbours = self.group(points.to(self.cls_token.dtype), generator)
         features = self.encode(self.embed_groups(patches), centres)
-        return PointTokens(features=features, centres=centres, patches=neighbours, colours=None)
+        return PointTokens(features=features, centres=centres, patches=neighbours, colors=None)
 
 
 class PointLLMProjector(nn.Sequential):
     """PointLLM v1.2's ``point_proj``: ``Linear → GELU`` per hidden width, then ``Linear`` to the LLM's width.
 
     Keys ``0``, ``2``, ``4`` are the linear layers, as in the checkpoint. It answers the interface of
-    :class:`~enel.model.embedding.PointProjector` (``forward(x, colours)``, ``net``) so the model treats both alike.
+    :class:`~enel.model.embedding.PointProjector` (``forward(x, colors)``, ``net``) so the model treats both alike.
     """
 
     def __init__(self, in_dim: int, hidden: list[int], out_dim: int):
@@ -263,8 +263,8 @@ class PointLLMProjector(nn.Sequential):
         """No colour skip: PointLLM has none."""
         return None
 
-    def forward(self, x: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (…, trans_dim)`` → ``(…, hidden)``; ``colours`` is ignored."""
+    def forward(self, x: torch.Tensor, colors: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (…, trans_dim)`` → ``(…, hidden)``; ``colors`` is ignored."""
         for layer in self:
             x = layer(x)
         return x

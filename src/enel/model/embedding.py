@@ -32,11 +32,12 @@ Same maths, computed differently (no change of the function, only of its cost):
   for all k neighbours, so it is computed once per centre: 25 % fewer FLOPs per stage than the released
   ``Conv(2C → 2C)`` on the expanded tensor. :meth:`PointEmbeddingConfig.flops` still counts the released
   layers (the nominal cost); benchmarks report both.
-* The encoding's ``C/6`` repeated channels are broadcast, not materialised.
-* In eval mode without autograd the forward takes a fused path: BatchNorm folded into the preceding linear
-  layer, the neighbourhood std folded into ``linear1``'s weight, and each stage computed a few centres at a
-  time so the ``(G·k, C)`` intermediates stay in cache (on these CPUs a fresh 190 MB tensor costs more in page
-  faults than the arithmetic applied to it). Training and any forward that needs gradients run layer by layer.
+* The encoding (``alpha = 1``) is added as one K = 6 matmul, the neighbourhood std comes from sums with a one-pass
+  backward, and the max pooling has an ``amax`` forward: three kernels of :mod:`enel.model.embedding_fused`, each
+  the same function as the plain torch expression named where it is called.
+* In eval mode without autograd the forward takes the fused path of :mod:`enel.model.embedding_fused` (BatchNorm
+  folded into the linear layers, each stage computed a few centres at a time); this module is the layer-by-layer
+  forward, which training and any forward that needs gradients run, and the tests hold the two equal.
 
 Changed on purpose from the first version of this module: :meth:`PointEmbeddingConfig.flops` counts the token
 embedding only (it used to add the projector's hidden layers but not its last layer);
@@ -45,221 +46,17 @@ embedding only (it used to add the projector's hidden layers but not its last la
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import ConfigError
 from ..points import ops
-from .subconfig import SubConfig
+from . import embedding_fused as fused
+from .configuration_enel import PointEmbeddingConfig
 
-__all__ = ["PointEmbeddingConfig", "PointTokenEmbedding", "PointProjector", "PointTokens", "COLOR_SKIP_PLACES"]
-
-COLOR_SKIP_PLACES = ("features", "llm")
-"""Where ``PointEmbeddingConfig.color_skip_at`` may add the colour skip."""
-
-
-@dataclass
-class PointEmbeddingConfig(SubConfig):
-    """Every size of the token embedding and the projector.
-
-    Attributes:
-        use_color: feed xyz + rgb (6 channels) or xyz only (3).
-        embed_dim: width of the raw-point embedding (paper: 288).
-        num_stages: FPS + kNN stages (paper: 3).
-        group_size: k, neighbours per centre, the same for every stage (paper: 81).
-        input_points: sets the centre counts: stage ``i`` keeps ``input_points // 2**(i+1)`` centres
-            (paper: 1024 → 512, 256, 128).
-        dim_expansion: width multiplier per stage (paper: 2 → 576, 1152, 2304).
-        lga_blocks: residual bottleneck blocks per stage (released: 1).
-        pos_alpha, pos_beta: frequencies of the positional encoding; the released LGA overrides both to 1,
-            which makes the encoding plain ``sin(xyz)`` / ``cos(xyz)`` of the normalised offsets.
-        pooling: ``"max"`` (released) or ``"maxmean"`` (max + mean over the neighbours).
-        std_mode: ``"sample"`` (ours: per-sample std) or ``"batch"`` (released: one std for the batch).
-        fps_random_start: in training only, start each FPS at a random index (the released behaviour);
-            evaluation always starts at index 0.
-        class_token: ``"learned"`` (released: one learned vector, the same for every cloud) or ``"pooled"``
-            (ours: that vector plus the max over the geometric tokens, PointNet's global feature), which hands
-            the LLM the whole cloud in one token. Under the stage-1 masked objective it carries the channel-wise
-            max of the masked tokens too. Measured on the CPU default's quickstart it did not help (71.1 %
-            category against 77.2 % with the learned token; docs/training.md), so the recipes keep ``learned``.
-        color_skip: ours, off in the released configuration. Adds ``Linear(3 → output_dim)`` of each geometric
-            token's patch colour (the mean rgb of the ``group_size`` input points nearest its centre) to the
-            token (rgb centred on 0.5; in a model the weights start at N(0, 0.2): about 0.1 per channel next to the
-            stage features' 0.7). The three stages mix colour with geometry and max-pool it away: linear probes on
-            the CPU default found a cloud's main colour in 86 % of held-out clouds after stage 1 of the embedding
-            but in 35 % after stage 3 (docs/training.md, "Where the colour goes"). The skip's starting scale
-            decides what stage 1 of the CPU default learns in 25 minutes (60 held-out objects, category /
-            colour): N(0, 1) 15 % / 87 %, N(0, 0.2) 63 % / 92 %, N(0, 0.02) 90 % / 28 %. Needs ``use_color``.
-        color_skip_at: where the colour skip adds: ``"features"`` (to the embedding's output features, before
-            the projector, as above) or ``"llm"`` (ours: ``Linear(3 → hidden)`` added to the projected point
-            tokens, in the LLM's width, so the projector's GELUs never mix the colour into the geometry and the
-            geometry stays linearly where it was in the LLM's residual stream; the weights live in
-            :class:`PointProjector`, and start at N(0, 0.12) in a model, about the spread of the geometric tokens
-            on SmolLM2). Stage 1 of the CPU default with it: 93 % category / 85 % colour, where no starting scale
-            before the projector gave both (docs/training.md, "The colour skip after the projector").
-        color_token: ours, off in the released configuration. Adds the cloud's colour distribution to the class
-            token: the mean over the geometric tokens of ``relu(Linear(3 → output_dim))`` of their patch colours
-            (random features of the patch colours, averaged: a soft colour histogram from which the dominant
-            colour is linearly readable). In a model its weights start at N(0, 1) and its biases at U(-0.5, 0.5),
-            so the histogram is informative from the first step. The geometric tokens are left as they are.
-            Measured beside a quiet ``color_skip`` (N(0, 0.02)): 75 % / 48 % against 90 % / 28 % without it.
-            Needs ``use_color``.
-        projector_hidden: hidden widths of the projector MLP (paper: [1024, 2048]).
-        num_points: the resolution loaders and the CLI resample clouds to before embedding (paper: 8192).
-            The embedding itself accepts any number of points.
-    """
-
-    kind: ClassVar[str] = "point embedding"
-
-    use_color: bool = True
-    embed_dim: int = 288
-    num_stages: int = 3
-    group_size: int = 81
-    input_points: int = 1024
-    dim_expansion: int = 2
-    lga_blocks: int = 1
-    pos_alpha: float = 1.0
-    pos_beta: float = 1.0
-    pooling: str = "max"
-    std_mode: str = "sample"
-    fps_random_start: bool = False
-    class_token: str = "learned"
-    color_skip: bool = False
-    color_skip_at: str = "features"
-    color_token: bool = False
-    projector_hidden: list[int] = field(default_factory=lambda: [1024, 2048])
-    num_points: int = 8192
-
-    # ---- presets ------------------------------------------------------------------------------------------
-    @classmethod
-    def paper(cls, **overrides) -> "PointEmbeddingConfig":
-        """The released configuration: 288 → 576/1152/2304, k = 81, 8192 input points (≈ 14 M + 13 M params)."""
-        return cls(**overrides)
-
-    @classmethod
-    def small(cls, **overrides) -> "PointEmbeddingConfig":
-        """The CPU configuration: 48 → 96/192/384, k = 16, 2048 input points, still 128 + 1 tokens."""
-        base = dict(embed_dim=48, group_size=16, projector_hidden=[576, 576], num_points=2048)
-        base.update(overrides)
-        return cls(**base)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "PointEmbeddingConfig":
-        presets = {"paper": cls.paper, "small": cls.small}
-        if name not in presets:
-            raise ConfigError(f"unknown point embedding preset {name!r}; choose one of {sorted(presets)}")
-        return presets[name](**overrides)
-
-    @classmethod
-    def from_spec(cls, spec) -> "PointEmbeddingConfig":
-        """A config from what recipes and ``from_backbone`` accept: ``None`` (the ``small`` preset), a preset
-        name, a dict of fields (a ``preset`` key starts from that preset, the other keys override it), or a
-        ``PointEmbeddingConfig``."""
-        if spec is None or isinstance(spec, str):
-            return cls.preset(spec or "small")
-        if isinstance(spec, cls):
-            return spec
-        if not isinstance(spec, dict):
-            raise ConfigError(f"point_config must be a preset name or a dict of fields, not {type(spec).__name__}")
-        fields_ = dict(spec)
-        if "preset" in fields_:
-            cfg = cls.preset(fields_.pop("preset"))
-            return cls.from_dict({**cfg.to_dict(), **fields_})
-        return cls.from_dict(fields_)
-
-    # ---- derived sizes ------------------------------------------------------------------------------------
-    @property
-    def in_channels(self) -> int:
-        return 6 if self.use_color else 3
-
-    @property
-    def stage_centres(self) -> list[int]:
-        return [self.input_points // 2 ** (i + 1) for i in range(self.num_stages)]
-
-    @property
-    def stage_dims(self) -> list[int]:
-        return [self.embed_dim * self.dim_expansion ** (i + 1) for i in range(self.num_stages)]
-
-    @property
-    def output_dim(self) -> int:
-        return self.stage_dims[-1]
-
-    @property
-    def num_tokens(self) -> int:
-        """Point tokens handed to the LLM: the geometric tokens plus the class token (paper: 129)."""
-        return self.stage_centres[-1] + 1
-
-    @property
-    def min_points(self) -> int:
-        """Fewest input points the first stage can group without padding."""
-        return max(self.stage_centres[0], self.group_size)
-
-    def validate(self) -> None:
-        for name in ("embed_dim", "input_points", "num_points"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, not {getattr(self, name)}")
-        if self.lga_blocks < 0:
-            raise ConfigError(f"lga_blocks must be 0 or more, not {self.lga_blocks}")
-        if any(int(h) < 1 for h in self.projector_hidden):
-            raise ConfigError(f"projector_hidden must list positive widths (or be empty), not {self.projector_hidden}")
-        if self.num_stages < 1:
-            raise ConfigError("num_stages must be at least 1")
-        if self.dim_expansion != 2:
-            raise ConfigError("dim_expansion must be 2: the feature expansion concatenates two halves")
-        centres = self.stage_centres
-        if centres[-1] < 1:
-            raise ConfigError(f"input_points={self.input_points} leaves no centres after {self.num_stages} stages")
-        for prev, nxt in zip(centres, centres[1:]):
-            if self.group_size > prev:
-                raise ConfigError(f"group_size={self.group_size} exceeds the {prev} centres of an earlier stage")
-        for dim in self.stage_dims:
-            if dim % 6:
-                raise ConfigError(
-                    f"stage width {dim} is not divisible by 6 (sin and cos of 3 coordinates); pick an embed_dim "
-                    "divisible by 3"
-                )
-        if self.pooling not in ("max", "maxmean"):
-            raise ConfigError(f"pooling must be 'max' or 'maxmean', not {self.pooling!r}")
-        if self.class_token not in ("learned", "pooled"):
-            raise ConfigError(f"class_token must be 'learned' or 'pooled', not {self.class_token!r}")
-        if self.color_skip_at not in COLOR_SKIP_PLACES:
-            raise ConfigError(
-                f"color_skip_at must be one of {', '.join(COLOR_SKIP_PLACES)}, not {self.color_skip_at!r}"
-            )
-        for name in ("color_skip", "color_token"):
-            if getattr(self, name) and not self.use_color:
-                raise ConfigError(f"{name}=True needs use_color=True (it carries the points' rgb)")
-        if self.std_mode not in ("sample", "batch"):
-            raise ConfigError(f"std_mode must be 'sample' or 'batch', not {self.std_mode!r}")
-        if self.group_size < 2:
-            raise ConfigError("group_size must be at least 2 (a neighbourhood std needs two points)")
-
-    def flops(self, n_points: int | None = None) -> int:
-        """Nominal FLOPs (2 × multiply-accumulates) of the token embedding's linear layers for one cloud.
-
-        Counts the released layers: the raw-point embedding on ``n_points`` (default ``num_points``; clouds
-        below ``min_points`` count as padded), then per stage ``linear1`` (``C → C`` on ``G·k`` positions) and
-        ``lga_blocks`` bottlenecks (``C → C/2 → C``). BatchNorm, activations, FPS and kNN are not counted;
-        nor is the projector (:meth:`projector_flops`).
-        """
-        n = max(n_points or self.num_points, self.min_points)
-        total = 2 * n * self.in_channels * self.embed_dim
-        for g, dim in zip(self.stage_centres, self.stage_dims):
-            positions = g * self.group_size
-            total += 2 * positions * dim * dim  # linear1 (2C = dim → dim)
-            total += self.lga_blocks * 2 * positions * 2 * dim * (dim // 2)  # bottleneck dim → dim/2 → dim
-        return total
-
-    def projector_flops(self, hidden_size: int) -> int:
-        """FLOPs of :class:`PointProjector` (``output_dim → projector_hidden… → hidden_size``) for one cloud."""
-        dims = [self.output_dim, *self.projector_hidden, hidden_size]
-        return sum(2 * self.num_tokens * a * b for a, b in zip(dims, dims[1:]))
-
+__all__ = ["PointTokenEmbedding", "PointProjector", "PointTokens", "patch_colors", "count_parameters"]
 
 @dataclass
 class PointTokens:
@@ -269,26 +66,19 @@ class PointTokens:
         features: ``(B, T, D)`` token features, ``T = 1 + G`` (class token first), ``D = output_dim``.
         centres: ``(B, G, 3)`` coordinates of the geometric tokens (the last stage's FPS centres).
         patches: ``(B, G, k, 3)`` absolute coordinates of each token's k neighbours in the last stage.
-        colours: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for a colour skip
-            placed after the projector (``color_skip_at="llm"``) while it is on; otherwise None.
+        colors: ``(B, G, 3)`` each geometric token's patch colour, centred on 0 (rgb − 0.5), for the colour skip
+            after the projector when ``color_skip`` is on; otherwise None.
     """
 
     features: torch.Tensor
     centres: torch.Tensor
     patches: torch.Tensor
-    colours: torch.Tensor | None = None
+    colors: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Building blocks
 # ----------------------------------------------------------------------------------------------------------
-# fused path: a working tile is ``rows × C`` with ``rows ≈ max(_FUSED_MIN_ROWS, _FUSED_TILE_ELEMENTS // C)``,
-# rounded down to whole neighbourhoods. Smaller tiles make the fp32 GEMMs lose efficiency; larger ones leave
-# the cache and glibc's reusable heap (tiles above 32 MB are mmap-ed, page-faulted in, and unmapped again).
-_FUSED_MIN_ROWS = 1536
-_FUSED_TILE_ELEMENTS = 2**21
-
-
 class _LinearBN(nn.Module):
     """``Linear → BatchNorm → (ReLU)`` over the last dim of a channels-last tensor ``(..., C)``."""
 
@@ -308,18 +98,6 @@ class _LinearBN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalise(self.linear(x))
-
-    def folded(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The eval-mode layer as one affine map: ``(weight (C_out, C_in), bias (C_out,))`` in ``dtype``.
-
-        ``BN(W x + b) = (s W) x + s (b - mean) + beta`` with ``s = gamma / sqrt(var + eps)``; folded in fp32.
-        """
-        norm = self.norm
-        scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
-        bias = self.linear.bias.float() if self.linear.bias is not None else 0.0
-        weight = self.linear.weight.float() * scale[:, None]
-        shift = (bias - norm.running_mean.float()) * scale + norm.bias.float()
-        return weight.to(dtype), shift.to(dtype)
 
 
 class _Bottleneck(nn.Module):
@@ -360,113 +138,6 @@ def triangular_encoding(offsets: torch.Tensor, dim: int, alpha: float, beta: flo
     return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).reshape(*x.shape[:-1], dim)
 
 
-def _encoding_expansion(dim: int, device, dtype) -> torch.Tensor:
-    """``(6, dim)`` 0/1 matrix ``E`` with ``[sin x, cos x, sin y, cos y, sin z, cos z] @ E`` = the ``alpha = 1``
-    encoding: row ``2c + s`` has ones at the channels ``c·2f + 2i + s`` of ``triangular_encoding``."""
-    f = dim // 6
-    channel = torch.arange(dim, device=device)
-    row = (channel // (2 * f)) * 2 + channel % 2
-    return (row.unsqueeze(0) == torch.arange(6, device=device).unsqueeze(1)).to(dtype)
-
-
-def _add_encoding(y: torch.Tensor, rel_xyz: torch.Tensor, alpha: float, beta: float, inplace: bool) -> torch.Tensor:
-    """``y + triangular_encoding(rel_xyz)`` for contiguous ``y (..., C)``, ``rel_xyz (..., 3)``, in ``y``'s dtype.
-
-    With ``alpha == 1`` the encoding has 6 distinct values per position: it is added as
-    ``addmm(y, [sin, cos] (rows, 6), E (6, C))``, one pass of a K = 6 GEMM. A broadcast add over the
-    ``(3, C/6, 2)`` channel layout would run with an innermost loop of length 2 (measured 25× slower in
-    bf16); materialising the ``(rows, C)`` encoding would cost an extra pass.
-    """
-    dim = y.shape[-1]
-    if alpha == 1.0:
-        x = rel_xyz.float() * beta
-        sc = torch.stack([torch.sin(x), torch.cos(x)], dim=-1).reshape(-1, 6).to(y.dtype)
-        expand = _encoding_expansion(dim, y.device, y.dtype)
-        flat = y.reshape(-1, dim)
-        out = flat.addmm_(sc, expand) if inplace else torch.addmm(flat, sc, expand)
-        return out.view(y.shape)
-    pe = triangular_encoding(rel_xyz, dim, alpha, beta).to(y.dtype)
-    return y.add_(pe) if inplace else y + pe
-
-
-class _MaxOverNeighbours(torch.autograd.Function):
-    """``(..., k, C) → (..., C)``: max over the neighbours (``amax``, 3× faster than ``max`` with indices).
-
-    The backward sends the gradient to every neighbour equal to the maximum (``torch.max`` picks one). The
-    pooled tensors are ReLU outputs, so ties are exact zeros, where the ReLU stops the gradient either way.
-    """
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor) -> torch.Tensor:
-        out = y.amax(dim=-2)
-        ctx.save_for_backward(y, out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        y, out = ctx.saved_tensors
-        return torch.where(y == out.unsqueeze(-2), grad.unsqueeze(-2), 0)
-
-
-def _row_sums(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(R, n) → (Σ x, Σ x²)`` per row, accumulated in fp32 (fp64 for fp64 input).
-
-    Many times faster on CPUs than the Welford kernel of ``torch.std``. The squares are summed as 2-norms of
-    blocks of 256 values, squared and summed pairwise: one norm over a whole row accumulates sequentially
-    (7e-4 relative error over 12 M values, measured), 256-value blocks keep it at 5e-8.
-    """
-    rows, n = flat.shape
-    f = flat.to(torch.promote_types(flat.dtype, torch.float32))
-    block = math.gcd(n, 256)
-    if block < 32:  # an odd size: one norm per row
-        block = n
-    squares = torch.linalg.vector_norm(f.reshape(-1, block), dim=1).square().view(rows, -1).sum(1)
-    return f.sum(1), squares
-
-
-def _std_from_sums(n: int, s1, s2):
-    """Unbiased std from ``n`` values' sum and sum of squares (tensors or floats), kept away from 0."""
-    var = (s2 - s1 * s1 / n) / (n - 1)
-    if isinstance(var, torch.Tensor):
-        return var.clamp_min(1e-20).sqrt()
-    return max(var, 1e-20) ** 0.5
-
-
-class _StdPerRow(torch.autograd.Function):
-    """Unbiased std of each row of ``flat (R, n)`` → ``(R,)`` (fp32, or fp64 for fp64 input).
-
-    Forward from sums (:func:`_row_sums`); backward in one pass, ``∂std/∂x = (x − mean) / ((n − 1) std)``, in
-    ``flat``'s dtype (autograd through the sums would take four passes). A row whose variance is 0 gets a
-    zero gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, flat: torch.Tensor) -> torch.Tensor:
-        n = flat.shape[1]
-        s1, s2 = _row_sums(flat)
-        std = _std_from_sums(n, s1, s2)
-        ctx.save_for_backward(flat, s1 / n, std)
-        return std
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        flat, mean, std = ctx.saved_tensors
-        coef = torch.where(std > 1e-10, grad / ((flat.shape[1] - 1) * std), 0.0)
-        return torch.addcmul((-mean * coef).to(flat.dtype)[:, None], flat, coef.to(flat.dtype)[:, None])
-
-
-def _std_all(t: torch.Tensor) -> torch.Tensor:
-    """Unbiased std over every element of ``t``, as a 0-d fp32 tensor."""
-    with torch.autocast(t.device.type, enabled=False):
-        return _StdPerRow.apply(t.reshape(1, -1))[0]
-
-
-def _std_per_sample(t: torch.Tensor) -> torch.Tensor:
-    """Unbiased std over every element of each sample of ``t (B, ...)``: ``(B,)`` fp32."""
-    with torch.autocast(t.device.type, enabled=False):
-        return _StdPerRow.apply(t.reshape(t.shape[0], -1))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # One stage
 # ----------------------------------------------------------------------------------------------------------
@@ -484,9 +155,31 @@ class _Stage(nn.Module):
         self.out_norm = nn.BatchNorm1d(dim)
         self.out_act = nn.GELU()
 
-    def forward(self, xyz: torch.Tensor, x: torch.Tensor, random_start: bool, generator, fused: bool):
+    def forward(self, xyz: torch.Tensor, x: torch.Tensor, random_start: bool, generator):
         """``xyz (B, N, 3)``, ``x (B, N, C/2)`` → centres ``(B, G, 3)``, features ``(B, G, C)``,
         patches ``(B, G, k, 3)``."""
+        lc_xyz, fps_idx, knn_idx, knn_xyz, rel_xyz = self.group(xyz, random_start, generator)
+        half = self.dim // 2
+        lc_x = ops.gather(x, fps_idx)  # (B, G, C/2)
+        rel_x = ops.gather(x, knn_idx) - lc_x.unsqueeze(2)  # (B, G, k, C/2)
+        inv_std = 1.0 / (self.std(rel_x) + 1e-5)
+        # linear1 acts on [rel_x / std, lc_x]: the centre half is the same for all k neighbours, so it is
+        # computed once per centre; the 1/std scale is applied to the product (one pass fewer)
+        w_rel, w_centre = self.linear1.linear.weight.split(half, dim=1)
+        y_rel = F.linear(rel_x, w_rel)
+        y = torch.addcmul(F.linear(lc_x, w_centre).unsqueeze(2), y_rel, inv_std.to(y_rel.dtype))
+        y = self.linear1.normalise(y)
+        if self.cfg.pos_alpha == 1.0:  # y + self.encoding(rel_xyz), as one K = 6 matmul
+            y = fused.add_encoding(y, rel_xyz, self.cfg.pos_beta)
+        else:
+            y = y + self.encoding(rel_xyz).to(y.dtype)
+        pooled = self.pool(self.linear2(y))  # (B, G, C)
+        pooled = self.out_act(self.out_norm(pooled.reshape(-1, self.dim)).reshape(pooled.shape))
+        return lc_xyz, pooled, knn_xyz
+
+    def group(self, xyz: torch.Tensor, random_start: bool, generator):
+        """FPS centres and their kNN neighbourhoods of ``xyz (B, N, 3)``: centres ``(B, G, 3)``, FPS indices
+        ``(B, G)``, kNN indices ``(B, G, k)``, neighbours ``(B, G, k, 3)`` and normalised offsets ``(B, G, k, 3)``."""
         fps_idx = ops.farthest_point_sample(xyz, self.centres, random_start=random_start, generator=generator)
         fps_idx = fps_idx.to(xyz.device)
         lc_xyz = ops.gather(xyz, fps_idx)  # (B, G, 3)
@@ -494,180 +187,26 @@ class _Stage(nn.Module):
         knn_idx = knn_idx.to(xyz.device)
         knn_xyz = ops.gather(xyz, knn_idx)  # (B, G, k, 3)
         rel_xyz = knn_xyz - lc_xyz.unsqueeze(2)
-        rel_xyz = rel_xyz / (self._std(rel_xyz) + 1e-5)
-        lga = self._lga_fused if fused else self._lga
-        pooled = lga(x, fps_idx, knn_idx, rel_xyz)  # (B, G, C)
-        if fused:
-            scale, shift = self._out_affine(pooled.dtype)
-            pooled = self.out_act(torch.addcmul(shift, pooled, scale))
-        else:
-            pooled = self.out_act(self.out_norm(pooled.reshape(-1, self.dim)).reshape(pooled.shape))
-        return lc_xyz, pooled, knn_xyz
+        rel_xyz = rel_xyz / (self.std(rel_xyz) + 1e-5)
+        return lc_xyz, fps_idx, knn_idx, knn_xyz, rel_xyz
 
-    def _std(self, t: torch.Tensor) -> torch.Tensor:
-        """The normalising std of ``t (B, ...)``, shaped to broadcast against it, in ``t``'s dtype."""
+    def std(self, t: torch.Tensor) -> torch.Tensor:
+        """The normalising std of ``t (B, ...)``: one per sample (or one for the batch with ``std_mode="batch"``),
+        shaped to broadcast against ``t``, in ``t``'s dtype."""
         if self.cfg.std_mode == "batch":
-            return _std_all(t).to(t.dtype)
-        return _std_per_sample(t).to(t.dtype).view(-1, *([1] * (t.dim() - 1)))
+            return fused.std_all(t).to(t.dtype)
+        return fused.std_per_sample(t).to(t.dtype).view(-1, *([1] * (t.dim() - 1)))
 
-    def _pool(self, y: torch.Tensor) -> torch.Tensor:
+    def encoding(self, rel_xyz: torch.Tensor) -> torch.Tensor:
+        """The positional encoding of normalised offsets ``(..., 3)`` → ``(..., C)`` fp32."""
+        return triangular_encoding(rel_xyz, self.dim, self.cfg.pos_alpha, self.cfg.pos_beta)
+
+    def pool(self, y: torch.Tensor) -> torch.Tensor:
         """``(..., k, C) → (..., C)``: max (or max + mean) over the neighbours."""
-        pooled = _MaxOverNeighbours.apply(y) if y.requires_grad else y.amax(dim=-2)
+        pooled = fused.max_over_neighbours(y)
         if self.cfg.pooling == "maxmean":
             pooled = pooled + y.mean(dim=-2)
         return pooled
-
-    # ---- autograd path (training, or whenever gradients are needed) -------------------------------------
-    def _lga(self, x, fps_idx, knn_idx, rel_xyz):
-        """Layer by layer, differentiable. ``x (B, N, C/2)`` → pooled ``(B, G, C)``."""
-        half = self.dim // 2
-        lc_x = ops.gather(x, fps_idx)  # (B, G, C/2)
-        rel_x = ops.gather(x, knn_idx) - lc_x.unsqueeze(2)  # (B, G, k, C/2)
-        inv_std = 1.0 / (self._std(rel_x) + 1e-5)
-        # linear1 acts on [rel_x / std, lc_x]: the centre half is the same for all k neighbours, so it is
-        # computed once per centre; the 1/std scale is applied to the product (one pass fewer)
-        w_rel, w_centre = self.linear1.linear.weight.split(half, dim=1)
-        y_rel = F.linear(rel_x, w_rel)
-        y = torch.addcmul(F.linear(lc_x, w_centre).unsqueeze(2), y_rel, inv_std.to(y_rel.dtype))
-        y = self.linear1.normalise(y)
-        y = _add_encoding(y, rel_xyz, self.cfg.pos_alpha, self.cfg.pos_beta, inplace=False)
-        return self._pool(self.linear2(y))
-
-    # ---- fused inference path (eval mode, no autograd) ---------------------------------------------------
-    def _out_affine(self, dtype):
-        norm = self.out_norm
-        scale = norm.weight.float() * torch.rsqrt(norm.running_var.float() + norm.eps)
-        shift = norm.bias.float() - norm.running_mean.float() * scale
-        return scale.to(dtype), shift.to(dtype)
-
-    def _tiles(self, batch: int, groups: int) -> list[tuple[int, int, int, int]]:
-        """Tiles ``(b0, b1, g0, g1)`` of the fused path: whole samples when one fits the row budget (few, large
-        ops for small configurations), else runs of centres inside one sample."""
-        rows = max(_FUSED_MIN_ROWS, _FUSED_TILE_ELEMENTS // self.dim)
-        if groups * self.k <= rows:
-            per = rows // (groups * self.k)
-            return [(b, min(batch, b + per), 0, groups) for b in range(0, batch, per)]
-        chunk = max(1, rows // self.k)
-        return [(b, b + 1, g0, min(groups, g0 + chunk)) for b in range(batch) for g0 in range(0, groups, chunk)]
-
-    def _rel_std(self, x_flat, lc_x, gidx, tiles):
-        """Pass 1 of the fused path: the std of ``rel_x`` per sample (or for the batch), ``(B,)`` fp32.
-
-        Offsets are formed in fp32 whatever the compute dtype; sums are accumulated per tile in fp32 and
-        across tiles in float64.
-        """
-        batch, groups, k = gidx.shape
-        half = x_flat.shape[1]
-        x32, lc32 = x_flat.float(), lc_x.float()
-        count, s1, s2 = [0] * batch, [0.0] * batch, [0.0] * batch
-        for b0, b1, g0, g1 in tiles:
-            rel = x32.index_select(0, gidx[b0:b1, g0:g1].reshape(-1)).view(b1 - b0, g1 - g0, k, half)
-            rel.sub_(lc32[b0:b1, g0:g1].unsqueeze(2))
-            sums, squares = _row_sums(rel.view(b1 - b0, -1))
-            for b, a, q in zip(range(b0, b1), sums.tolist(), squares.tolist()):
-                count[b] += (g1 - g0) * k * half
-                s1[b] += a
-                s2[b] += q
-        if self.cfg.std_mode == "batch":
-            return torch.full((batch,), _std_from_sums(sum(count), sum(s1), sum(s2)), dtype=torch.float32)
-        return torch.tensor([_std_from_sums(n, a, q) for n, a, q in zip(count, s1, s2)], dtype=torch.float32)
-
-    def _lga_fused(self, x, fps_idx, knn_idx, rel_xyz):
-        """Eval-mode LGA with BatchNorm folded into the linear layers, computed a tile at a time.
-
-        Each tile (several whole samples, or a run of centres of one sample; × k neighbours × C channels) runs
-        gather → linear1 → ReLU → encoding → bottleneck(s) → pooling on buffers reused from tile to tile,
-        instead of sweeping fresh ``(B, G, k, C)`` tensors through memory once per op.
-        ``x (B, N, C/2)`` → ``(B, G, C)``; the same maths as :meth:`_lga` in eval mode.
-        """
-        dtype = x.dtype
-        batch, n_points, half = x.shape
-        groups, k, dim = fps_idx.shape[1], self.k, self.dim
-        tiles = self._tiles(batch, groups)
-        max_rows = max((b1 - b0) * (g1 - g0) * k for b0, b1, g0, g1 in tiles)
-        x_flat = x.reshape(batch * n_points, half)
-        offsets = torch.arange(batch, device=x.device).view(batch, 1, 1) * n_points
-        gidx = knn_idx + offsets  # (B, G, k) rows of x_flat
-        lc_x = x_flat.index_select(0, (fps_idx + offsets[:, :, 0]).reshape(-1)).view(batch, groups, half)
-        inv_std = 1.0 / (self._rel_std(x_flat, lc_x, gidx, tiles) + 1e-5)  # (B,) fp32
-
-        w1, b1_ = self.linear1.folded(torch.float32)
-        w_rel, w_centre = w1[:, :half], w1[:, half:]
-        centre = torch.addmm(b1_.to(dtype), lc_x.reshape(-1, half), w_centre.to(dtype).t()).view(batch, groups, dim)
-        w_rel_t = w_rel.to(dtype).t()
-        inv_std_x = inv_std.to(dtype).view(batch, 1)
-        blocks = [(blk.net1.folded(dtype), blk.net2.folded(dtype)) for blk in self.linear2]
-        alpha, beta = self.cfg.pos_alpha, self.cfg.pos_beta
-        if alpha == 1.0:  # 6 distinct values per position, for the whole stage at once: (B, G·k, 6)
-            scaled = rel_xyz.float() * beta
-            sincos = torch.stack([scaled.sin(), scaled.cos()], dim=-1).to(dtype).view(batch, groups * k, 6)
-            expand = _encoding_expansion(dim, x.device, dtype)
-        out = torch.empty(batch, groups, dim, dtype=dtype, device=x.device)
-        rel_buf = torch.empty(max_rows, half, dtype=dtype, device=x.device)
-        y_buf = torch.empty(max_rows, dim, dtype=dtype, device=x.device)
-        folded_for: dict[int, torch.Tensor] = {}
-        for b0, b1, g0, g1 in tiles:
-            nb, ng = b1 - b0, g1 - g0
-            n = nb * ng * k
-            rel, y = rel_buf[:n], y_buf[:n]
-            torch.index_select(x_flat, 0, gidx[b0:b1, g0:g1].reshape(-1), out=rel)
-            rel.view(nb, ng, k, half).sub_(lc_x[b0:b1, g0:g1].unsqueeze(2))
-            if nb == 1:  # one sample: fold its 1/std into the weight instead of scaling the rows
-                if b0 not in folded_for:
-                    folded_for = {b0: (w_rel * inv_std[b0]).to(dtype).t()}
-                weight = folded_for[b0]
-            else:
-                rel.view(nb, -1).mul_(inv_std_x[b0:b1])
-                weight = w_rel_t
-            torch.mm(rel, weight, out=y)
-            y.view(nb, ng, k, dim).add_(centre[b0:b1, g0:g1].unsqueeze(2)).relu_()
-            if alpha == 1.0:
-                y.addmm_(sincos[b0:b1, g0 * k : g1 * k].reshape(n, 6), expand)
-            else:
-                y.add_(triangular_encoding(rel_xyz[b0:b1, g0:g1], dim, alpha, beta).to(dtype).view(n, dim))
-            for (wd, bd), (wu, bu) in blocks:
-                y = _linear_add(_linear_relu(y, wd, bd), y, wu, bu).relu_()
-            out[b0:b1, g0:g1] = self._pool(y.view(nb, ng, k, dim))
-        return out
-
-
-def _mkldnn_linear_ok(dtype: torch.dtype) -> bool:
-    """Whether oneDNN's fused ``linear + ReLU`` / ``linear + add`` ops run (and agree with torch) for ``dtype``."""
-    if dtype not in _MKLDNN_OK:
-        ok = False
-        try:
-            if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-                g = torch.Generator().manual_seed(0)
-                x, w, b, o = (torch.randn(*s, generator=g).to(dtype) for s in ((5, 8), (4, 8), (4,), (5, 4)))
-                ref = torch.addmm(b, x, w.t())
-                fused_relu = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
-                fused_add = torch.ops.mkldnn._linear_pointwise.binary(x, o, w, b, "add")
-                tol = 1e-5 if dtype == torch.float32 else 5e-2
-                ok = bool(
-                    torch.allclose(fused_relu.float(), ref.relu().float(), atol=tol, rtol=tol)
-                    and torch.allclose(fused_add.float(), (ref + o).float(), atol=tol, rtol=tol)
-                )
-        except Exception:  # an older / newer torch without these ops: plain ops below
-            ok = False
-        _MKLDNN_OK[dtype] = ok
-    return _MKLDNN_OK[dtype]
-
-
-_MKLDNN_OK: dict[torch.dtype, bool] = {}
-
-
-def _linear_relu(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``relu(x @ w.T + b)`` for ``x (R, I)``, ``w (O, I)``: one oneDNN call on CPUs that have it."""
-    if x.device.type == "cpu" and _mkldnn_linear_ok(x.dtype):
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
-    return torch.addmm(b, x, w.t()).relu_()
-
-
-def _linear_add(x: torch.Tensor, other: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``x @ w.T + b + other`` for ``x (R, I)``, ``w (O, I)``, ``other (R, O)``: one oneDNN call where possible."""
-    if x.device.type == "cpu" and _mkldnn_linear_ok(x.dtype):
-        return torch.ops.mkldnn._linear_pointwise.binary(x, other, w, b, "add")
-    return torch.addmm(b, x, w.t()).add_(other)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -678,14 +217,10 @@ class PointTokenEmbedding(nn.Module):
 
     def __init__(self, cfg: PointEmbeddingConfig):
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.raw_embed = _LinearBN(cfg.in_channels, cfg.embed_dim, bias=False, relu=True)
         self.stages = nn.ModuleList([_Stage(cfg, g, d) for g, d in zip(cfg.stage_centres, cfg.stage_dims)])
         self.class_token = nn.Parameter(torch.randn(1, 1, cfg.output_dim))
-        self.color_skip = nn.Linear(3, cfg.output_dim) if cfg.color_skip and cfg.color_skip_at == "features" else None
-        self.color_token = nn.Linear(3, cfg.output_dim) if cfg.color_token else None
-        self.color_skip_scale = 1.0  # a training-time switch (train.color_skip_from), never saved
 
     def _check(self, points: torch.Tensor) -> torch.Tensor:
         if points.dim() != 3:
@@ -708,14 +243,6 @@ class PointTokenEmbedding(nn.Module):
             points = points[:, idx]
         return points
 
-    def _use_fused(self, points: torch.Tensor) -> bool:
-        """The fused path runs in eval mode when no gradient is needed (BatchNorm uses running statistics)."""
-        if self.training:
-            return False
-        if not torch.is_grad_enabled():
-            return True
-        return not points.requires_grad and not any(p.requires_grad for p in self.parameters())
-
     def forward(self, points: torch.Tensor, generator: torch.Generator | None = None) -> PointTokens:
         """Embed clouds.
 
@@ -729,45 +256,25 @@ class PointTokenEmbedding(nn.Module):
         """
         points = self._check(points)
         random_start = self.cfg.fps_random_start and self.training
-        if self._use_fused(points):
-            device_type = points.device.type
-            dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-            dtype = dtype or self.class_token.dtype
-            with torch.no_grad(), torch.autocast(device_type, enabled=False):
-                w, b = self.raw_embed.folded(dtype)
-                flat = points.reshape(-1, points.shape[-1]).to(dtype)
-                x = torch.addmm(b, flat, w.t()).relu_().view(*points.shape[:2], -1)
-                return self._stages(points, x, random_start, generator, fused=True)
-        x = self.raw_embed(points.to(self.class_token.dtype))
-        return self._stages(points, x, random_start, generator, fused=False)
-
-    def _stages(self, points, x, random_start, generator, fused: bool) -> PointTokens:
-        """``points (B, N, C)`` (after :meth:`_check`) and their raw embedding ``x (B, N, embed_dim)`` → tokens."""
-        xyz = points[..., :3].float()
-        patches = None
+        if fused.applies(self, points):  # eval mode without autograd: the same tokens, computed faster
+            return fused.embed(self, points, random_start, generator)
+        x = self.raw_embed(points.to(self.class_token.dtype))  # (B, N, embed_dim)
+        xyz, patches = points[..., :3].float(), None
         for stage in self.stages:
-            xyz, x, patches = stage(xyz, x, random_start, generator, fused)
-        skip_on = self.cfg.color_skip and self.color_skip_scale != 0.0  # held off: no kNN, nothing added
-        rgb = None
-        if skip_on or self.color_token is not None:
-            rgb = patch_colours(points, xyz, self.cfg.group_size) - 0.5  # (B, G, 3), centred
-            rgb = rgb.to(self.class_token.dtype)
+            xyz, x, patches = stage(xyz, x, random_start, generator)
+        return self.tokens(points, xyz, x, patches)
+
+    def tokens(self, points, xyz, x, patches) -> PointTokens:
+        """The last stage's centres ``xyz (B, G, 3)``, features ``x (B, G, C)`` and ``patches (B, G, k, 3)`` of
+        ``points (B, N, C)`` (after :meth:`_check`) → :class:`PointTokens`, the class token first."""
+        colors = None  # (B, G, 3) for the colour skip after the projector
+        if self.cfg.color_skip:
+            colors = (patch_colors(points, xyz, self.cfg.group_size) - 0.5).to(self.class_token.dtype)  # centred
         cls = self.class_token.expand(x.shape[0], -1, -1).to(x.dtype)
-        if self.color_token is not None:  # (B, 1, C): a soft histogram of the patch colours
-            cls = cls + torch.relu(self.color_token(rgb)).mean(dim=1, keepdim=True).to(x.dtype)
-        colours = None  # (B, G, 3) for the skip after the projector (color_skip_at="llm")
-        if skip_on:
-            skip_rgb = rgb if self.color_skip_scale == 1.0 else self.color_skip_scale * rgb
-            if self.color_skip is not None:  # color_skip_at="features": added here
-                x = x + self.color_skip(skip_rgb).to(x.dtype)
-            else:
-                colours = skip_rgb
-        if self.cfg.class_token == "pooled":
-            cls = cls + x.amax(dim=1, keepdim=True)  # (B, 1, C): the cloud's global feature
-        return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colours=colours)
+        return PointTokens(features=torch.cat([cls, x], dim=1), centres=xyz, patches=patches, colors=colors)
 
 
-def patch_colours(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
+def patch_colors(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.Tensor:
     """Mean rgb of the ``k`` input points nearest each centre.
 
     Args:
@@ -785,7 +292,7 @@ def patch_colours(points: torch.Tensor, centres: torch.Tensor, k: int) -> torch.
 class PointProjector(nn.Module):
     """``(…, output_dim) → (…, hidden)``: ``Linear → GELU`` per hidden width, then a final ``Linear``.
 
-    With ``color=True`` it also holds the colour skip placed after it (``color_skip_at="llm"``):
+    With ``color=True`` it also holds the colour skip placed after it (``PointEmbeddingConfig.color_skip``):
     ``Linear(3 → hidden)`` of each geometric token's patch colour, added to that token's output.
     """
 
@@ -799,12 +306,12 @@ class PointProjector(nn.Module):
         self.net = nn.Sequential(*layers)
         self.color = nn.Linear(3, out_dim) if color else None
 
-    def forward(self, x: torch.Tensor, colours: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colours (B, G, 3)`` or None
+    def forward(self, x: torch.Tensor, colors: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colors (B, G, 3)`` or None
         → ``(…, hidden)``."""
         y = self.net(x)
-        if colours is not None and self.color is not None:
-            skip = self.color(colours.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
+        if colors is not None and self.color is not None:
+            skip = self.color(colors.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
             y = torch.cat([y[:, :1], y[:, 1:] + skip], dim=1)
         return y
 

@@ -25,13 +25,15 @@ import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers.modeling_outputs import ModelOutput
 
 from ..errors import ConfigError
 from . import layout as L
 from .aggregation import GatedGroupAttention, HierarchicalAggregation
+from .configuration_enel import EnelConfig, PointBertConfig, PointEmbeddingConfig
 from .baseline import PointBertEncoder, PointLLMProjector
-from .configuration_enel import EnelConfig, PointBertConfig
 from .embedding import PointProjector, PointTokenEmbedding, PointTokens
 from .objectives import PointBlock, PointObjectives
 from .splice import (
@@ -120,11 +122,21 @@ def point_token_spread(tokens: torch.Tensor) -> torch.Tensor | None:
     return (x - x.mean(0, keepdim=True)).pow(2).sum() / x.pow(2).sum().clamp(min=1e-12)
 
 
-COLOR_SKIP_LLM_STD = 0.12
-"""Starting std of the colour skip placed after the projector (``color_skip_at="llm"``). Measured on SmolLM2 (word
-embeddings' RMS 0.136; the geometric point tokens vary by ~0.04 RMS around their mean): at 0.024 (as loud as the
-pre-projector skip at N(0, 0.2)) stage 1 never read the colour (18 %); at 0.12 it did (85 %) and kept the category
-(93 %). docs/training.md, "The colour skip after the projector"."""
+class PointPositionalEncoding(nn.Sequential):
+    """The per-layer positional encoding of the point tokens (enel-method.md §2.5): ``MLP(3 → 128 → H)`` of each
+    token's 3D centre, added to the point block before every decoder layer (stage 1 and, kept, stage 2)."""
+
+    def __init__(self, hidden: int):
+        super().__init__(nn.Linear(3, 128), nn.GELU(), nn.Linear(128, hidden))
+
+    def forward(self, centres: torch.Tensor) -> torch.Tensor:
+        """``centres (B, P, 3)`` → ``(B, P, H)``."""
+        return super().forward(centres.to(self[0].weight.dtype))
+
+
+#: saved parameter names of earlier versions → today's (transformers renames them at load, and back at save)
+CHECKPOINT_RENAMES = [WeightRenaming("model.objectives.pos_embed.", "model.point_pos_embed.")]
+register_checkpoint_conversion_mapping("enel", CHECKPOINT_RENAMES, overwrite=True)
 
 
 class EnelPreTrainedModel(PreTrainedModel):
@@ -139,35 +151,36 @@ class EnelPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = False
 
     def _init_weights(self, module):
+        """The new modules start at the scales the config names (``PointEmbeddingConfig.class_token_std``, …)."""
         super()._init_weights(module)
         std = getattr(self.config.text_config, "initializer_range", 0.02)
+        point = self.config.point
         if isinstance(module, PointTokenEmbedding):
-            init.normal_(module.class_token, mean=0.0, std=1.0)
-            if module.color_skip is not None:  # the scale decides what stage 1 reads first (docs/training.md)
-                init.normal_(module.color_skip.weight, mean=0.0, std=0.2)
-                init.zeros_(module.color_skip.bias)
-            if module.color_token is not None:  # random colour features, informative from the first step
-                init.normal_(module.color_token.weight, mean=0.0, std=1.0)
-                init.uniform_(module.color_token.bias, -0.5, 0.5)
+            init.normal_(module.class_token, mean=0.0, std=point.class_token_std)
         elif isinstance(module, EnelModel):
             init.normal_(module.point_special_embeds, mean=0.0, std=std)
             # here, not under PointProjector: transformers skips the init of a custom module without parameters
             # of its own, and the projector's are all in its children
             color = module.point_path()[1].color
-            if color is not None:
-                init.normal_(color.weight, mean=0.0, std=COLOR_SKIP_LLM_STD)
+            if color is not None:  # the scale decides what stage 1 reads first (docs/training.md)
+                init.normal_(color.weight, mean=0.0, std=point.color_skip_std)
                 init.zeros_(color.bias)
         elif isinstance(module, PointBertEncoder):  # Point-BERT's init of its two learned tokens
             init.normal_(module.cls_token, mean=0.0, std=0.02)
             init.normal_(module.cls_pos, mean=0.0, std=0.02)
         elif isinstance(module, PointObjectives) and module.mask_token is not None:
-            init.zeros_(module.mask_token)
+            mask_std = self.config.objective.mask_token_std
+            if mask_std:
+                init.normal_(module.mask_token, mean=0.0, std=mask_std)
+            else:  # zeros, drawing nothing from the RNG
+                init.zeros_(module.mask_token)
         elif isinstance(module, GatedGroupAttention):
-            init.zeros_(module.gate)
+            init.constant_(module.gate, self.config.aggregation.gate_init)
 
 
 class EnelModel(EnelPreTrainedModel):
-    """Backbone base model + point token embedding + projector (+ stage-1 heads, + stage-2 aggregation).
+    """Backbone base model + point token embedding + projector (+ per-layer positional encoding, + stage-1 heads,
+    + stage-2 aggregation).
 
     With ``config.point_encoder="pointbert"`` the PointLLM-style baseline replaces the embedding and its projector:
     ``point_backbone`` (:class:`~enel.model.baseline.PointBertEncoder`) and ``point_proj``, named as in PointLLM's
@@ -186,22 +199,12 @@ class EnelModel(EnelPreTrainedModel):
         else:
             self.point_embedding = PointTokenEmbedding(pcfg)
             self.point_projector = PointProjector(pcfg.output_dim, pcfg.projector_hidden, text.hidden_size,
-                                                  color=pcfg.color_skip and pcfg.color_skip_at == "llm")
+                                                  color=pcfg.color_skip)
         # embeddings of <point_patch>, <point_start>, <point_end>
         self.point_special_embeds = nn.Parameter(torch.zeros(3, text.hidden_size))
         obj, agg = config.objective, config.aggregation
-        if obj.active and agg.enabled:
-            raise ConfigError(
-                "stage-1 objectives and stage-2 aggregation cannot be combined: stage 2 turns the stage-1 "
-                "objectives off (set objective_config.name='none')"
-            )
-        if obj.active and config.point_encoder == "pointbert":
-            raise ConfigError("the PointLLM-style encoder baseline trains with the caption loss alone, as PointLLM: "
-                              "set objective_config.name='none'")
-        if obj.active and obj.head_layer > text.num_hidden_layers:
-            raise ConfigError(f"objective head_layer={obj.head_layer} but the backbone has {text.num_hidden_layers} "
-                              "decoder layers (use -1 for the final hidden states)")
         self.objectives = PointObjectives(obj, text.hidden_size, pcfg.group_size) if obj.active else None
+        self.point_pos_embed = PointPositionalEncoding(text.hidden_size) if config.per_layer_pe else None
         eps = getattr(text, "rms_norm_eps", 1e-6)
         self.aggregation = (
             HierarchicalAggregation(agg, text.hidden_size, text.num_hidden_layers, eps) if agg.enabled else None
@@ -240,7 +243,7 @@ class EnelModel(EnelPreTrainedModel):
             features=torch.cat([o.features for o in outs]),
             centres=torch.cat([o.centres for o in outs]),
             patches=torch.cat([o.patches for o in outs]),
-            colours=torch.cat([o.colours for o in outs]) if outs[0].colours is not None else None,
+            colors=torch.cat([o.colors for o in outs]) if outs[0].colors is not None else None,
         )
 
     @torch.no_grad()
@@ -250,6 +253,8 @@ class EnelModel(EnelPreTrainedModel):
         With the usual N(0, 0.02) init a 3-layer projector emits tokens ~8× smaller than SmolLM2's word
         embeddings, and the first hundreds of steps go into growing them. This rescales once, at construction,
         from a fixed batch of random unit-sphere clouds (deterministic for ``seed``). Returns the factor.
+        :meth:`EnelForCausalLM.from_backbone` calls it when ``PointEmbeddingConfig.match_token_scale`` is on (the
+        default; our change, not the paper's).
         """
         g = torch.Generator().manual_seed(seed)
         n = self.config.point.num_points
@@ -261,7 +266,7 @@ class EnelModel(EnelPreTrainedModel):
         try:
             projector = self.point_path()[1]
             tokens = self.embed_points(clouds[..., : self.config.point.in_channels])
-            feats = projector(tokens.features.float(), tokens.colours)
+            feats = projector(tokens.features.float(), tokens.colors)
         finally:
             self.train(was_training)
         target = self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
@@ -313,7 +318,7 @@ class EnelModel(EnelPreTrainedModel):
                 embeds = embeds + self._point_params_anchor().to(embeds.dtype)
             return PointInputs(embeds, None, samples, starts)
         tokens = self.embed_points(clouds, generator=point_generator)
-        feats = self.point_path()[1](tokens.features, tokens.colours)
+        feats = self.point_path()[1](tokens.features, tokens.colors)
         if self.objectives is not None:
             block = self.objectives.prepare_block(feats, tokens.centres, tokens.patches, self.training,
                                                   point_generator)
@@ -334,10 +339,9 @@ class EnelModel(EnelPreTrainedModel):
         layout = L.SequenceLayout.of_prompt(full_mask, position_ids, geometric_block_start(points.starts),
                                             self.config.num_point_tokens - 1, points.samples,
                                             block.centres if block is not None else None)
-        pe = self.objectives is not None and self.objectives.pos_embed is not None and block is not None
         return L.LayerPlan.for_prompt(
             layout, lm.rotary_emb, points.embeds,
-            positional=self.objectives.positional if pe else None,
+            positional=self.point_pos_embed if block is not None else None,
             aggregation=self.aggregation if points.samples else None,
             record_layouts=output_layouts,
         )
@@ -484,11 +488,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
             seed: seeds the initialisation of the new modules (None leaves the global RNG alone).
         """
         from .backbones import DEFAULT_BACKBONE, load_backbone
-        from .embedding import PointEmbeddingConfig
         from .splice import add_point_tokens
 
-        if conversation_template not in ("chat", "vicuna_v1_1"):
-            raise ConfigError(f"conversation_template must be 'chat' or 'vicuna_v1_1', not {conversation_template!r}")
         if seed is not None:
             torch.manual_seed(seed)
         pcfg = PointEmbeddingConfig.from_spec(point_config)
@@ -516,7 +517,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         with torch.no_grad():
             mean = model.model.language_model.embed_tokens.weight.mean(0)
             model.model.point_special_embeds.copy_(mean.expand_as(model.model.point_special_embeds))
-        model.model.match_point_token_scale(seed=seed or 0)
+        if pcfg.match_token_scale:  # ours, not the paper's (PointEmbeddingConfig.match_token_scale)
+            model.model.match_point_token_scale(seed=seed or 0)
         if dtype is not None:
             model = model.to(dtype)
         del causal

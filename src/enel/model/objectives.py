@@ -23,14 +23,15 @@ resumed run continues the same stream (the Trainer restores RNG states).
 Released-code details kept: the number of masked tokens is ``int(ratio · 128)`` (38 at 30 %); visible tokens
 keep their original order; targets are not detached (``detach_targets`` changes that); the patch head maps
 ``H → H/2 → H/4 → 3k`` and the feature head ``H → H/4 → H`` (4096 → 2048 → 1024 → 243 and 4096 → 1024 → 4096
-at the paper's width). The optional per-layer positional encoding (§2.5) adds ``MLP(centre)`` to every point
-token before every decoder layer; mask tokens get the encoding of the centre they stand for.
+at the paper's width). The optional per-layer positional encoding (§2.5, ``per_layer_pe``) adds ``MLP(centre)``
+to every point token before every decoder layer; mask tokens get the encoding of the centre they stand for. It
+is the model's own module (``EnelModel.point_pos_embed``), not one of these heads, so stage 2 keeps it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -38,77 +39,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..points import ops
-from .subconfig import SubConfig
+from .configuration_enel import ObjectiveConfig
+from .splice import point_token_index
 
-__all__ = ["ObjectiveConfig", "PointObjectives", "PointBlock", "info_nce", "EmbeddingTeacher", "OBJECTIVES"]
-
-OBJECTIVES = ("none", "hybrid", "masked", "reconstruction", "contrastive", "distillation")
-
-
-@dataclass
-class ObjectiveConfig(SubConfig):
-    """Which stage-1 objective runs beside the cross-entropy, and its settings.
-
-    Attributes:
-        name: one of ``none``, ``hybrid``, ``masked``, ``reconstruction``, ``contrastive``, ``distillation``.
-        mask_ratio: fraction of the geometric tokens masked (paper: 0.3; also tried 0.6).
-        masked_target: what masked tokens predict, ``feature`` (MSE) or ``patch`` (Chamfer-L2).
-        recon_target: what visible tokens reconstruct, ``patch`` (Chamfer-L2) or ``feature`` (MSE).
-        weight_ce, weight_mask, weight_recon, weight_contrast, weight_distill: loss weights (paper: all 1).
-        temperature: InfoNCE temperature.
-        max_translation: translation range of the contrastive views' rigid transforms.
-        head_layer: hidden states feeding the heads: ``-1`` the final ones after the final norm (paper), ``k ≥ 1``
-            the output of decoder layer k (e.g. the last trainable layer, an internal variant).
-        detach_targets: stop gradients through the feature targets (the released code does not).
-        normalize_targets: compare features after a per-token layer norm without affine parameters (as MAE's
-            normalised-pixel targets): the feature MSE then neither grows nor shrinks with the scale of the point
-            tokens, which training changes (the released code compares raw features).
-        per_layer_pe: add a positional encoding of each point token's 3D centre before every decoder layer.
-        teacher_dim: feature width of the distillation teacher.
-    """
-
-    kind: ClassVar[str] = "objective"
-
-    name: str = "none"
-    mask_ratio: float = 0.3
-    masked_target: str = "feature"
-    recon_target: str = "patch"
-    weight_ce: float = 1.0
-    weight_mask: float = 1.0
-    weight_recon: float = 1.0
-    weight_contrast: float = 1.0
-    weight_distill: float = 1.0
-    temperature: float = 0.1
-    max_translation: float = 0.2
-    head_layer: int = -1
-    detach_targets: bool = False
-    normalize_targets: bool = False
-    per_layer_pe: bool = False
-    teacher_dim: int = 0
-
-    def validate(self) -> None:
-        if self.name not in OBJECTIVES:
-            raise ConfigError(f"unknown stage-1 objective {self.name!r}; choose one of {list(OBJECTIVES)}")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ConfigError(f"mask_ratio must lie in (0, 1), got {self.mask_ratio}")
-        for key in ("masked_target", "recon_target"):
-            if getattr(self, key) not in ("feature", "patch"):
-                raise ConfigError(f"{key} must be 'feature' or 'patch', not {getattr(self, key)!r}")
-        if self.temperature <= 0:
-            raise ConfigError("temperature must be positive")
-        if self.name == "distillation" and self.teacher_dim <= 0:
-            raise ConfigError("the distillation objective needs teacher_dim, the width of the teacher's features")
-        if self.head_layer == 0 or self.head_layer < -1:
-            raise ConfigError("head_layer is -1 (final hidden states) or a 1-based decoder layer number")
-
-    @property
-    def masks(self) -> bool:
-        return self.name in ("hybrid", "masked")
-
-    @property
-    def active(self) -> bool:
-        return self.name != "none"
-
+__all__ = ["PointObjectives", "PointBlock", "info_nce", "EmbeddingTeacher"]
 
 @dataclass
 class PointBlock:
@@ -182,7 +116,6 @@ class PointObjectives(nn.Module):
 
     def __init__(self, cfg: ObjectiveConfig, hidden: int, group_size: int):
         super().__init__()
-        cfg.validate()
         self.cfg = cfg
         self.group_size = group_size
         uses = self._uses()
@@ -193,7 +126,6 @@ class PointObjectives(nn.Module):
         )
         self.contrast_head = _mlp([hidden, hidden]) if cfg.name == "contrastive" else None
         self.distill_head = nn.Linear(hidden, cfg.teacher_dim) if cfg.name == "distillation" else None
-        self.pos_embed = _mlp([3, 128, hidden]) if cfg.per_layer_pe else None
 
     def _uses(self) -> set[str]:
         c = self.cfg
@@ -254,10 +186,6 @@ class PointObjectives(nn.Module):
         block = torch.cat([features[:, :1], visible, mask_tokens], dim=1)
         block_centres = ops.gather(centres, order)
         return PointBlock(block, block_centres, g - n_mask, masked_index, visible_index, targets, patches)
-
-    def positional(self, centres: torch.Tensor) -> torch.Tensor:
-        """``(B, P, 3) → (B, P, H)`` the per-layer positional encoding."""
-        return self.pos_embed(centres.to(self.pos_embed[0].weight.dtype))
 
     # ---- output side -------------------------------------------------------------------------------------
     def _predict(self, hidden: torch.Tensor, target: str, index: torch.Tensor, block: PointBlock):
@@ -347,8 +275,6 @@ class PointObjectives(nn.Module):
             point_clouds: the clouds of the step (the distillation teacher encodes them).
             teacher: ``(points (B,N,C), centres (B,G,3)) → (B,G,D)`` for the distillation objective.
         """
-        from .splice import point_token_index  # splice → configuration_enel → this module
-
         c = self.cfg
         source = captured[c.head_layer] if c.head_layer > 0 else hidden
         rows = torch.tensor(samples, device=source.device)

@@ -90,11 +90,12 @@ def find_point_blocks(input_ids: torch.Tensor, ids: PointTokenIds, num_tokens: i
             if int(n_patch[b]) or int(n_end[b]):
                 raise SpliceError(f"sample {b} has point tokens but no {POINT_START_TOKEN}")
             continue
+        block = point_token_index(starts[b : b + 1], num_tokens + 1)[0]  # the patch tokens, then <point_end>
         ok = (
-            s + num_tokens + 1 < input_ids.shape[1]
+            int(block[-1]) < input_ids.shape[1]
             and int(n_patch[b]) == num_tokens
-            and bool((input_ids[b, s + 1 : s + 1 + num_tokens] == ids.patch).all())
-            and int(input_ids[b, s + 1 + num_tokens]) == ids.end
+            and bool((input_ids[b, block[:-1]] == ids.patch).all())
+            and int(input_ids[b, block[-1]]) == ids.end
             and int(n_end[b]) == 1
         )
         if not ok:

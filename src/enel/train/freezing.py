@@ -5,8 +5,9 @@ Stage 1, *LLM-embedded Semantic Encoding* (enel-method.md §2.1, Table 2):
 * trainable: the first ``K`` decoder layers (``trainable_layers``, default 4; the paper tried 2, 4, 8, 12 and
   found 4 best), the point token embedding (PointLLM's ``fix_pointnet=False``; ``train_embedding``), the
   projector, the embeddings of ``<point_patch>`` / ``<point_start>`` / ``<point_end>``
-  (``model.model.point_special_embeds``), and every stage-1 objective module (mask token, heads, the per-layer
-  positional encoding);
+  (``model.model.point_special_embeds``), the per-layer positional encoding of the point tokens
+  (``model.model.point_pos_embed``, when the model has one) and every stage-1 objective module (mask token,
+  heads);
 * frozen: every other backbone weight — the vocabulary embedding matrix, the remaining decoder layers, the
   final norm — and ``lm_head`` (tied to the vocabulary matrix for SmolLM2 and the tiny backbones; the point
   special tokens have their own parameter, so nothing of the backbone's vocabulary needs to train). Frozen
@@ -16,8 +17,8 @@ Stage 1, *LLM-embedded Semantic Encoding* (enel-method.md §2.1, Table 2):
 
 Stage 2, instruction tuning (full fine-tuning, enel-method.md §3.2 item 9, §4): every LLM weight (vocabulary
 embedding, all layers, final norm, ``lm_head``), the point embedding (``train_embedding``), the projector, the
-special-token embeddings and the aggregation modules train; stage-1 objective modules, if the model still has
-them, stay frozen. ``trainable_layers`` has no meaning in stage 2 and is ignored there.
+special-token embeddings, the per-layer positional encoding a stage-1 model brought along and the aggregation
+modules train; stage-1 objective modules, if the model still has them, stay frozen. ``trainable_layers`` has no meaning in stage 2 and is ignored there.
 
 New modules (not part of the backbone) that exist in the model train in both stages: the aggregation modules
 in a stage-1 model would otherwise be dead weight, since their gate starts closed.
@@ -64,7 +65,8 @@ STAGES = (1, 2)
 DEFAULT_TRAINABLE_LAYERS = 4
 
 #: parameter groups, new modules first, then the backbone's
-NEW_GROUPS = ("point_embedding", "point_encoder", "projector", "special_embeds", "objectives", "aggregation")
+NEW_GROUPS = ("point_embedding", "point_encoder", "projector", "special_embeds", "positional", "objectives",
+              "aggregation")
 LLM_GROUPS = ("llm_embed_tokens", "llm_layers", "llm_norm", "llm_other", "lm_head")
 GROUPS = NEW_GROUPS + LLM_GROUPS
 
@@ -186,6 +188,7 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
     claim(getattr(enel, "point_backbone", None), "point_encoder")  # the encoder baseline's
     claim(enel.point_path()[1], "projector")
     owner.setdefault(id(enel.point_special_embeds), ("special_embeds", None))
+    claim(getattr(enel, "point_pos_embed", None), "positional")
     claim(getattr(enel, "objectives", None), "objectives")
     claim(getattr(enel, "aggregation", None), "aggregation")
     claim(lm.get_input_embeddings(), "llm_embed_tokens")
@@ -266,10 +269,10 @@ def apply_stage(
     num_layers = len(_decoder_layers(enel))
     if stage == 1:
         layers = set(trainable_layer_indices(num_layers, trainable_layers))
-        train = {"projector", "special_embeds", "objectives", "aggregation"}
+        train = {"projector", "special_embeds", "positional", "objectives", "aggregation"}
     else:
         layers = set(range(num_layers))
-        train = {"projector", "special_embeds", "aggregation", *LLM_GROUPS}
+        train = {"projector", "special_embeds", "positional", "aggregation", *LLM_GROUPS}
     if _is_baseline(enel):  # PointLLM's fix_pointnet=True: pre-trained apart, frozen in both stages
         train_embedding = False
     if train_embedding:
@@ -313,8 +316,8 @@ def parameter_groups(
 ) -> list[dict]:
     """Optimiser parameter groups of the *trainable* parameters.
 
-    New modules (point embedding, projector, special-token embeddings, objective heads and mask token,
-    aggregation) get ``lr_new``; the backbone's weights (vocabulary embedding, decoder layers, norm,
+    New modules (point embedding, projector, special-token embeddings, per-layer positional encoding, objective
+    heads and mask token, aggregation) get ``lr_new``; the backbone's weights (vocabulary embedding, decoder layers, norm,
     ``lm_head``) get ``lr_llm``. With ``weight_decay > 0`` each side is split once more: biases, norms,
     scalars and the learned tokens (class token, mask token, special embeddings) get no decay, as the HF
     ``Trainer`` does for biases and norms.

@@ -250,9 +250,8 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     """Train one stage; the final model is written to ``<output_dir>/model`` (by the main process)."""
     from transformers import set_seed
 
-    from ..inference import save_model
-    from .trainer import (BudgetClock, CaptionPreviewCallback, ColorSkipScheduleCallback, EnelTrainer,
-                          TimeBudgetCallback)
+    from ..model.saving import save_model
+    from .trainer import BudgetClock, CaptionPreviewCallback, EnelTrainer, TimeBudgetCallback
 
     recipe.validate()
     if recipe.train.threads:
@@ -304,15 +303,6 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
             log(f"[enel] time budget {recipe.train.max_minutes:g} min ({budget.elapsed() / 60:.1f} spent): the "
                 "learning rate follows the clock (warm-up, then cosine to 0) and training stops when the budget is "
                 "spent")
-    if recipe.train.color_skip_from > 0:
-        embedding = model.model.point_embedding
-        if not embedding.cfg.color_skip:
-            raise ConfigError(
-                "train.color_skip_from schedules the colour skip, but this model has none: set "
-                "point_config.color_skip=true (a new stage-1 model) or train.color_skip_from=0"
-            )
-        callbacks.append(ColorSkipScheduleCallback(embedding, recipe.train.color_skip_from, clock))
-        log(f"[enel] colour skip held off for the first {recipe.train.color_skip_from:.0%} of the run")
     if previews and not (recipe.train.fsdp or recipe.train.deepspeed):
         callbacks.append(CaptionPreviewCallback(model, tokenizer, previews, recipe.train.preview_every,
                                                 out / "previews.jsonl"))

@@ -20,9 +20,10 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
-__all__ = ["EnelTrainer", "point_reliance", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "MODEL_INPUT_KEYS", "is_complete_checkpoint"]
+from ..data.collate import model_inputs
 
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "labels", "point_clouds", "position_ids")
+__all__ = ["EnelTrainer", "point_reliance", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "is_complete_checkpoint"]
+
 _COMPLETE = "enel-checkpoint-complete"
 
 
@@ -75,7 +76,7 @@ class EnelTrainer(Trainer):
 
     # ---- loss --------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = {k: v for k, v in inputs.items() if k in MODEL_INPUT_KEYS}
+        inputs = model_inputs(inputs)
         outputs = model(**inputs)
         loss = outputs.loss
         if model.training:
@@ -219,38 +220,6 @@ class TimeBudgetCallback(TrainerCallback):
         return control
 
 
-class ColorSkipScheduleCallback(TrainerCallback):
-    """Holds the point embedding's colour skip off (``color_skip_scale = 0``) until ``start`` of the run is done.
-
-    Progress is the :class:`BudgetClock`'s with a time budget, else ``global_step / max_steps``; it is read before
-    every step, so a resumed run switches at the same point. The skip is left on when training ends.
-    """
-
-    def __init__(self, embedding, start: float, clock: BudgetClock | None = None):
-        self.embedding = embedding
-        self.start = start
-        self.clock = clock
-        self.switched_at: int | None = None
-
-    def _progress(self, state) -> float:
-        if self.clock is not None:
-            return self.clock.progress()
-        return state.global_step / state.max_steps if state.max_steps and state.max_steps > 0 else 1.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        on = self._progress(state) >= self.start
-        if on and self.switched_at is None:
-            self.switched_at = state.global_step
-            if state.is_world_process_zero:
-                print(f"[enel] colour skip on from step {state.global_step}", flush=True)
-        self.embedding.color_skip_scale = 1.0 if on else 0.0
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.embedding.color_skip_scale = 1.0
-        return control
-
-
 class CaptionPreviewCallback(TrainerCallback):
     """Every ``every`` steps, caption a few held-out clouds and log them next to the ground truth."""
 
@@ -262,7 +231,8 @@ class CaptionPreviewCallback(TrainerCallback):
         self.log_path = Path(log_path)
 
     def preview(self, step: int) -> list[dict]:
-        from ..inference import PROMPTS, Assistant, GenerationSettings
+        from ..data.prompts import PROMPTS
+        from ..inference import Assistant, GenerationSettings
 
         was_training = self.model.training
         self.model.eval()

@@ -18,7 +18,6 @@ from .generate import (
     load_objects,
     make_object,
     object_id,
-    pc_norm,
     synthesize,
     write_sample,
 )
@@ -47,7 +46,6 @@ __all__ = [
     "match_colour",
     "match_count",
     "object_id",
-    "pc_norm",
     "synthesize",
     "write_sample",
 ]

@@ -49,10 +49,7 @@ JITTER = 0.04
 # Colour families that parts of a category may take. Kept as tuples so sampling order is stable.
 ANY: tuple[str, ...] = COLOUR_NAMES
 BRIGHT: tuple[str, ...] = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink")
-NEUTRAL: tuple[str, ...] = ("black", "gray", "white", "brown")
-DARK: tuple[str, ...] = ("black", "gray", "brown")
 METAL: tuple[str, ...] = ("gray", "black", "white")
-WOOD: tuple[str, ...] = ("brown",)
 
 MATERIAL_BY_COLOUR: dict[str, dict[str, str]] = {
     # material family -> colour -> material adjective; a part gets a material word only through this table,

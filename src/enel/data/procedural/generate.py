@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
+from ...points.transforms import pc_norm
 from . import colours as C
 from . import language as L
 from .categories import CATEGORY_NAMES, CategorySpec, get_spec
@@ -40,7 +41,6 @@ __all__ = [
     "ProceduralObject",
     "make_object",
     "object_id",
-    "pc_norm",
     "sample_surface",
     "solid_planes",
     "split_sizes",
@@ -52,19 +52,11 @@ __all__ = [
 GENERATOR_VERSION = "1.2"  # 1.1: anno/grounding_{split}.json; 1.2: three identify records per object in it
 SPLITS = ("train", "val", "test")
 SINGLE_ROUND_PER_OBJECT = 3
-BRIEF_PER_OBJECT = 2
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Points
 # ------------------------------------------------------------------------------------------------------------
-def pc_norm(xyz: np.ndarray) -> np.ndarray:
-    """PointLLM's ``pc_norm``: centre ``xyz (N, 3)`` on its centroid and scale it into the unit sphere."""
-    xyz = xyz - xyz.mean(axis=0, keepdims=True)
-    m = float(np.sqrt((xyz ** 2).sum(axis=1)).max())
-    return xyz / (m if m > 0 else 1.0)
-
-
 def _plane_dist(x: np.ndarray, planes: np.ndarray) -> np.ndarray:
     """Signed distances ``(N, P)`` of points ``(N, 3)`` to planes ``(P, 4)`` (elementwise: no BLAS threads)."""
     return x[:, 0:1] * planes[:, 0] + x[:, 1:2] * planes[:, 1] + x[:, 2:3] * planes[:, 2] + planes[:, 3]
@@ -286,15 +278,15 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
     detailed = L.detailed_description(facts, r_txt)
     others = tuple(n for n in CATEGORY_NAMES if n != category)
 
-    brief = [_record(oid, "simple_description", [(L._pick(r_txt, L.BRIEF_PROMPTS), cap)])]
+    brief = [_record(oid, "simple_description", [(L.pick(r_txt, L.BRIEF_PROMPTS), cap)])]
     if r_txt.random() < 0.6:
         brief.append(_record(oid, "simple_description",
-                             [(L._pick(r_txt, L.IDENTIFY_PROMPTS), L.identify_answer(facts, r_txt))]))
+                             [(L.pick(r_txt, L.IDENTIFY_PROMPTS), L.identify_answer(facts, r_txt))]))
     else:
         brief.append(_record(oid, "simple_description", [(L.COMPLETION_PROMPT, L.completion_answer(facts, r_txt))]))
 
     qa_all: list[L.QA] = []
-    complex_ = [_record(oid, "detailed_description", [(L._pick(r_txt, L.DETAILED_PROMPTS), detailed)])]
+    complex_ = [_record(oid, "detailed_description", [(L.pick(r_txt, L.DETAILED_PROMPTS), detailed)])]
     for qa in L.make_qa(facts, r_txt, SINGLE_ROUND_PER_OBJECT, others):
         complex_.append(_record(oid, "single_round", [(qa.question, qa.answer)]))
         qa_all.append(qa)
@@ -302,7 +294,7 @@ def make_object(category: str, index: int = 0, *, seed: int = 0, num_points: int
     turns = [(qa.question if i == 0 else L.follow_up(qa.question, r_txt), qa.answer) for i, qa in enumerate(rounds)]
     complex_.append(_record(oid, "multi_round", turns))
     qa_all.extend(rounds)
-    bench = _record(oid, "simple_description", [(L._pick(r_txt, L.BRIEF_PROMPTS), cap)])
+    bench = _record(oid, "simple_description", [(L.pick(r_txt, L.BRIEF_PROMPTS), cap)])
     cqa = L.colour_qa(facts, r_txt)
     # drawn last from the text stream, so the other files are the same as before grounding existed
     grounding = [_record(oid, "single_round", [(qa.question, qa.answer)]) for qa in L.grounding_qa(facts, r_txt)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..prompts import PROMPTS
 from .scoring import NUMBER_WORDS
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "make_qa",
     "grounding_qa",
     "QA_TYPES",
+    "pick",
 ]
 
 POINT_TOKEN = "<point>"
@@ -56,18 +58,18 @@ BRIEF_PROMPTS: tuple[str, ...] = (
 """Caption requests for ``simple_description`` records; the answer is the object's caption."""
 
 IDENTIFY_PROMPTS: tuple[str, ...] = (
-    "What is this?",  # PointLLM benchmark prompt 0 (instruction-type classification)
+    PROMPTS["what"],  # PointLLM benchmark prompt 0 (instruction-type classification)
     "What is this object?",
     "What object is this?",
     "Identify this 3D object.",
 )
 """Classification requests; the answer is a short phrase that names the category."""
 
-COMPLETION_PROMPT = "This is an object of "
+COMPLETION_PROMPT = PROMPTS["completion"]
 """PointLLM benchmark prompt 1 (completion-type classification; the trailing space is PointLLM's)."""
 
 DETAILED_PROMPTS: tuple[str, ...] = (
-    "Caption this 3D model in detail.",  # PointLLM benchmark prompt 2 (captioning)
+    PROMPTS["caption"],  # PointLLM benchmark prompt 2 (captioning)
     "Describe this 3D object in detail.",
     "Provide a detailed description of this point cloud.",
     "What can you tell me about this object? Please be thorough.",
@@ -153,7 +155,8 @@ QA_TYPES = ("category", "verify", "colour", "main_colour", "count", "use", "shap
 # ------------------------------------------------------------------------------------------------------------
 # Small grammar helpers
 # ------------------------------------------------------------------------------------------------------------
-def _pick(rng: np.random.Generator, options):
+def pick(rng: np.random.Generator, options):
+    """One of ``options``, drawn uniformly with ``rng``."""
     return options[int(rng.integers(len(options)))]
 
 
@@ -209,7 +212,7 @@ def _subject(f: ObjectFacts, rng: np.random.Generator, *, colour: bool = True, t
              article: bool = True) -> str:
     words = []
     if f.traits and (trait if trait is not None else rng.random() < 0.5):
-        words.append(_pick(rng, f.traits))
+        words.append(pick(rng, f.traits))
     if colour:
         words.append(f.main_colour)
         mp = f.main_part
@@ -344,18 +347,18 @@ def detailed_description(f: ObjectFacts, rng: np.random.Generator) -> str:
     parts = [_part_sentence(f, p, rng) for p in f.parts]
     cols = f.colours()
     if len(cols) == 1:
-        colour_s = _pick(rng, (f"The whole {f.noun} is {cols[0]}.", f"Every part of it is {cols[0]}."))
+        colour_s = pick(rng, (f"The whole {f.noun} is {cols[0]}.", f"Every part of it is {cols[0]}."))
     else:
         others = _join(cols[1:3])
-        colour_s = _pick(rng, (f"The colour scheme is dominated by {cols[0]}, with {others} accents.",
+        colour_s = pick(rng, (f"The colour scheme is dominated by {cols[0]}, with {others} accents.",
                                f"Overall, {cols[0]} is the main colour, complemented by {others}.",
                                f"Most of the surface is {cols[0]}, while smaller parts are {others}."))
-    use = _pick(rng, f.uses)
-    use_s = _pick(rng, (f"{_cap(a_an(f.noun))} like this is typically used for {use}.",
+    use = pick(rng, f.uses)
+    use_s = pick(rng, (f"{_cap(a_an(f.noun))} like this is typically used for {use}.",
                         f"It is mainly used for {use}.", f"Such objects are commonly used for {use}.",
                         f"This kind of {f.noun} is designed for {use}."))
-    place = _pick(rng, f.places)
-    place_s = _pick(rng, (f"You would usually find one {place}.", f"Objects like this are common {place}.",
+    place = pick(rng, f.places)
+    place_s = pick(rng, (f"You would usually find one {place}.", f"Objects like this are common {place}.",
                           f"It would fit naturally {place}."))
     body = parts[:]
     fillers = list(rng.permutation(len(_FILLERS)))
@@ -380,7 +383,7 @@ def _colour_word(rng: np.random.Generator) -> str:
 
 
 def _qa_category(f: ObjectFacts, rng, other_nouns) -> QA:
-    q = _pick(rng, ("What is this object?", "What is this?", "Can you identify this object?",
+    q = pick(rng, ("What is this object?", "What is this?", "Can you identify this object?",
                     "What kind of object is shown here?", "Which category does this object belong to?",
                     "What does this point cloud represent?", "What object do these points form?"))
     return QA("category", q, identify_answer(f, rng), f.category)
@@ -388,36 +391,36 @@ def _qa_category(f: ObjectFacts, rng, other_nouns) -> QA:
 
 def _qa_verify(f: ObjectFacts, rng, other_nouns) -> QA:
     if rng.random() < 0.5 or not other_nouns:
-        q = _pick(rng, (f"Is this {a_an(f.noun)}?", f"Is this object {a_an(f.noun)}?",
+        q = pick(rng, (f"Is this {a_an(f.noun)}?", f"Is this object {a_an(f.noun)}?",
                         f"Would you say this is {a_an(f.noun)}?"))
-        a = _pick(rng, (f"Yes, it is {_subject(f, rng)}.", f"Yes, this is {a_an(f.noun)}.",
+        a = pick(rng, (f"Yes, it is {_subject(f, rng)}.", f"Yes, this is {a_an(f.noun)}.",
                         f"Yes. It is {a_an(f.noun)} with {part_phrase(f.main_part, rng)}."))
     else:
-        other = _pick(rng, other_nouns)
-        q = _pick(rng, (f"Is this {a_an(other)}?", f"Is this object {a_an(other)}?",
+        other = pick(rng, other_nouns)
+        q = pick(rng, (f"Is this {a_an(other)}?", f"Is this object {a_an(other)}?",
                         f"Would you say this is {a_an(other)}?"))
-        a = _pick(rng, (f"No, it is {_subject(f, rng)}.", f"No, this is actually {a_an(f.noun)}.",
+        a = pick(rng, (f"No, it is {_subject(f, rng)}.", f"No, this is actually {a_an(f.noun)}.",
                         f"No. It is {a_an(f.noun)}."))
     return QA("verify", q, a, f.category)
 
 
 def _qa_colour(f: ObjectFacts, rng, other_nouns, part: PartFact | None = None) -> QA:
-    p = part or _pick(rng, f.parts)
+    p = part or pick(rng, f.parts)
     cw = _colour_word(rng)
     the = f"the {p.noun}"
-    q = _pick(rng, (f"What {cw} {p.be} {the}?", f"What is the {cw} of {the}?", f"Can you tell me the {cw} of {the}?",
+    q = pick(rng, (f"What {cw} {p.be} {the}?", f"What is the {cw} of {the}?", f"Can you tell me the {cw} of {the}?",
                     f"Which {cw} {p.be} {the} of this {f.noun}?"))
-    a = _pick(rng, (f"{_cap(the)} {p.be} {p.colour}.", f"{'They are' if p.many else 'It is'} {p.colour}.",
+    a = pick(rng, (f"{_cap(the)} {p.be} {p.colour}.", f"{'They are' if p.many else 'It is'} {p.colour}.",
                     f"{_cap(p.colour)}.", f"The {p.noun} of this {f.noun} {p.be} {p.colour}."))
     return QA("colour", q, a, p.colour)
 
 
 def _qa_main_colour(f: ObjectFacts, rng, other_nouns) -> QA:
     cw = _colour_word(rng)
-    q = _pick(rng, (f"What is the main {cw} of this object?", f"What {cw} is this object mostly?",
+    q = pick(rng, (f"What is the main {cw} of this object?", f"What {cw} is this object mostly?",
                     f"Which {cw} dominates this {f.noun}?", f"What {cw} is this?"))
     others = [c for c in f.colours()[1:2]]
-    a = _pick(rng, (f"It is mostly {f.main_colour}.", f"The main {cw} is {f.main_colour}.",
+    a = pick(rng, (f"It is mostly {f.main_colour}.", f"The main {cw} is {f.main_colour}.",
                     f"Mostly {f.main_colour}" + (f", with some {others[0]} parts." if others else ".")))
     return QA("main_colour", q, a, f.main_colour)
 
@@ -427,13 +430,13 @@ def _count_items(f: ObjectFacts) -> list[tuple[str, int]]:
 
 
 def _qa_count(f: ObjectFacts, rng, other_nouns) -> QA:
-    what, n = _pick(rng, _count_items(f))
-    q = _pick(rng, (f"How many {what} does it have?", f"How many {what} does this {f.noun} have?",
+    what, n = pick(rng, _count_items(f))
+    q = pick(rng, (f"How many {what} does it have?", f"How many {what} does this {f.noun} have?",
                     f"Count the {what} of this object.", f"What is the number of {what}?",
                     f"How many {what} can you see?"))
     word = number(n, rng)
     noun = what if n != 1 else _singular(f, what)
-    a = _pick(rng, (f"It has {word} {noun}.", f"There {'are' if n != 1 else 'is'} {word} {noun}.",
+    a = pick(rng, (f"It has {word} {noun}.", f"There {'are' if n != 1 else 'is'} {word} {noun}.",
                     f"{_cap(word)}.", f"The {f.noun} has {word} {noun}."))
     return QA("count", q, a, str(n))
 
@@ -446,10 +449,10 @@ def _singular(f: ObjectFacts, plural: str) -> str:
 
 
 def _qa_use(f: ObjectFacts, rng, other_nouns) -> QA:
-    use = _pick(rng, f.uses)
-    q = _pick(rng, ("What is it used for?", "What is the purpose of this object?", "How would someone use this?",
+    use = pick(rng, f.uses)
+    q = pick(rng, ("What is it used for?", "What is the purpose of this object?", "How would someone use this?",
                     "What can this object be used for?", f"What is this {f.noun} for?"))
-    a = _pick(rng, (f"It is used for {use}.", f"This {f.noun} is used for {use}.", f"People use it for {use}.",
+    a = pick(rng, (f"It is used for {use}.", f"This {f.noun} is used for {use}.", f"People use it for {use}.",
                     f"It is meant for {use}."))
     return QA("use", q, a, use)
 
@@ -459,23 +462,23 @@ def _shape_parts(f: ObjectFacts) -> list[PartFact]:
 
 
 def _qa_shape(f: ObjectFacts, rng, other_nouns) -> QA:
-    p = _pick(rng, _shape_parts(f))
-    q = _pick(rng, (f"What shape {p.be} the {p.noun}?", f"Describe the shape of the {p.noun}.",
+    p = pick(rng, _shape_parts(f))
+    q = pick(rng, (f"What shape {p.be} the {p.noun}?", f"Describe the shape of the {p.noun}.",
                     f"What does the {p.noun} of this {f.noun} look like?"))
     if p.many:
         has = part_phrase(p, rng, adjective=False, colour=False) + f", all {p.shape}"
     else:
         has = a_an(f"{p.shape} {p.name}")
-    a = _pick(rng, (f"The {p.noun} {p.be} {p.shape}.", f"{'They are' if p.many else 'It is'} {p.shape}.",
+    a = pick(rng, (f"The {p.noun} {p.be} {p.shape}.", f"{'They are' if p.many else 'It is'} {p.shape}.",
                     f"It has {has}."))
     return QA("shape", q, a, p.shape)
 
 
 def _qa_where(f: ObjectFacts, rng, other_nouns) -> QA:
-    p = _pick(rng, [p for p in f.parts[1:] if p.where] or f.parts)
-    q = _pick(rng, (f"Where {p.be} the {p.noun}?", f"Where {p.be} the {p.noun} located?",
+    p = pick(rng, [p for p in f.parts[1:] if p.where] or f.parts)
+    q = pick(rng, (f"Where {p.be} the {p.noun}?", f"Where {p.be} the {p.noun} located?",
                     f"Where can you find the {p.noun} on this {f.noun}?"))
-    a = _pick(rng, (f"The {p.noun} {p.be} {p.where}.", f"{'They are' if p.many else 'It is'} {p.where}.",
+    a = pick(rng, (f"The {p.noun} {p.be} {p.where}.", f"{'They are' if p.many else 'It is'} {p.where}.",
                     f"{_cap(p.where)}."))
     return QA("where", q, a, p.where or "")
 
@@ -542,7 +545,7 @@ def grounding_qa(f: ObjectFacts, rng: np.random.Generator, parts: int = 2, ident
     qas = [QA("category", IDENTIFY_PROMPTS[int(i)], answer, f.category) for i in phrasings]
     candidates = [f.main_part] + [p for p in f.parts if p is not f.main_part]
     for p in [p for p in candidates if not find_categories(p.noun)][:parts]:
-        q = _pick(rng, _GROUNDING_COLOUR_QUESTIONS).format(cw=_colour_word(rng), be=p.be, part=p.noun)
+        q = pick(rng, _GROUNDING_COLOUR_QUESTIONS).format(cw=_colour_word(rng), be=p.be, part=p.noun)
         qas.append(QA("colour", q, f"The {p.noun} {p.be} {p.colour}.", p.colour))
     return qas
 

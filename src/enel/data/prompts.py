@@ -1,5 +1,9 @@
 """Every prompt of the evaluation protocol, in one place: the benchmark prompts and the judge prompts.
 
+The benchmark prompts (:data:`PROMPT_LISTS`, by name :data:`PROMPTS`) are what the CLI, the evaluations, the
+demo and the training previews ask a model; the procedural generator's instruction tables
+(:mod:`enel.data.procedural.language`) take them from here, so the benchmark questions are in its distribution.
+
 Provenance
 ----------
 The three PointLLM judge prompts below are PointLLM's ``pointllm/eval/evaluator.py`` strings
@@ -21,7 +25,7 @@ outputs) are not re-parsed, so braces inside a model's answer are safe.
 
 from __future__ import annotations
 
-from ..data.labels import MODELNET40_CLASSES
+from .labels import MODELNET40_CLASSES
 
 # --------------------------------------------------------------------------------------------------------
 # Benchmark prompts (PointLLM ``eval_objaverse.py`` / ``eval_modelnet_cls.py`` PROMPT_LISTS)
@@ -31,6 +35,9 @@ PROMPT_LISTS: tuple[str, ...] = (
     "This is an object of ",  # 1: completion-type classification ("C"); the trailing space is PointLLM's
     "Caption this 3D model in detail.",  # 2: captioning
 )
+
+PROMPTS: dict[str, str] = {"what": PROMPT_LISTS[0], "completion": PROMPT_LISTS[1], "caption": PROMPT_LISTS[2]}
+"""The benchmark prompts by name (``enel classify --prompt what|completion``, the evaluations, the demo)."""
 
 # --------------------------------------------------------------------------------------------------------
 # PointLLM judge prompts

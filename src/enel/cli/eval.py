@@ -1,11 +1,11 @@
 """The ``enel eval`` command group: ``generate`` (benchmark answers), ``metrics`` (offline), ``judge`` (an
-OpenAI-compatible LLM server), ``resolution`` (the Figure 1a sweep), ``attention`` (Figure 1b maps) and
-``report`` (Markdown + HTML of a run).
+OpenAI-compatible LLM server), ``resolution`` (the Figure 1a sweep), ``attention`` (Figure 1b maps), ``report``
+(Markdown + HTML of a run) and ``modelnet`` (ModelNet40 classification in PointLLM's protocol).
 
 ``register(subparsers)`` adds the ``eval`` parser to the main CLI and returns the group's own subparsers
-object, so further sub-commands can be added next to these. Each command is
-one small function; heavy imports happen inside it so that ``enel --help`` stays fast. Bad input raises
-:class:`enel.errors.EnelError` subclasses, which the main CLI prints as one line.
+object, so further sub-commands can be added next to these. Each command is one small function over the plain
+functions of :mod:`enel.eval`; heavy imports happen inside it so that ``enel --help`` stays fast. Bad input
+raises :class:`enel.errors.EnelError` subclasses, which the main CLI prints as one line.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .judge import EVAL_TYPES
+from ..eval.judge import EVAL_TYPES
+from .options import model_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -63,12 +64,9 @@ def add_modelnet_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def cmd_modelnet(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ..data.modelnet_conversations import split_by_class
     from ..data.modelnet_import import load_modelnet_archive, modelnet40_source
-    from ..inference import model_config_file
-    from .modelnet import PROCEDURAL_OVERLAP, evaluate_modelnet, pick_per_class
+    from ..eval.modelnet import evaluate_modelnet, select_objects
+    from ..model.saving import model_config_file
 
     model_config_file(args.model)
     archive_path = Path(args.archive) if args.archive else modelnet40_source()
@@ -78,14 +76,8 @@ def cmd_modelnet(args: argparse.Namespace) -> int:
     if args.per_class is not None and args.per_class < 1:
         raise ConfigError(f"--per-class must be at least 1, got {args.per_class}")
     archive = load_modelnet_archive(archive_path)
-    if args.split == "val":
-        _, indices = split_by_class(archive.labels, args.val_fraction, args.split_seed)
-    else:
-        indices = np.arange(len(archive.labels))
-    if args.classes == "overlap":
-        keep = {archive.class_names.index(c) for c in PROCEDURAL_OVERLAP}
-        indices = np.asarray([i for i in indices if int(archive.labels[i]) in keep], dtype=np.int64)
-    indices = pick_per_class(archive.labels, indices, args.per_class)
+    indices = select_objects(archive.labels, archive.class_names, split=args.split, val_fraction=args.val_fraction,
+                             split_seed=args.split_seed, classes=args.classes, per_class=args.per_class)
     name = args.name or f"modelnet40_{args.split}" + ("_overlap" if args.classes == "overlap" else "")
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
     summary = evaluate_modelnet(args.model, archive.points, archive.labels, archive.class_names, indices, out,
@@ -134,7 +126,7 @@ def _print_summary(title: str, summary: dict, not_computed: dict, out: Path) -> 
 # metrics
 # --------------------------------------------------------------------------------------------------------
 def add_metrics_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .metrics import CLASS_TEMPLATE, NEAREST_CLASS_THRESHOLD
+    from ..eval.metrics import CLASS_TEMPLATE, NEAREST_CLASS_THRESHOLD
 
     s = sub.add_parser("metrics", help="BLEU/ROUGE/METEOR/SBERT/SimCSE, or LLM-free ModelNet classification",
                        description="Offline metrics of PointLLM's traditional_evaluator.py. Writes "
@@ -160,9 +152,9 @@ def add_metrics_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPars
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .metrics import (SimCSEEncoder, classify_closed_set, compute_metrics, default_metrics_path,
+    from ..eval.metrics import (SimCSEEncoder, classify_closed_set, compute_metrics, default_metrics_path,
                           is_modelnet_results, load_sentence_encoder, write_metrics)
-    from .results import read_results
+    from ..eval.results import read_results
 
     paths = _check_inputs(args.results)
     files = [read_results(p) for p in paths]  # validate everything before loading models
@@ -227,7 +219,7 @@ def _progress(item: dict, done: int, total: int) -> None:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from .judge import default_judge_path, resolve_endpoint, run_judge
+    from ..eval.judge import default_judge_path, resolve_endpoint, run_judge
 
     paths = _check_inputs(args.results)
     endpoint = resolve_endpoint(args.base_url, args.model, args.api_key)
@@ -255,7 +247,7 @@ def cmd_judge(args: argparse.Namespace) -> int:
 # generate
 # --------------------------------------------------------------------------------------------------------
 def _benchmark_data_flags(s: argparse.ArgumentParser) -> None:
-    from .generate import SOURCES
+    from ..eval.generate import SOURCES
 
     s.add_argument("--source", choices=SOURCES, default="procedural",
                    help="objaverse (PointLLM GT JSON + npy folder), modelnet (.npz) or procedural (default)")
@@ -274,14 +266,8 @@ def _data_dir(args: argparse.Namespace):
     return args.data
 
 
-def _default_model(args: argparse.Namespace) -> str:
-    from ..paths import default_model_dir
-
-    return args.model or str(default_model_dir())
-
-
 def add_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .generate import TASKS
+    from ..eval.generate import TASKS
 
     s = sub.add_parser("generate", help="answer a benchmark (captioning, classification, QA) into a results file",
                        description="Run the model on a benchmark and write PointLLM's results JSON (batched, "
@@ -307,13 +293,13 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import generate_benchmark
+    from ..eval.generate import generate_benchmark
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     path = generate_benchmark(
-        _default_model(args), source=args.source, task=args.task, prompt_index=args.prompt_index, anno=args.anno,
+        str(model_dir(args)), source=args.source, task=args.task, prompt_index=args.prompt_index, anno=args.anno,
         point_dir=args.point_dir, questions=args.questions, modelnet=args.modelnet, allow_pickle=args.allow_pickle,
         data_dir=_data_dir(args), split=args.split, out=args.out, batch_size=args.batch_size, seed=args.seed,
         num_points=args.points, max_new_tokens=args.max_new_tokens, sample=args.sample, num_beams=args.beams,
@@ -326,7 +312,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # resolution
 # --------------------------------------------------------------------------------------------------------
 def add_resolution_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .resolution import DEFAULT_SIZES, DENSE_RULES
+    from ..eval.resolution import DEFAULT_SIZES, DENSE_RULES
 
     s = sub.add_parser("resolution", help="the same benchmark at 1K-16K points: table + plot (Figure 1a)",
                        description="Rerun a benchmark at several input resolutions and score each run offline "
@@ -353,9 +339,9 @@ def add_resolution_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def cmd_resolution(args: argparse.Namespace) -> int:
-    from .resolution import resolution_sweep
+    from ..eval.resolution import resolution_sweep
 
-    model = _default_model(args)
+    model = str(model_dir(args))
     out = args.out or str(Path(model).parent / "eval" / "resolution")
     doc = resolution_sweep(
         model, out, source=args.source, data_dir=_data_dir(args), split=args.split, anno=args.anno,
@@ -371,7 +357,7 @@ def cmd_resolution(args: argparse.Namespace) -> int:
 # attention
 # --------------------------------------------------------------------------------------------------------
 def add_attention_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from .attention import MAPPINGS, QUERY_MODES
+    from ..eval.attention import MAPPINGS, QUERY_MODES
 
     s = sub.add_parser("attention", help="attention of the text over the point tokens: PNG + interactive HTML",
                        description="Average attention of the text tokens over the 128 point tokens at one layer "
@@ -398,12 +384,12 @@ def add_attention_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from .attention import attention_for_objects, procedural_files
+    from ..eval.attention import attention_for_objects, procedural_files
 
     if not args.files and not args.data:
         raise ConfigError("give point cloud files, or --data DIR for objects of a procedural split")
     inputs = list(args.files) + (procedural_files(args.data, args.split, args.objects) if args.data else [])
-    model = _default_model(args)
+    model = str(model_dir(args))
     out = args.out or str(Path(model).parent / "eval" / "attention")
     paths = attention_for_objects(model, inputs, out, layer=args.layer, question=args.question, queries=args.queries,
                                   num_points=args.points, mapping=args.mapping, up=args.up, seed=args.seed,
@@ -428,8 +414,8 @@ def add_report_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from ..eval.report import write_report
     from ..paths import default_run_dir
-    from .report import write_report
 
     paths = write_report(args.run_dir or default_run_dir(), out_dir=args.out, max_objects=args.objects)
     print(paths["markdown"])

@@ -1,0 +1,7 @@
+"""``python -m enel …``: the ``enel`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
