@@ -677,3 +677,21 @@ def test_bf16_autocast_forward_and_backward(base):
     out.loss.backward()
     attn = model.model.aggregation.attn[0]
     assert torch.isfinite(attn.qkv.weight.grad).all() and float(attn.gate.grad.abs()) > 0
+
+
+def test_the_gate_is_held_one_dimensional_and_saved_as_a_scalar(tmp_path):
+    """FSDP shards only parameters with a dimension, so α is held as ``(1,)``; files keep the 0-d tensor every
+    saved model has (older code reads them), and a reload gets the value back."""
+    from safetensors import safe_open
+
+    from enel.model.saving import load_model, save_model
+
+    model, tok = build(agg_config(grouping="grid"), gate=0.25)
+    assert model.model.aggregation.attn[0].gate.shape == (1,)
+    folder = save_model(model, tok, tmp_path / "m")
+    with safe_open(folder / "model.safetensors", "pt") as f:
+        stored = f.get_tensor("model.aggregation.attn.0.gate")
+    assert stored.shape == () and float(stored) == pytest.approx(0.25)
+    again, _ = load_model(folder)
+    assert again.model.aggregation.attn[0].gate.shape == (1,)
+    assert float(again.model.aggregation.attn[0].gate) == pytest.approx(0.25)

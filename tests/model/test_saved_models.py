@@ -33,6 +33,32 @@ def test_a_model_saved_before_the_redesign_gives_the_same_logits(name):
     np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_raw_load_state_dict_of_a_saved_file_restores_every_weight(name):
+    """The Trainer's --resume loads ``model.safetensors`` with ``load_state_dict``, not ``from_pretrained``: the
+    saved names and shapes (``objectives.pos_embed``, 0-d gates) must land in the renamed modules, strictly."""
+    from safetensors.torch import load_file
+
+    from enel.model import EnelForCausalLM
+
+    folder = FIXTURES / name
+    model, _ = load_model(folder)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    state = load_file(folder / "model.safetensors")
+    state.setdefault("lm_head.weight", state["model.language_model.embed_tokens.weight"])
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    ids = torch.from_numpy(np.load(folder / "reference_input_ids.npy"))
+    clouds = torch.from_numpy(np.load(folder / "reference_clouds.npy"))
+    expected = np.load(folder / "reference_logits.npy")
+    with torch.no_grad():
+        logits = model(input_ids=ids, point_clouds=clouds).logits.float()[:, -expected.shape[1]:]
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert isinstance(model, EnelForCausalLM)
+
+
 def test_the_fixtures_cover_both_stages():
     configs = {n: json.loads((FIXTURES / n / "config.json").read_text()) for n in NAMES}
     assert any(c["objective_config"]["name"] == "hybrid" for c in configs.values())

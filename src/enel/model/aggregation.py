@@ -129,7 +129,7 @@ def coarsest_layers(cfg: AggregationConfig, num_layers: int) -> list[list[int]]:
 
 
 class GatedGroupAttention(nn.Module):
-    """``F' = tanh(α)·Attn(F) + F`` inside each group; α is a scalar starting at 0.
+    """``F' = tanh(α)·Attn(F) + F`` inside each group; α is a scalar (held as shape ``(1,)``) starting at 0.
 
     Pre-norm (RMSNorm), multi-head attention with its own q/k/v/o projections through a bottleneck width
     ``attn_dim``. Only real members attend and are attended to; padded slots of short groups are masked out as
@@ -148,7 +148,7 @@ class GatedGroupAttention(nn.Module):
         self.qkv = nn.Linear(hidden, 3 * attn_dim, bias=False)
         self.out = nn.Linear(attn_dim, hidden, bias=False)
         self.use_gate = gate
-        self.gate = nn.Parameter(torch.zeros(()))
+        self.gate = nn.Parameter(torch.zeros(1))  # (1,), not 0-d: FSDP shards only parameters with a dimension
 
     def forward(self, tokens: torch.Tensor, members: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Attend inside every group and add the gated result to each member.

@@ -26,7 +26,7 @@ from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import WeightRenaming
+from transformers.core_model_loading import ConversionOps, WeightConverter, WeightRenaming, rename_source_key
 from transformers.modeling_outputs import ModelOutput
 
 from ..errors import ConfigError
@@ -134,9 +134,49 @@ class PointPositionalEncoding(nn.Sequential):
         return super().forward(centres.to(self[0].weight.dtype))
 
 
-#: saved parameter names of earlier versions → today's (transformers renames them at load, and back at save)
-CHECKPOINT_RENAMES = [WeightRenaming("model.objectives.pos_embed.", "model.point_pos_embed.")]
-register_checkpoint_conversion_mapping("enel", CHECKPOINT_RENAMES, overwrite=True)
+class GateShape(ConversionOps):
+    """The aggregation gate α as saved (a 0-d tensor, the format of every saved model) ↔ as held (shape ``(1,)``:
+    FSDP cannot shard a 0-d parameter). Loading reshapes to ``(1,)``, saving back to ``()``."""
+
+    def __init__(self, shape: tuple[int, ...] = (1,)):
+        self.shape = shape
+
+    @torch.no_grad()
+    def convert(self, input_dict, source_patterns, target_patterns, **kwargs):
+        tensors = next(iter(input_dict.values()))
+        tensor = tensors[0] if isinstance(tensors, list) else tensors
+        return {kwargs["full_layer_name"]: tensor.reshape(self.shape)}  # the key is kept, only the shape changes
+
+    @property
+    def reverse_op(self) -> ConversionOps:
+        return GateShape(() if self.shape == (1,) else (1,))
+
+
+#: saved checkpoints of earlier versions → today's modules (transformers converts at load, and back at save)
+CHECKPOINT_CONVERSIONS = [
+    WeightRenaming("model.objectives.pos_embed.", "model.point_pos_embed."),
+    WeightConverter(r"aggregation\.attn\.(\d+)\.gate", r"aggregation.attn.\1.gate", [GateShape()]),
+]
+register_checkpoint_conversion_mapping("enel", CHECKPOINT_CONVERSIONS, overwrite=True)
+
+
+def to_current_format(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict as files hold it (earlier names, 0-d gates) → this version's, by :data:`CHECKPOINT_CONVERSIONS`.
+
+    ``from_pretrained`` applies the table itself; a raw ``load_state_dict`` of a saved file (the Trainer's
+    ``--resume``) goes through this, so a resumed run gets every weight back instead of dropping renamed ones.
+    """
+    renames = [c for c in CHECKPOINT_CONVERSIONS if isinstance(c, WeightRenaming)]
+    converters = [c for c in CHECKPOINT_CONVERSIONS if isinstance(c, WeightConverter)]
+    out = {}
+    for key, tensor in state_dict.items():
+        name, pattern = rename_source_key(key, renames, converters)
+        for conv in (c for c in converters if pattern in c.source_patterns):
+            for op in conv.operations:
+                converted = op.convert({name: tensor}, conv.source_patterns, conv.target_patterns, full_layer_name=name)
+                tensor = converted[name]
+        out[name] = tensor
+    return out
 
 
 class EnelPreTrainedModel(PreTrainedModel):
@@ -444,6 +484,11 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self._teacher: list[nn.Module] = []  # distillation teacher, kept out of the state dict
         self.post_init()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict`` of a state dict in this version's or a saved file's format
+        (:func:`to_current_format`)."""
+        return super().load_state_dict(to_current_format(state_dict), strict=strict, assign=assign)
 
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
