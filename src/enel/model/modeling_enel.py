@@ -32,8 +32,8 @@ from transformers.modeling_outputs import ModelOutput
 from ..errors import ConfigError
 from . import layout as L
 from .aggregation import GatedGroupAttention, HierarchicalAggregation
-from .configuration_enel import EnelConfig, PointBertConfig, PointEmbeddingConfig
 from .baseline import PointBertEncoder, PointLLMProjector
+from .configuration_enel import EnelConfig, PointBertConfig, PointEmbeddingConfig
 from .embedding import PointProjector, PointTokenEmbedding, PointTokens
 from .objectives import PointBlock, PointObjectives
 from .splice import (
