@@ -32,7 +32,8 @@ from transformers.modeling_outputs import ModelOutput
 from ..errors import ConfigError
 from . import layout as L
 from .aggregation import GatedGroupAttention, HierarchicalAggregation
-from .configuration_enel import EnelConfig, PointEmbeddingConfig
+from .baseline import PointBertEncoder, PointLLMProjector
+from .configuration_enel import EnelConfig, PointBertConfig, PointEmbeddingConfig
 from .embedding import PointProjector, PointTokenEmbedding, PointTokens
 from .objectives import PointBlock, PointObjectives
 from .splice import (
@@ -200,10 +201,13 @@ class EnelPreTrainedModel(PreTrainedModel):
             init.normal_(module.point_special_embeds, mean=0.0, std=std)
             # here, not under PointProjector: transformers skips the init of a custom module without parameters
             # of its own, and the projector's are all in its children
-            color = module.point_projector.color
+            color = module.point_path()[1].color
             if color is not None:  # the scale decides what stage 1 reads first (docs/training.md)
                 init.normal_(color.weight, mean=0.0, std=point.color_skip_std)
                 init.zeros_(color.bias)
+        elif isinstance(module, PointBertEncoder):  # Point-BERT's init of its two learned tokens
+            init.normal_(module.cls_token, mean=0.0, std=0.02)
+            init.normal_(module.cls_pos, mean=0.0, std=0.02)
         elif isinstance(module, PointObjectives) and module.mask_token is not None:
             mask_std = self.config.objective.mask_token_std
             if mask_std:
@@ -216,16 +220,26 @@ class EnelPreTrainedModel(PreTrainedModel):
 
 class EnelModel(EnelPreTrainedModel):
     """Backbone base model + point token embedding + projector (+ per-layer positional encoding, + stage-1 heads,
-    + stage-2 aggregation)."""
+    + stage-2 aggregation).
+
+    With ``config.point_encoder="pointbert"`` the PointLLM-style baseline replaces the embedding and its projector:
+    ``point_backbone`` (:class:`~enel.model.baseline.PointBertEncoder`) and ``point_proj``, named as in PointLLM's
+    checkpoint; :meth:`point_path` returns whichever pair the model has.
+    """
 
     def __init__(self, config: EnelConfig):
         super().__init__(config)
         text = config.text_config
         pcfg = config.point
         self.language_model = AutoModel.from_config(text)
-        self.point_embedding = PointTokenEmbedding(pcfg)
-        self.point_projector = PointProjector(pcfg.output_dim, pcfg.projector_hidden, text.hidden_size,
-                                              color=pcfg.color_skip)
+        if config.point_encoder == "pointbert":
+            ecfg = config.encoder
+            self.point_backbone = PointBertEncoder(ecfg, pcfg.in_channels)
+            self.point_proj = PointLLMProjector(ecfg.trans_dim, ecfg.projector_hidden, text.hidden_size)
+        else:
+            self.point_embedding = PointTokenEmbedding(pcfg)
+            self.point_projector = PointProjector(pcfg.output_dim, pcfg.projector_hidden, text.hidden_size,
+                                                  color=pcfg.color_skip)
         # embeddings of <point_patch>, <point_start>, <point_end>
         self.point_special_embeds = nn.Parameter(torch.zeros(3, text.hidden_size))
         obj, agg = config.objective, config.aggregation
@@ -251,10 +265,17 @@ class EnelModel(EnelPreTrainedModel):
     def set_input_embeddings(self, value):
         self.language_model.embed_tokens = value
 
+    def point_path(self) -> tuple[nn.Module, nn.Module]:
+        """``(encoder, projector)``: the modules that turn clouds into point tokens (``PointTokens``) and project
+        their features to the LLM's width — the token embedding, or the PointLLM-style encoder baseline."""
+        if self.config.point_encoder == "pointbert":
+            return self.point_backbone, self.point_proj
+        return self.point_embedding, self.point_projector
+
     def embed_points(self, clouds, generator: torch.Generator | None = None) -> PointTokens:
         """Clouds ``(B, N, C)`` or a list of ``(N_i, C)`` → :class:`PointTokens` (one call per distinct size)."""
-        emb = self.point_embedding
-        dtype = emb.class_token.dtype
+        emb = self.point_path()[0]
+        dtype = (emb.cls_token if isinstance(emb, PointBertEncoder) else emb.class_token).dtype
         if isinstance(clouds, torch.Tensor):
             return emb(clouds.to(dtype), generator=generator)
         outs = [emb(c.unsqueeze(0).to(dtype), generator=generator) for c in clouds]
@@ -283,13 +304,14 @@ class EnelModel(EnelPreTrainedModel):
         was_training = self.training
         self.eval()
         try:
-            tokens = self.embed_points(clouds)
-            feats = self.point_projector(tokens.features.float(), tokens.colors)
+            projector = self.point_path()[1]
+            tokens = self.embed_points(clouds[..., : self.config.point.in_channels])
+            feats = projector(tokens.features.float(), tokens.colors)
         finally:
             self.train(was_training)
         target = self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
         ratio = float(target / feats.pow(2).mean().sqrt().clamp(min=1e-12))
-        last = self.point_projector.net[-1]
+        last = projector.net[-1]
         last.weight.mul_(ratio)
         if last.bias is not None:
             last.bias.mul_(ratio)
@@ -297,10 +319,7 @@ class EnelModel(EnelPreTrainedModel):
 
     def _point_params_anchor(self) -> torch.Tensor:
         """0 · (sum of the point modules' parameters): keeps them in the graph for text-only batches (DDP/FSDP)."""
-        total = sum(p.sum() for p in self.point_embedding.parameters()) + sum(
-            p.sum() for p in self.point_projector.parameters()
-        )
-        return total * 0.0
+        return sum(p.sum() for module in self.point_path() for p in module.parameters()) * 0.0
 
     def prepare_point_inputs(
         self,
@@ -339,7 +358,7 @@ class EnelModel(EnelPreTrainedModel):
                 embeds = embeds + self._point_params_anchor().to(embeds.dtype)
             return PointInputs(embeds, None, samples, starts)
         tokens = self.embed_points(clouds, generator=point_generator)
-        feats = self.point_projector(tokens.features, tokens.colors)
+        feats = self.point_path()[1](tokens.features, tokens.colors)
         if self.objectives is not None:
             block = self.objectives.prepare_block(feats, tokens.centres, tokens.patches, self.training,
                                                   point_generator)
@@ -494,6 +513,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         backbone: str | None = None,
         *,
         point_config=None,
+        point_encoder: str = "embedding",
+        encoder_config=None,
         objective_config: dict | None = None,
         aggregation_config: dict | None = None,
         conversation_template: str = "chat",
@@ -505,7 +526,10 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         Args:
             backbone: ``"smollm2"`` (default), ``"tiny-llama"``, ``"tiny-qwen2"`` or a local HF folder.
             point_config: a preset name (``"small"``, ``"paper"``), a dict (``{"preset": "small", ...}``
-                overrides a preset), or a ``PointEmbeddingConfig``.
+                overrides a preset), or a ``PointEmbeddingConfig``. With the encoder baseline only its ``num_points``
+                and ``use_color`` are read.
+            point_encoder: ``"embedding"`` (ENEL) or ``"pointbert"`` (the PointLLM-style encoder baseline).
+            encoder_config: the baseline encoder's preset (``"small"``, ``"paper"``) or dict of fields.
             seed: seeds the initialisation of the new modules (None leaves the global RNG alone).
         """
         from .backbones import DEFAULT_BACKBONE, load_backbone
@@ -520,6 +544,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         config = EnelConfig(
             text_config=text_config,
             point_config=pcfg.to_dict(),
+            point_encoder=point_encoder,
+            encoder_config=PointBertConfig.from_spec(encoder_config).to_dict() if point_encoder == "pointbert" else None,
             objective_config=objective_config,
             aggregation_config=aggregation_config,
             point_patch_token_id=ids.patch,

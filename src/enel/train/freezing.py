@@ -23,6 +23,12 @@ modules train; stage-1 objective modules, if the model still has them, stay froz
 New modules (not part of the backbone) that exist in the model train in both stages: the aggregation modules
 in a stage-1 model would otherwise be dead weight, since their gate starts closed.
 
+The PointLLM-style encoder baseline (``point_encoder="pointbert"``, :mod:`enel.model.baseline`): its encoder
+(group ``point_encoder``, ``model.model.point_backbone``) is frozen in both stages and kept in eval mode, as
+PointLLM's ``fix_pointnet=True``; it is pre-trained before stage 1 by masked point modelling
+(:func:`enel.model.baseline.pretrain_mae`). Its projector (``point_proj``) trains like ENEL's (group ``projector``);
+``train_embedding`` concerns ENEL's token embedding only.
+
 A frozen point embedding is also kept in eval mode during training (a forward pre-hook), so its BatchNorm
 layers use and keep their running statistics instead of the batch's — "frozen" means the tokens don't move.
 
@@ -59,7 +65,8 @@ STAGES = (1, 2)
 DEFAULT_TRAINABLE_LAYERS = 4
 
 #: parameter groups, new modules first, then the backbone's
-NEW_GROUPS = ("point_embedding", "projector", "special_embeds", "positional", "objectives", "aggregation")
+NEW_GROUPS = ("point_embedding", "point_encoder", "projector", "special_embeds", "positional", "objectives",
+              "aggregation")
 LLM_GROUPS = ("llm_embed_tokens", "llm_layers", "llm_norm", "llm_other", "lm_head")
 GROUPS = NEW_GROUPS + LLM_GROUPS
 
@@ -136,14 +143,19 @@ def _describe_layers(idx: list[int], total: int) -> str:
 # ----------------------------------------------------------------------------------------------------------
 def _parts(model: nn.Module):
     """``(enel_model, lm_head or None)`` for an ``EnelForCausalLM`` or an ``EnelModel``."""
-    if hasattr(model, "language_model") and hasattr(model, "point_projector"):
+    if hasattr(model, "language_model") and hasattr(model, "point_path"):
         return model, None
     inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "language_model") and hasattr(inner, "point_projector"):
+    if inner is not None and hasattr(inner, "language_model") and hasattr(inner, "point_path"):
         return inner, getattr(model, "lm_head", None)
     raise ConfigError(
         f"freezing rules apply to an ENEL model (EnelForCausalLM or EnelModel), got {type(model).__name__}"
     )
+
+
+def _is_baseline(enel) -> bool:
+    """The model carries the PointLLM-style encoder baseline instead of ENEL's token embedding."""
+    return enel.config.point_encoder == "pointbert"
 
 
 def _decoder_layers(enel) -> nn.ModuleList:
@@ -172,8 +184,9 @@ def classify_parameters(model: nn.Module) -> dict[str, list[tuple[str, nn.Parame
         for p in module.parameters():
             owner.setdefault(id(p), (group, layer))
 
-    claim(enel.point_embedding, "point_embedding")
-    claim(enel.point_projector, "projector")
+    claim(getattr(enel, "point_embedding", None), "point_embedding")
+    claim(getattr(enel, "point_backbone", None), "point_encoder")  # the encoder baseline's
+    claim(enel.point_path()[1], "projector")
     owner.setdefault(id(enel.point_special_embeds), ("special_embeds", None))
     claim(getattr(enel, "point_pos_embed", None), "positional")
     claim(getattr(enel, "objectives", None), "objectives")
@@ -223,12 +236,14 @@ def _keep_eval(module: nn.Module, args) -> None:
 
 
 def _set_embedding_hook(enel, frozen: bool) -> None:
-    """Install (once) or remove the eval-mode hook; found by identity, so copies of a model behave too."""
-    hooks = enel.point_embedding._forward_pre_hooks
+    """Install (once) or remove the eval-mode hook on the point path's encoder; found by identity, so copies of a
+    model behave too."""
+    encoder = enel.point_path()[0]
+    hooks = encoder._forward_pre_hooks
     for key in [k for k, fn in hooks.items() if fn is _keep_eval]:
         del hooks[key]
     if frozen:
-        enel.point_embedding.register_forward_pre_hook(_keep_eval)
+        encoder.register_forward_pre_hook(_keep_eval)
 
 
 def apply_stage(
@@ -242,7 +257,7 @@ def apply_stage(
         trainable_layers: stage 1 only: ``K > 0`` the first K decoder layers train, ``K < 0`` the last ``|K|``,
             0 none. Ignored in stage 2, where every layer trains.
         train_embedding: the point token embedding trains (the paper: yes in both stages). When False it is
-            frozen and kept in eval mode.
+            frozen and kept in eval mode. The encoder baseline's encoder is frozen whatever it says.
 
     Returns:
         A :class:`FreezeReport` (``str()`` of it is a table for the logs).
@@ -258,6 +273,8 @@ def apply_stage(
     else:
         layers = set(range(num_layers))
         train = {"projector", "special_embeds", "positional", "aggregation", *LLM_GROUPS}
+    if _is_baseline(enel):  # PointLLM's fix_pointnet=True: pre-trained apart, frozen in both stages
+        train_embedding = False
     if train_embedding:
         train.add("point_embedding")
 
@@ -286,7 +303,8 @@ def apply_stage(
 # ----------------------------------------------------------------------------------------------------------
 def _no_decay_ids(enel) -> set[int]:
     """Parameters exempt from weight decay besides every bias / norm / scalar: the learned tokens."""
-    ids = {id(enel.point_special_embeds), id(enel.point_embedding.class_token)}
+    encoder = enel.point_path()[0]
+    ids = {id(enel.point_special_embeds), id(encoder.cls_token if _is_baseline(enel) else encoder.class_token)}
     objectives = getattr(enel, "objectives", None)
     if objectives is not None and getattr(objectives, "mask_token", None) is not None:
         ids.add(id(objectives.mask_token))

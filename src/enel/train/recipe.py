@@ -68,6 +68,10 @@ class DataSection:
         self.modelnet40 = {**MODELNET40_DEFAULTS, **self.modelnet40}
 
 
+ENCODER_PRETRAIN_DEFAULTS: dict = {"steps": 0, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.05, "mask_ratio": 0.6,
+                             "decoder_depth": 2, "clouds": 512}
+"""``encoder_pretrain`` when a recipe does not say: no masked point modelling before stage 1."""
+
 MODELNET40_DEFAULTS: dict = {"path": None, "weight": 0.0, "kinds": ["grounding"], "identify": 2,
                              "val_fraction": 0.1, "split_seed": 0, "augment": True}
 """``data.modelnet40`` when a recipe does not say: no ModelNet40 in the mix."""
@@ -137,6 +141,12 @@ class Recipe:
         objective: stage-1 objective settings (``ObjectiveConfig`` fields).
         aggregation: stage-2 aggregation settings (``AggregationConfig`` fields).
         trainable_layers: stage 1: the first K decoder layers train (paper: 4).
+        point_encoder: ``embedding`` (ENEL) or ``pointbert`` (the PointLLM-style encoder baseline; only for a new
+            model: a folder keeps its own).
+        encoder_config: the baseline encoder's preset (``small`` / ``paper``) or a dict of fields.
+        encoder_pretrain: masked point modelling of the baseline's encoder before stage 1, on clouds of the
+            training data (:func:`enel.model.baseline.pretrain_mae`): ``steps`` (0: none), ``batch_size``, ``lr``,
+            ``weight_decay``, ``mask_ratio``, ``decoder_depth``, ``clouds`` (how many training clouds it draws from).
     """
 
     name: str = "recipe"
@@ -148,6 +158,9 @@ class Recipe:
     objective: dict = field(default_factory=lambda: {"name": "hybrid"})
     aggregation: dict = field(default_factory=lambda: {"enabled": False})
     trainable_layers: int = 4
+    point_encoder: str = "embedding"
+    encoder_config: str | dict = "small"
+    encoder_pretrain: dict = field(default_factory=lambda: dict(ENCODER_PRETRAIN_DEFAULTS))
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -157,6 +170,19 @@ class Recipe:
             raise ConfigError(f"recipe stage must be 1 or 2, not {self.stage!r}")
         if self.stage == 2 and self.objective.get("name", "none") != "none":
             raise ConfigError("stage 2 turns the stage-1 objectives off: set objective.name=none")
+        if self.point_encoder not in ("embedding", "pointbert"):
+            raise ConfigError(f"point_encoder must be embedding or pointbert, not {self.point_encoder!r}")
+        if self.point_encoder == "pointbert" and self.objective.get("name", "none") != "none":
+            raise ConfigError("the PointLLM-style encoder baseline trains with the caption loss alone: set "
+                              "objective.name=none")
+        if not isinstance(self.encoder_pretrain, dict) or set(self.encoder_pretrain) - set(ENCODER_PRETRAIN_DEFAULTS):
+            raise ConfigError(f"encoder_pretrain takes the keys {sorted(ENCODER_PRETRAIN_DEFAULTS)}, "
+                              f"not {self.encoder_pretrain!r}")
+        self.encoder_pretrain = {**ENCODER_PRETRAIN_DEFAULTS, **self.encoder_pretrain}
+        if int(self.encoder_pretrain["steps"]) < 0 or int(self.encoder_pretrain["clouds"]) < 1:
+            raise ConfigError("encoder_pretrain.steps must be 0 or more and encoder_pretrain.clouds at least 1")
+        if int(self.encoder_pretrain["steps"]) and self.point_encoder != "pointbert":
+            raise ConfigError("encoder_pretrain pre-trains the baseline's encoder: set point_encoder=pointbert")
         if self.train.bf16 not in ("auto", "true", "false", True, False):
             raise ConfigError(f"train.bf16 must be auto, true or false, not {self.train.bf16!r}")
         if self.train.batch_size < 1 or self.train.grad_accum < 1:
@@ -282,7 +308,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r}: unknown key {parts[0]!r}; known: {sorted(defaults)}")
         target, default = data, defaults
         for p in parts[:-1]:
-            if p == "point_config" and target is data:  # a preset name or a dict: point_config.FIELD=VALUE
+            if p in ("point_config", "encoder_config") and target is data:  # a preset name or a dict: p.FIELD=VALUE
                 current = data.get(p) or defaults[p]  # None means the default preset, as in from_spec
                 data[p] = dict(current) if isinstance(current, dict) else {"preset": current}
                 target, default = data[p], {}

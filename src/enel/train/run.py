@@ -23,7 +23,8 @@ import torch
 from ..errors import ConfigError
 from .recipe import Recipe
 
-__all__ = ["train", "TrainOutcome", "build_model", "build_datasets", "training_arguments", "last_checkpoint", "bf16_available"]
+__all__ = ["train", "TrainOutcome", "build_model", "build_datasets", "pretrain_point_encoder", "training_arguments",
+           "last_checkpoint", "bf16_available"]
 
 
 def bf16_available() -> bool:
@@ -61,6 +62,8 @@ def build_model(recipe: Recipe):
             model, tokenizer = EnelForCausalLM.from_backbone(
                 recipe.backbone,
                 point_config=recipe.point_config,
+                point_encoder=recipe.point_encoder,
+                encoder_config=recipe.encoder_config if recipe.point_encoder == "pointbert" else None,
                 objective_config=recipe.objective,
                 conversation_template=recipe.conversation_template,
                 seed=recipe.train.seed,
@@ -275,6 +278,10 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         model.set_attn_implementation(recipe.train.attn_implementation)
     dataset, previews = build_datasets(recipe, model, tokenizer)
     log(f"[enel] {len(dataset)} training samples from {', '.join(recipe.data.anno)}")
+    pretrained = None
+    if recipe.encoder_pretrain["steps"] and recipe.stage == 1 and not recipe.init_from and not checkpoint:
+        pretrained = pretrain_point_encoder(recipe, model, dataset, log)
+        (out / "encoder_pretrain.json").write_text(json.dumps(pretrained, indent=1))
 
     from ..data.collate import EnelCollator
 
@@ -327,6 +334,9 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
             "steps": sum(h["steps"] for h in history),
             "history": history,
         }
+        if pretrained or state.get("encoder_pretrain"):  # what the baseline's encoder saw before stage 1
+            model.config.training_state["encoder_pretrain"] = state.get("encoder_pretrain") or {
+                k: pretrained[k] for k in ("steps", "clouds", "loss_first", "loss_last")}
         if recipe.train.attn_implementation:  # a training-time choice: the saved model keeps its own kernel
             model.set_attn_implementation(saved_attn)
         save_model(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module, tokenizer, final)
@@ -345,6 +355,34 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
     return TrainOutcome(final, trainer.state.global_step, model)
+
+
+def pretrain_point_encoder(recipe: Recipe, model, dataset, log=print) -> dict:
+    """Masked point modelling of the baseline's encoder on clouds of the training data, before stage 1.
+
+    Draws ``encoder_pretrain.clouds`` samples spread evenly over ``dataset`` (their clouds, as the loaders
+    prepared them) and runs :func:`enel.model.baseline.pretrain_mae`; the freezing rules keep the encoder frozen
+    afterwards. Returns the settings, the cloud count and the losses (first, last, every step).
+    """
+    from ..model.baseline import pretrain_mae
+
+    settings = dict(recipe.encoder_pretrain)
+    want = min(int(settings.pop("clouds")), len(dataset))
+    steps = int(settings.pop("steps"))
+    picks = torch.linspace(0, len(dataset) - 1, want).round().long().unique().tolist()
+    clouds = [c for c in (dataset[i]["point_cloud"] for i in picks) if c is not None]
+    if not clouds:
+        raise ConfigError("encoder_pretrain found no point clouds in the training data")
+    shape = clouds[0].shape
+    clouds = torch.stack([c for c in clouds if c.shape == shape]).float()
+    log(f"[enel] pre-training the point encoder (masked point modelling): {steps} steps on {len(clouds)} clouds")
+    start = time.time()
+    losses = pretrain_mae(model.model.point_backbone, clouds, steps=steps, seed=recipe.train.seed, log=log, **settings)
+    window = max(1, min(10, len(losses) // 4))
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    log(f"[enel] encoder pre-training done in {(time.time() - start) / 60:.1f} min: Chamfer-L2 {first:.5f} → {last:.5f}")
+    return {"steps": steps, "clouds": len(clouds), "loss_first": round(first, 6), "loss_last": round(last, 6),
+            "minutes": round((time.time() - start) / 60, 2), "settings": settings, "losses": losses}
 
 
 def _start_step(checkpoint: str | None) -> int:
