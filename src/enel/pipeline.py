@@ -28,7 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["quickstart", "STAGE_STEPS", "MODELNET_EVAL_PER_CLASS"]
+__all__ = ["quickstart", "STAGE_STEPS", "MODELNET_EVAL_PER_CLASS", "prepare_data", "shared_overrides", "train_stage",
+           "evaluate_model"]
 
 STAGE_STEPS = {1: 1300, 2: 100}
 """Training steps of stage 1 and stage 2 (batch 8)."""
@@ -120,10 +121,7 @@ def quickstart(
         threads: torch threads for training and evaluation (default: torch's, one per core).
         extra_overrides: recipe overrides per stage (``{1: ["optim.lr_new=2e-3"]}``), for experiments.
     """
-    from .data.procedural import synthesize
-    from .eval.procedural import evaluate_procedural
     from .train.recipe import load_recipe
-    from .train.run import train
 
     import torch
 
@@ -136,15 +134,13 @@ def quickstart(
     command = "enel " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv and "enel" in sys.argv[0] else None
     timings: dict[str, float] = {}
 
-    log(f"[quickstart 1/5] procedural dataset in {data_dir}")
     t = time.time()
-    manifest = synthesize(data_dir, objects_per_category=objects_per_category, seed=seed)
-    log(f"[quickstart 2/5] real shapes")
-    real = _real_shapes(modelnet40, modelnet40_dir, log)
+    manifest, real = prepare_data(data_dir, modelnet40, modelnet40_dir, objects_per_category=objects_per_category,
+                                  seed=seed, log=log,
+                                  prefixes=("[quickstart 1/5] ", "[quickstart 2/5] "))
     timings["data_seconds"] = round(time.time() - t, 1)
 
-    common = [f"data.root={data_dir}", f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads else [])
-    common += [f"data.modelnet40.path={real}"] if real else ["data.modelnet40.weight=0"]
+    common = shared_overrides(data_dir, seed, threads, real)
     stage_dirs = {1: out / "stage1", 2: out / "stage2"}
     total = steps[1] + steps[2]
     caps = {s: minutes * steps[s] / total for s in (1, 2)} if minutes else {1: None, 2: None}
@@ -159,22 +155,14 @@ def quickstart(
         log(f"[quickstart {stage + 2}/5] stage {stage} ({'hybrid semantic loss' if stage == 1 else 'aggregation'}): "
             f"{steps[stage]} steps{cap} → {stage_dirs[stage]}")
         t = time.time()
-        if _finished(stage_dirs[stage]) and not force:
-            log(f"[quickstart] stage {stage} already trained; reusing {stage_dirs[stage] / 'model'}")
-        else:
-            train(recipes[stage], resume=not force, log=log)
+        train_stage(recipes[stage], force=force, log=log)
         timings[f"stage{stage}_seconds"] = round(time.time() - t, 1)
     _publish(stage_dirs[2] / "model", out / "model")
 
     log("[quickstart 5/5] evaluation: held-out procedural objects" + (", ModelNet40 validation split" if real else ""))
     t = time.time()
-    summary = evaluate_procedural(out / "model", data_dir, out / "eval", split="test", max_objects=eval_objects,
-                                  seed=seed, command=command, log=log)
-    evaluation = {"procedural": {k: summary[k] for k in ("objects", "category_accuracy", "colour_accuracy",
-                                                         "caption_sbert")}}
-    if real:
-        evaluation["modelnet40_val"] = _evaluate_real(out, real, recipes[1], modelnet_eval_per_class, seed, command,
-                                                      log)
+    evaluation = evaluate_model(out / "model", data_dir, out / "eval", real, recipes[1], eval_objects=eval_objects,
+                                modelnet_eval_per_class=modelnet_eval_per_class, seed=seed, command=command, log=log)
     timings["eval_seconds"] = round(time.time() - t, 1)
     stage_stats = {}
     for stage, d in stage_dirs.items():
@@ -224,7 +212,55 @@ def quickstart(
     return record
 
 
-def _evaluate_real(out: Path, archive_path: Path, recipe, per_class, seed, command, log) -> dict:
+def prepare_data(data_dir: Path, modelnet40, modelnet40_dir: Path, *, objects_per_category: int, seed: int, log,
+                 prefixes: tuple[str, str] = ("[data] ", "[data] ")) -> tuple[dict, Path | None]:
+    """Synthesise the procedural dataset in ``data_dir`` (reused when it exists) and bring in the real shapes;
+    returns the procedural manifest and the imported ModelNet40 training archive (``None`` without one)."""
+    from .data.procedural import synthesize
+
+    log(f"{prefixes[0]}procedural dataset in {data_dir}")
+    manifest = synthesize(data_dir, objects_per_category=objects_per_category, seed=seed)
+    log(f"{prefixes[1]}real shapes")
+    return manifest, _real_shapes(modelnet40, modelnet40_dir, log)
+
+
+def shared_overrides(data_dir: Path, seed: int, threads: int | None, real: Path | None) -> list[str]:
+    """The recipe overrides every stage of a run shares: the data, the seed, the threads, the real shapes (or none)."""
+    common = [f"data.root={data_dir}", f"train.seed={seed}"] + ([f"train.threads={threads}"] if threads else [])
+    return common + ([f"data.modelnet40.path={real}"] if real else ["data.modelnet40.weight=0"])
+
+
+def train_stage(recipe, *, force: bool = False, log=print) -> Path:
+    """Train one stage unless its folder already holds a finished model (``force`` retrains); an interrupted stage
+    resumes from its last checkpoint. Returns the model folder."""
+    from .train.run import train
+
+    stage_dir = Path(recipe.train.output_dir)
+    if _finished(stage_dir) and not force:
+        log(f"[{stage_dir.name}] already trained; reusing {stage_dir / 'model'}")
+    else:
+        train(recipe, resume=not force, log=log)
+    return stage_dir / "model"
+
+
+def evaluate_model(model: Path, data_dir: Path, eval_dir: Path, real: Path | None, recipe, *,
+                   eval_objects: int | None, modelnet_eval_per_class: int | None, seed: int, command: str | None,
+                   log) -> dict:
+    """The held-out procedural test split and, with real shapes, the ModelNet40 validation split that ``recipe``
+    carved out of them; returns ``{"procedural": {...}, "modelnet40_val": {...}}``."""
+    from .eval.procedural import evaluate_procedural
+
+    summary = evaluate_procedural(model, data_dir, eval_dir, split="test", max_objects=eval_objects, seed=seed,
+                                  command=command, log=log)
+    evaluation = {"procedural": {k: summary[k] for k in ("objects", "category_accuracy", "colour_accuracy",
+                                                         "caption_sbert")}}
+    if real:
+        evaluation["modelnet40_val"] = _evaluate_real(model, eval_dir, real, recipe, modelnet_eval_per_class, seed,
+                                                      command, log)
+    return evaluation
+
+
+def _evaluate_real(model: Path, eval_dir: Path, archive_path: Path, recipe, per_class, seed, command, log) -> dict:
     """The ModelNet40 validation split (the one the recipe carved out) in PointLLM's protocol."""
     from .data.modelnet_import import load_modelnet_archive
     from .eval.modelnet import evaluate_modelnet, select_objects
@@ -233,7 +269,7 @@ def _evaluate_real(out: Path, archive_path: Path, recipe, per_class, seed, comma
     archive = load_modelnet_archive(archive_path)
     picked = select_objects(archive.labels, archive.class_names, val_fraction=mn["val_fraction"],
                             split_seed=mn["split_seed"], per_class=per_class)
-    s = evaluate_modelnet(out / "model", archive.points, archive.labels, archive.class_names, picked, out / "eval",
+    s = evaluate_modelnet(model, archive.points, archive.labels, archive.class_names, picked, eval_dir,
                           object_ids=archive.object_ids, name="modelnet40_val", seed=seed, command=command, log=log)
     return {"objects": s["objects"], **{k: {"overall_accuracy": v["overall_accuracy"],
                                             "mean_class_accuracy": v["mean_class_accuracy"]}
