@@ -1,7 +1,7 @@
 """Imports flow one way (DESIGN.md, "Layout"): a module may import only the layers below its own.
 
 The order, lowest first: ``points`` ← ``model`` ← ``data`` ← ``inference`` ← ``train``, ``eval`` (peers that never
-import each other) ← ``pipeline`` ← ``cli``, ``demo``. ``errors``, ``paths`` and the package's ``__init__`` sit
+import each other) ← ``pipeline`` ← ``ablation`` ← ``cli``, ``demo``. ``errors``, ``paths`` and the package's ``__init__`` sit
 under everything. ``inference`` (the Assistant and ``prepare_cloud``) sits below ``train`` and ``eval`` because
 both ask a model questions through it (the caption previews, the benchmark generation); it imports nothing above
 ``data``.
@@ -25,8 +25,9 @@ ALLOWED = {
     "train": {"points", "model", "data", "inference"},
     "eval": {"points", "model", "data", "inference"},
     "pipeline": {"points", "model", "data", "inference", "train", "eval"},
+    "ablation": {"points", "model", "data", "inference", "train", "eval", "pipeline"},
     "demo": {"points", "model", "data", "inference", "eval"},
-    "cli": {"points", "model", "data", "inference", "train", "eval", "pipeline", "demo"},
+    "cli": {"points", "model", "data", "inference", "train", "eval", "pipeline", "ablation", "demo"},
 }
 
 

@@ -6,6 +6,7 @@
 * :mod:`.train` — ``train`` (one stage from a recipe) and ``quickstart`` (the whole pipeline)
 * :mod:`.demo` — ``enel demo``: the web demo
 * :mod:`.eval` — ``enel eval generate | metrics | judge | resolution | attention | report | modelnet``
+* :mod:`.ablate` — ``enel ablate TABLE``: the paper's comparisons, rerun
 
 Each module has ``register(subparsers)``, which adds its parsers, and one ``cmd_*`` function per sub-command
 that imports what it needs, so ``enel --help`` starts fast. User-facing errors (:class:`enel.errors.EnelError`)
@@ -29,12 +30,12 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``enel`` parser: every group's sub-commands, in the order ``enel --help`` lists them."""
-    from . import data, demo, infer, setup, train
+    from . import ablate, data, demo, infer, setup, train
     from . import eval as eval_commands
 
     p = argparse.ArgumentParser(prog="enel", description="ENEL: an encoder-free 3D large multimodal model")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (setup, infer, data, train, demo, eval_commands):
+    for group in (setup, infer, data, train, demo, eval_commands, ablate):
         group.register(sub)
     return p
 
