@@ -39,6 +39,16 @@ def test_every_row_builds_a_valid_recipe_with_its_overrides_applied(table, row, 
         assert recipes[2].init_from == str(tmp_path / table.name / "_stage1" / "stage1" / "model")
 
 
+def test_quick_rows_are_runnable_rows_and_resolution_shares_the_encoder_models(tmp_path):
+    for table in TABLES.values():
+        assert all(not table.row(r).not_runnable for r in table.quick_rows), table.name
+    res, enc = TABLES["resolution"], TABLES["encoder"]
+    for row in res.rows:
+        kw = dict(common=[], steps={1: 5})
+        a, b = row_recipes(res, row, tmp_path, **kw)[1], row_recipes(enc, enc.row(row.name), tmp_path, **kw)[1]
+        assert a.train.output_dir == b.train.output_dir == str(tmp_path / "encoder" / row.name / "stage1")
+
+
 def _without_paths(recipe) -> str:
     d = recipe.to_dict()
     d["train"].pop("output_dir")

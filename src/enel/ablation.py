@@ -66,6 +66,9 @@ class Table:
         stages: 1 (stage 1 per row) or 2 (one shared stage 1, a stage 2 per row).
         steps: training steps per stage of a full row; ``quick_steps`` those of ``--quick``.
         quick_rows: the rows ``--quick`` runs (all runnable rows when empty).
+        quick_overrides: recipe overrides per stage of every row under ``--quick``.
+        resolution: evaluate each row at :data:`RESOLUTION_SIZES` points too.
+        stage1_from: the table whose rows' stage-1 folders this table's rows share (trained once for both).
     """
 
     name: str
@@ -77,6 +80,7 @@ class Table:
     quick_rows: tuple[str, ...] = ()
     quick_overrides: dict[int, tuple[str, ...]] = field(default_factory=dict)
     resolution: bool = False
+    stage1_from: str | None = None
 
     def row(self, name: str) -> Row:
         for r in self.rows:
@@ -164,7 +168,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                         "paper, per point count)", (
         Row("enel", "ENEL", {2048: 44.6, 4096: 49.0, 8192: 51.0}),
         Row("baseline", "PointLLM", {2048: 33.7, 4096: 41.4, 8192: 44.0}, recipe="baseline_smollm2"),
-    ), quick_steps={1: 200, 2: 40}, quick_overrides={1: ("encoder_pretrain.steps=100",)}, resolution=True),
+    ), quick_steps={1: 200, 2: 40}, quick_overrides={1: ("encoder_pretrain.steps=100",)}, resolution=True,
+        stage1_from="encoder"),
 )}
 """Every table ``enel ablate`` knows, by name."""
 
@@ -181,11 +186,14 @@ def select_rows(table: Table, rows: list[str] | None, quick: bool) -> list[Row]:
 def row_recipes(table: Table, row: Row, out: Path, *, common: list[str], steps: dict[int, int],
                 backbone: str = "smollm2", quick: bool = False, extra: dict[int, list[str]] | None = None) -> dict:
     """The recipes of ``row``'s stages: ``{1: Recipe}`` or, for a two-stage table, ``{1: shared stage 1,
-    2: Recipe}``; stage folders live in ``out/<table>/`` (the shared stage 1 in ``_stage1``)."""
+    2: Recipe}``; stage folders live in ``out/<table>/`` (the shared stage 1 in ``_stage1``), a ``stage1_from``
+    table's stage 1 in that table's row folders."""
     from .train.recipe import load_recipe
 
     base = out / table.name
-    dirs = {1: base / ("_stage1" if table.stages == 2 else row.name) / "stage1", 2: base / row.name / "stage2"}
+    first = out / table.stage1_from / row.name if table.stage1_from else base / (
+        "_stage1" if table.stages == 2 else row.name)
+    dirs = {1: first / "stage1", 2: base / row.name / "stage2"}
     recipes = {}
     for s in range(1, table.stages + 1):
         over = list(common) + [f"train.output_dir={dirs[s]}", f"train.max_steps={steps[s]}"]
