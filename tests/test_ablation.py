@@ -80,6 +80,21 @@ def test_aggregation_schedules_match_the_paper_default_and_their_h():
             assert b["propagate_after"][0] - b["aggregate_after"][-1] == h
 
 
+@pytest.mark.parametrize("row,levels,h", [("l1", 1, 2), ("l2", 2, 2), ("l3", 3, 2), ("l4", 4, 2), ("h4", 3, 4),
+                                          ("h8", 3, 8), ("no_gate", 3, 2)])
+def test_aggregation_rows_keep_their_l_and_h_on_smollm2_and_deeper_backbones(row, levels, h, tmp_path):
+    from enel.model.aggregation import coarsest_layers, resolve_schedule
+    from enel.model.configuration_enel import AggregationConfig
+
+    table = TABLES["aggregation"]
+    cfg = AggregationConfig(**row_recipes(table, table.row(row), tmp_path, common=[], steps={1: 1, 2: 1})[2].aggregation)
+    assert cfg.gate is (row != "no_gate")
+    assert [len(span) for span in coarsest_layers(cfg, 30)] == [h, h]  # SmolLM2: the numbers as they are
+    for layers in (30, 32):  # mapped onto Vicuna-7B's 32 no two events share a layer
+        events = resolve_schedule(cfg, layers)
+        assert sum(kind == "aggregate" for _, kind, _, _ in events) == 2 * levels
+
+
 def _fake_row_runner(calls):
     """Stands in for training: writes a metrics.json whose numbers say which row made them."""
 

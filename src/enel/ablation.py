@@ -89,10 +89,16 @@ class Table:
         raise ConfigError(f"table {self.name!r} has no row {name!r}; its rows: {', '.join(r.name for r in self.rows)}")
 
 
+SCHEDULE_LAYERS = 30
+"""The depth the aggregation rows' schedules are written for: SmolLM2's 30 layers, so the paper's layer numbers
+(written for 32) run as they are on it. Mapped onto 32 layers or more no two events share a layer (a scale below
+1 would put consecutive layers on one: 8 and 9 of 32 both on SmolLM2's 8), though H may grow by one."""
+
+
 def _schedule(levels: int, h: int) -> str:
-    """Two aggregation blocks of ``levels`` levels with ``h`` layers on the coarsest sequence (32-layer numbering,
-    as the paper's: l = 3, H = 2 is aggregate after 1–3, propagate after 5–7; again 10 layers later or, when that
-    would overlap, right after the first block)."""
+    """Two aggregation blocks of ``levels`` levels with ``h`` layers on the coarsest sequence, in the paper's layer
+    numbers (l = 3, H = 2 is aggregate after 1–3, propagate after 5–7; again 10 layers later or, when that would
+    overlap, right after the first block)."""
     blocks = []
     offset = max(10, 2 * levels + h)
     for b in range(2):
@@ -102,7 +108,7 @@ def _schedule(levels: int, h: int) -> str:
 
 
 def _agg(levels: int, h: int, *more: str) -> dict[int, tuple[str, ...]]:
-    return {2: (_schedule(levels, h), "aggregation.reference_layers=32") + more}
+    return {2: (_schedule(levels, h), f"aggregation.reference_layers={SCHEDULE_LAYERS}") + more}
 
 
 _SSL = "objective.name="
