@@ -21,9 +21,10 @@ def _field(recipe_dict: dict, dotted: str):
     return value
 
 
+@pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
 @pytest.mark.parametrize("table,row", ROWS, ids=[f"{t.name}-{r.name}" for t, r in ROWS])
-def test_every_row_builds_a_valid_recipe_with_its_overrides_applied(table, row, tmp_path):
-    recipes = row_recipes(table, row, tmp_path, common=["data.modelnet40.weight=0"], steps={1: 7, 2: 3})
+def test_every_row_builds_a_valid_recipe_with_its_overrides_applied(table, row, quick, tmp_path):
+    recipes = row_recipes(table, row, tmp_path, common=["data.modelnet40.weight=0"], steps={1: 7, 2: 3}, quick=quick)
     assert sorted(recipes) == list(range(1, table.stages + 1))
     for stage, overrides in row.overrides.items():
         d = recipes[stage].to_dict()
@@ -34,6 +35,8 @@ def test_every_row_builds_a_valid_recipe_with_its_overrides_applied(table, row, 
             expected = float(expected) if isinstance(actual, float) else expected
             assert actual == expected, f"{row.name}: {key} is {actual!r}, not {expected!r}"
     assert recipes[1].train.max_steps == 7
+    if quick and row.recipe == "baseline_smollm2":
+        assert recipes[1].encoder_pretrain["steps"] == 100
     assert recipes[1].point_encoder == ("pointbert" if row.recipe == "baseline_smollm2" else "embedding")
     if table.stages == 2:  # every row's stage 2 starts from the table's one shared stage 1
         assert recipes[2].init_from == str(tmp_path / table.name / "_stage1" / "stage1" / "model")

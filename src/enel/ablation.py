@@ -35,6 +35,9 @@ PAPER_COLUMNS = ("Cls", "Cap GPT-4", "Cap S-BERT")
 POINTLLM = (53.00, 44.85, 47.47)
 """PointLLM-7B in Tables 1–4 (Cls, Cap GPT-4, Cap S-BERT)."""
 
+QUICK_PRETRAIN = {1: ("encoder_pretrain.steps=100",)}
+"""``--quick``'s cut of the baseline's masked point modelling before stage 1 (200 steps in its recipe)."""
+
 
 @dataclass(frozen=True)
 class Row:
@@ -47,6 +50,8 @@ class Row:
             ``resolution``, Figure 1a's caption GPT-4 score per point count.
         overrides: recipe overrides per stage, ``{1: ("objective.name=masked", ...), 2: (...)}``.
         recipe: the stage-1 recipe family: ``smollm2`` or ``baseline_smollm2`` (the encoder baseline).
+        quick_overrides: recipe overrides per stage of this row under ``--quick`` (the baseline's shorter encoder
+            pre-training: an ENEL row's recipe refuses ``encoder_pretrain``).
         not_runnable: why the row cannot run here (``None``: it can).
     """
 
@@ -55,6 +60,7 @@ class Row:
     paper: tuple | dict
     overrides: dict[int, tuple[str, ...]] = field(default_factory=dict)
     recipe: str = "smollm2"
+    quick_overrides: dict[int, tuple[str, ...]] = field(default_factory=dict)
     not_runnable: str | None = None
 
 
@@ -66,7 +72,6 @@ class Table:
         stages: 1 (stage 1 per row) or 2 (one shared stage 1, a stage 2 per row).
         steps: training steps per stage of a full row; ``quick_steps`` those of ``--quick``.
         quick_rows: the rows ``--quick`` runs (all runnable rows when empty).
-        quick_overrides: recipe overrides per stage of every row under ``--quick``.
         resolution: evaluate each row at :data:`RESOLUTION_SIZES` points too.
         stage1_from: the table whose rows' stage-1 folders this table's rows share (trained once for both).
     """
@@ -78,7 +83,6 @@ class Table:
     steps: dict[int, int] = field(default_factory=lambda: {1: 1300, 2: 100})
     quick_steps: dict[int, int] = field(default_factory=lambda: {1: 150, 2: 40})
     quick_rows: tuple[str, ...] = ()
-    quick_overrides: dict[int, tuple[str, ...]] = field(default_factory=dict)
     resolution: bool = False
     stage1_from: str | None = None
 
@@ -168,13 +172,15 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("encoder", "Encoder-free (ENEL) against encoder-based (PointLLM-style baseline), stage 1, same "
                      "backbone, data and steps", (
         Row("enel", "ENEL: hybrid semantic loss feat + per-layer PE (Table 3)", (52.00, 47.65, 47.30)),
-        Row("baseline", "PointLLM-7B (Tables 1-4)", POINTLLM, recipe="baseline_smollm2"),
-    ), quick_steps={1: 200, 2: 40}, quick_overrides={1: ("encoder_pretrain.steps=100",)}),
+        Row("baseline", "PointLLM-7B (Tables 1-4)", POINTLLM, recipe="baseline_smollm2",
+            quick_overrides=QUICK_PRETRAIN),
+    ), quick_steps={1: 200, 2: 40}),
     Table("resolution", "Figure 1a: train at the recipe's points, evaluate at 1K/2K/4K/8K (caption GPT-4 in the "
                         "paper, per point count)", (
         Row("enel", "ENEL", {2048: 44.6, 4096: 49.0, 8192: 51.0}),
-        Row("baseline", "PointLLM", {2048: 33.7, 4096: 41.4, 8192: 44.0}, recipe="baseline_smollm2"),
-    ), quick_steps={1: 200, 2: 40}, quick_overrides={1: ("encoder_pretrain.steps=100",)}, resolution=True,
+        Row("baseline", "PointLLM", {2048: 33.7, 4096: 41.4, 8192: 44.0}, recipe="baseline_smollm2",
+            quick_overrides=QUICK_PRETRAIN),
+    ), quick_steps={1: 200, 2: 40}, resolution=True,
         stage1_from="encoder"),
 )}
 """Every table ``enel ablate`` knows, by name."""
@@ -204,7 +210,7 @@ def row_recipes(table: Table, row: Row, out: Path, *, common: list[str], steps: 
     for s in range(1, table.stages + 1):
         over = list(common) + [f"train.output_dir={dirs[s]}", f"train.max_steps={steps[s]}"]
         over += [f"backbone={backbone}"] if s == 1 else [f"init_from={dirs[1] / 'model'}"]
-        over += list(table.quick_overrides.get(s, ())) if quick else []
+        over += list(row.quick_overrides.get(s, ())) if quick else []
         over += list((extra or {}).get(s, ()))
         over += list(row.overrides.get(s, ())) if (s == 2 or table.stages == 1) else []
         name = f"{row.recipe}_stage{s}" if s == 1 else f"smollm2_stage{s}"
