@@ -171,7 +171,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     ), stages=2, quick_steps={1: 150, 2: 40}, quick_rows=("l1", "l3", "h8", "no_gate")),
     Table("encoder", "Encoder-free (ENEL) against encoder-based (PointLLM-style baseline), stage 1, same "
                      "backbone, data and steps", (
-        Row("enel", "ENEL: hybrid semantic loss feat + per-layer PE (Table 3)", (52.00, 47.65, 47.30)),
+        Row("enel", "ENEL: the CPU default's stage 1 (hybrid semantic loss feat, no per-layer PE; the paper's "
+                    "numbers: Table 3's best row)", (52.00, 47.65, 47.30)),
         Row("baseline", "PointLLM-7B (Tables 1-4)", POINTLLM, recipe="baseline_smollm2",
             quick_overrides=QUICK_PRETRAIN),
     ), quick_steps={1: 200, 2: 40}),
