@@ -169,3 +169,14 @@ def _json_default(obj: Any):
     if isinstance(obj, (torch.dtype, Path)):
         return str(obj)
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def training_optimiser(model: torch.nn.Module, recipe) -> tuple[list, torch.optim.Optimizer, float]:
+    """``(trainable parameters, AdamW, max grad norm)`` as ``enel train`` builds them for ``recipe``."""
+    from enel.train.freezing import parameter_groups
+
+    o = recipe.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(parameter_groups(model, lr_new=o.lr_new, lr_llm=o.lr_llm, weight_decay=o.weight_decay),
+                            lr=o.lr_new)
+    return params, opt, o.max_grad_norm

@@ -50,7 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import machine_info, print_table, set_threads, write_json  # noqa: E402
+from common import machine_info, print_table, set_threads, training_optimiser, write_json  # noqa: E402
 from training import PeakRSS, _rss  # noqa: E402
 
 CONTENDERS = {  # name: (recipe, overrides)
@@ -67,18 +67,13 @@ class Contender:
     """One model, its optimiser and its dataset; :meth:`step` is one training step as ``enel train`` takes it."""
 
     def __init__(self, name: str, recipe, model, dataset, collator, bf16: bool):
-        from enel.train.freezing import parameter_groups
         from enel.train.speed import cache_frozen_bf16
 
         self.name, self.recipe, self.dataset, self.collator, self.bf16 = name, recipe, dataset, collator, bf16
         self.model = model.train()
         if bf16:
             cache_frozen_bf16(self.model)
-        o = recipe.optim
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(parameter_groups(self.model, lr_new=o.lr_new, lr_llm=o.lr_llm,
-                                                      weight_decay=o.weight_decay), lr=o.lr_new)
-        self.max_grad_norm = o.max_grad_norm
+        self.params, self.opt, self.max_grad_norm = training_optimiser(self.model, recipe)
         self.batch_size = recipe.train.batch_size
         self.cursor = 0
 

@@ -45,7 +45,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import machine_info, matmul_gflops, print_table, set_threads, write_json  # noqa: E402
+from common import (  # noqa: E402
+    machine_info, matmul_gflops, print_table, set_threads, training_optimiser, write_json)
 
 RECIPES = ("smollm2_stage1", "smollm2_stage2", "tiny_stage1", "tiny_stage2")
 VARIANTS = ("today", "+cloud cache", "+frozen bf16")
@@ -109,7 +110,6 @@ class Contender:
     """One variant: its own copy of the model and optimiser, the shared dataset, a step function."""
 
     def __init__(self, name, model, dataset, collator, recipe, bf16: bool):
-        from enel.train.freezing import parameter_groups
         from enel.train.speed import cache_frozen_bf16
 
         self.name, self.dataset, self.collator, self.bf16 = name, dataset, collator, bf16
@@ -118,11 +118,7 @@ class Contender:
         self.keep_clouds = level >= 1
         if level >= 2:
             cache_frozen_bf16(self.model)
-        o = recipe.optim
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(parameter_groups(self.model, lr_new=o.lr_new, lr_llm=o.lr_llm,
-                                                      weight_decay=o.weight_decay), lr=o.lr_new)
-        self.max_grad_norm = o.max_grad_norm
+        self.params, self.opt, self.max_grad_norm = training_optimiser(self.model, recipe)
         self.batch_size = recipe.train.batch_size
         self.cursor = 0
 
