@@ -38,3 +38,25 @@ def save_tiny_model_and_data(root, *, objects_per_category: int = 4, categories=
     synthesize(data, objects_per_category=objects_per_category, categories=list(categories), num_points=1024,
                progress=False, val_fraction=0.0, test_fraction=0.5)
     return model, tok, model_dir, data
+
+
+def labelled_batch(tok, n_tokens: int, answers: list[str]):
+    """Right-padded training batch of "What is this?" → each answer: ids, attention mask, labels ``(B, L)`` (-100 on
+    padding and everything but the answers)."""
+    import torch
+
+    from enel.data.conversation import encode_conversation
+
+    encs = [
+        encode_conversation(tok, [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": a}],
+                            template="chat", num_point_tokens=n_tokens)
+        for a in answers
+    ]
+    length = max(len(e.input_ids) for e in encs)
+    ids = torch.full((len(encs), length), tok.pad_token_id)
+    labels = torch.full((len(encs), length), -100)
+    mask = torch.zeros(len(encs), length, dtype=torch.long)
+    for i, e in enumerate(encs):
+        n = len(e.input_ids)
+        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
+    return ids, mask, labels

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import labelled_batch
 from enel.data.conversation import build_prompt, tokenize_prompts
 from enel.errors import ConfigError
 from enel.model import EnelConfig, EnelForCausalLM
@@ -37,22 +38,6 @@ def clouds(n, points=1024, seed=0):
 def prompts(tok, model, questions):
     texts = [build_prompt(tok, q, template="chat", num_point_tokens=model.config.num_point_tokens) for q in questions]
     return tokenize_prompts(tok, texts, "chat")
-
-
-def training_batch(tok, n_tokens: int, answers: list[str]):
-    """Right-padded training batch: ids, attention mask, labels (-100 on padding and non-answers)."""
-    from enel.data.conversation import encode_conversation
-
-    encs = [encode_conversation(tok, [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": a}],
-                                template="chat", num_point_tokens=n_tokens) for a in answers]
-    length = max(len(e.input_ids) for e in encs)
-    ids = torch.full((len(encs), length), tok.pad_token_id)
-    labels = torch.full((len(encs), length), -100)
-    mask = torch.zeros(len(encs), length, dtype=torch.long)
-    for i, e in enumerate(encs):
-        n = len(e.input_ids)
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
-    return ids, mask, labels
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +192,7 @@ def test_stage1_freezes_the_encoder_and_trains_the_projector():
     model.train()
     bn = model.model.point_backbone.encoder.first_conv[1]
     before = bn.running_mean.clone()
-    ids, mask, labels = training_batch(tok, model.config.num_point_tokens, ["A red chair.", "A blue table."])
+    ids, mask, labels = labelled_batch(tok, model.config.num_point_tokens, ["A red chair.", "A blue table."])
     out = model(input_ids=ids, attention_mask=mask, labels=labels, point_clouds=clouds(2))
     out.loss.backward()
     for name, p in model.model.point_backbone.named_parameters():

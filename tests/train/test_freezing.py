@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from enel.data.conversation import encode_conversation
+from conftest import labelled_batch
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
 from enel.model.configuration_enel import PointEmbeddingConfig
@@ -35,23 +35,6 @@ def make_clouds(batch: int, n_points: int, seed: int = 0) -> torch.Tensor:
     return pc
 
 
-def make_batch(tok, n_tokens: int, answers: list[str]):
-    """Right-padded training batch: ids, attention mask, labels (-100 on padding and non-answers)."""
-    encs = [
-        encode_conversation(tok, [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": a}],
-                            template="chat", num_point_tokens=n_tokens)
-        for a in answers
-    ]
-    length = max(len(e.input_ids) for e in encs)
-    ids = torch.full((len(encs), length), tok.pad_token_id)
-    labels = torch.full((len(encs), length), -100)
-    mask = torch.zeros(len(encs), length, dtype=torch.long)
-    for i, e in enumerate(encs):
-        n = len(e.input_ids)
-        ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e.input_ids), torch.tensor(e.labels), 1
-    return ids, mask, labels
-
-
 def build(objective: dict, aggregation: dict | None = None):
     objective = dict(objective)
     if objective.get("name") == "distillation":
@@ -65,7 +48,7 @@ def build(objective: dict, aggregation: dict | None = None):
 
 
 def backward(model, tok, batch: int = 2):
-    ids, mask, labels = make_batch(tok, N_TOKENS, ["A red chair.", "A small blue table.", "A lamp.", "A car."][:batch])
+    ids, mask, labels = labelled_batch(tok, N_TOKENS, ["A red chair.", "A small blue table.", "A lamp.", "A car."][:batch])
     model.train()
     out = model(input_ids=ids, attention_mask=mask, point_clouds=make_clouds(batch, 256), labels=labels,
                 point_generator=torch.Generator().manual_seed(0))
@@ -287,7 +270,7 @@ def test_smollm2_stage1_hybrid_logs_three_loss_terms():
     assert report.trainable_layers == [0, 1, 2, 3] and report.num_layers == 30
     n_tokens = model.config.num_point_tokens
     assert n_tokens == 129
-    ids, mask, labels = make_batch(tok, n_tokens, ["A red wooden chair with four legs.", "A small blue table."])
+    ids, mask, labels = labelled_batch(tok, n_tokens, ["A red wooden chair with four legs.", "A small blue table."])
     clouds = make_clouds(2, 2048)
     opt = torch.optim.AdamW(parameter_groups(model, lr_new=4e-4, lr_llm=4e-4), lr=4e-4)
     gen = torch.Generator().manual_seed(0)
