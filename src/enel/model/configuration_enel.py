@@ -128,7 +128,6 @@ class PointEmbeddingConfig(SubConfig):
                           "color_skip_at='features' (the colour skip before the projector) traded the category for "
                           "the colour (63 % / 92 % at its default scale); the skip now always adds after the "
                           "projector, as color_skip_at='llm' did (93 % / 85 %)"),
-        "color_skip_features_std": (lambda value, data: True, ""),  # an init scale, briefly saved during issue 18
     }
 
     use_color: bool = True
