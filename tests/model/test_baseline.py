@@ -14,7 +14,7 @@ from conftest import labelled_batch
 from enel.data.conversation import build_prompt, tokenize_prompts
 from enel.errors import ConfigError
 from enel.model import EnelConfig, EnelForCausalLM
-from enel.model.baseline import MiniPointNet, PointBertEncoder, pretrain_mae
+from enel.model.baseline import FeatureStandardizer, MiniPointNet, PointBertEncoder, pretrain_mae
 from enel.model.configuration_enel import PointBertConfig
 
 ENCODER = {"preset": "small", "num_group": 32, "group_size": 8, "trans_dim": 48, "depth": 2, "num_heads": 2,
@@ -204,6 +204,38 @@ def test_stage1_freezes_the_encoder_and_trains_the_projector():
     assert not model.model.point_backbone.training
 
 
+# ---- the standardisation between the frozen encoder and the projector ------------------------------------------
+def test_the_feature_standardizer_is_the_identity_until_fitted_then_standardizes_each_channel():
+    norm = FeatureStandardizer(5)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 5, generator=g) * torch.tensor([1.0, 10.0, 0.1, 3.0, 0.02]) + torch.arange(5.0) * 4
+    assert torch.equal(norm(x), x)
+    norm.fit(x)
+    flat = x.reshape(-1, 5).double().numpy()
+    mean, std = flat.mean(0), flat.std(0, ddof=1)  # numpy, over every cloud and token
+    torch.testing.assert_close(norm.mean, torch.from_numpy(mean).float())
+    torch.testing.assert_close(norm.std, torch.from_numpy(std).float())
+    y = norm(x).reshape(-1, 5)
+    torch.testing.assert_close(y.mean(0), torch.zeros(5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(y.std(0), torch.ones(5), atol=1e-4, rtol=0)
+
+
+def test_the_projector_reads_the_standardized_encoder_tokens():
+    model, _ = make()
+    norm = model.model.point_feature_norm
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        norm.mean.copy_(torch.randn(norm.mean.shape, generator=g))
+        norm.std.copy_(torch.rand(norm.std.shape, generator=g) + 0.5)
+    pc = clouds(2, seed=1)
+    with torch.no_grad():
+        raw = model.model.point_backbone(pc).features
+        fed = model.model.embed_points(pc).features
+        listed = model.model.embed_points([pc[0], pc[1]]).features
+    torch.testing.assert_close(fed, (raw - norm.mean) / norm.std)
+    torch.testing.assert_close(listed, fed)
+
+
 # ---- save, load, generate -----------------------------------------------------------------------------------
 def test_a_baseline_model_saves_loads_and_generates_the_same(tmp_path):
     from enel.model.saving import load_model, save_model
@@ -216,6 +248,7 @@ def test_a_baseline_model_saves_loads_and_generates_the_same(tmp_path):
                 t.copy_(torch.rand(t.shape, generator=g) + 0.5)
             elif t.is_floating_point():
                 t.add_(0.1 * torch.randn(t.shape, generator=g))
+        model.model.point_feature_norm.fit(torch.randn(4, 3, model.config.encoder.trans_dim, generator=g))
     enc = prompts(tok, model, ["What is this?"])
     pc = clouds(1, seed=3)
     save_model(model, tok, tmp_path / "m")

@@ -64,3 +64,8 @@ def test_enel_train_pretrains_the_encoder_then_keeps_it_frozen(tiny_data, tmp_pa
     trained = out.model.model.point_backbone.state_dict()
     for k, v in after.items():
         assert torch.equal(v, trained[k]), k
+    # the standardisation between encoder and projector was fitted after the pre-training and saved with the model
+    norm = saved.model.point_feature_norm
+    assert not torch.equal(norm.mean, torch.zeros_like(norm.mean)) and not torch.equal(norm.std, torch.ones_like(norm.std))
+    assert torch.equal(norm.mean, out.model.model.point_feature_norm.mean)
+    assert set(pre["token_spread"]) == {"raw", "standardized"}

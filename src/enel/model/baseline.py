@@ -33,7 +33,9 @@ Differences from PointLLM, each a documented decision:
 :func:`pretrain_mae`: 60 % of the groups are masked; the encoder sees the class token and the visible groups; a
 light decoder (:class:`MaskedPointModel`: mask tokens, its own positional MLP, a few blocks) predicts each masked
 patch's ``k`` relative xyz from its centre; the loss is Chamfer-L2 (:func:`enel.points.ops.chamfer_l2`). The
-decoder is thrown away; the encoder is then frozen for stage 1 as PointLLM's (``enel.train.freezing``).
+decoder is thrown away; the encoder is then frozen for stage 1 as PointLLM's (``enel.train.freezing``), and a
+:class:`FeatureStandardizer` fitted to its tokens on the same clouds sits between it and the projector (ours, not
+PointLLM's: the identity until fitted).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ from .configuration_enel import PointBertConfig
 from .embedding import PointTokens
 
 __all__ = [
-    "PointBertEncoder", "PointLLMProjector", "MiniPointNet", "TransformerBlocks", "MaskedPointModel",
-    "pretrain_mae", "MAE_MASK_RATIO",
+    "PointBertEncoder", "PointLLMProjector", "FeatureStandardizer", "encoder_features", "MiniPointNet",
+    "TransformerBlocks", "MaskedPointModel", "pretrain_mae", "MAE_MASK_RATIO",
 ]
 
 MAE_MASK_RATIO = 0.6
@@ -268,6 +270,47 @@ class PointLLMProjector(nn.Sequential):
         for layer in self:
             x = layer(x)
         return x
+
+
+class FeatureStandardizer(nn.Module):
+    """A fixed per-channel standardisation of the frozen encoder's tokens: ``(x − mean) / std``.
+
+    A masked-modelling encoder's tokens are mostly one vector shared by every cloud (after a short Point-MAE run
+    on the CPU, 99.8 % of their energy does not differ between clouds; docs/ablations.md), so the projector would
+    start from tokens the LLM cannot tell apart. :meth:`fit` sets ``mean`` and ``std`` once, from the encoder's
+    tokens on its training clouds, after its pre-training; they are buffers (saved with the model, never
+    trained). At ``mean = 0, std = 1`` (the init) it is the identity, which is what PointLLM's own encoder and
+    projector need when their checkpoint is loaded.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (…, D)`` → ``(…, D)``."""
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor, min_std: float = 1e-6) -> None:
+        """Set ``mean`` and ``std`` to those of each channel of ``features (M, T, D)`` over the clouds and tokens."""
+        flat = features.detach().float().reshape(-1, features.shape[-1])
+        self.mean.copy_(flat.mean(0))
+        self.std.copy_(flat.std(0).clamp(min=min_std))
+
+
+@torch.no_grad()
+def encoder_features(encoder: PointBertEncoder, clouds: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """The tokens ``(M, 1 + G, trans_dim)`` of ``clouds (M, N, C)`` from ``encoder`` in eval mode (its mode is
+    restored afterwards), computed ``batch_size`` clouds at a time."""
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        dtype = encoder.cls_token.dtype
+        return torch.cat([encoder(c.to(dtype)).features for c in clouds.split(batch_size)])
+    finally:
+        encoder.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------------------

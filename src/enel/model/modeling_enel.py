@@ -32,7 +32,7 @@ from transformers.modeling_outputs import ModelOutput
 from ..errors import ConfigError
 from . import layout as L
 from .aggregation import GatedGroupAttention, HierarchicalAggregation
-from .baseline import PointBertEncoder, PointLLMProjector
+from .baseline import FeatureStandardizer, PointBertEncoder, PointLLMProjector
 from .configuration_enel import EnelConfig, PointBertConfig, PointEmbeddingConfig
 from .embedding import PointProjector, PointTokenEmbedding, PointTokens
 from .objectives import PointBlock, PointObjectives
@@ -205,6 +205,9 @@ class EnelPreTrainedModel(PreTrainedModel):
             if color is not None:  # the scale decides what stage 1 reads first (docs/training.md)
                 init.normal_(color.weight, mean=0.0, std=point.color_skip_std)
                 init.zeros_(color.bias)
+        elif isinstance(module, FeatureStandardizer):  # the identity until fitted
+            init.zeros_(module.mean)
+            init.ones_(module.std)
         elif isinstance(module, PointBertEncoder):  # Point-BERT's init of its two learned tokens
             init.normal_(module.cls_token, mean=0.0, std=0.02)
             init.normal_(module.cls_pos, mean=0.0, std=0.02)
@@ -224,7 +227,8 @@ class EnelModel(EnelPreTrainedModel):
 
     With ``config.point_encoder="pointbert"`` the PointLLM-style baseline replaces the embedding and its projector:
     ``point_backbone`` (:class:`~enel.model.baseline.PointBertEncoder`) and ``point_proj``, named as in PointLLM's
-    checkpoint; :meth:`point_path` returns whichever pair the model has.
+    checkpoint, with ``point_feature_norm`` (:class:`~enel.model.baseline.FeatureStandardizer`, fitted after the
+    encoder's pre-training) between them; :meth:`point_path` returns whichever pair the model has.
     """
 
     def __init__(self, config: EnelConfig):
@@ -236,6 +240,7 @@ class EnelModel(EnelPreTrainedModel):
             ecfg = config.encoder
             self.point_backbone = PointBertEncoder(ecfg, pcfg.in_channels)
             self.point_proj = PointLLMProjector(ecfg.trans_dim, ecfg.projector_hidden, text.hidden_size)
+            self.point_feature_norm = FeatureStandardizer(ecfg.trans_dim)
         else:
             self.point_embedding = PointTokenEmbedding(pcfg)
             self.point_projector = PointProjector(pcfg.output_dim, pcfg.projector_hidden, text.hidden_size,
@@ -277,14 +282,18 @@ class EnelModel(EnelPreTrainedModel):
         emb = self.point_path()[0]
         dtype = (emb.cls_token if isinstance(emb, PointBertEncoder) else emb.class_token).dtype
         if isinstance(clouds, torch.Tensor):
-            return emb(clouds.to(dtype), generator=generator)
-        outs = [emb(c.unsqueeze(0).to(dtype), generator=generator) for c in clouds]
-        return PointTokens(
-            features=torch.cat([o.features for o in outs]),
-            centres=torch.cat([o.centres for o in outs]),
-            patches=torch.cat([o.patches for o in outs]),
-            colors=torch.cat([o.colors for o in outs]) if outs[0].colors is not None else None,
-        )
+            tokens = emb(clouds.to(dtype), generator=generator)
+        else:
+            outs = [emb(c.unsqueeze(0).to(dtype), generator=generator) for c in clouds]
+            tokens = PointTokens(
+                features=torch.cat([o.features for o in outs]),
+                centres=torch.cat([o.centres for o in outs]),
+                patches=torch.cat([o.patches for o in outs]),
+                colors=torch.cat([o.colors for o in outs]) if outs[0].colors is not None else None,
+            )
+        if isinstance(emb, PointBertEncoder):
+            tokens.features = self.point_feature_norm(tokens.features)
+        return tokens
 
     @torch.no_grad()
     def match_point_token_scale(self, batch: int = 4, seed: int = 0) -> float:

@@ -362,9 +362,13 @@ def pretrain_point_encoder(recipe: Recipe, model, dataset, log=print) -> dict:
 
     Draws ``encoder_pretrain.clouds`` samples spread evenly over ``dataset`` (their clouds, as the loaders
     prepared them) and runs :func:`enel.model.baseline.pretrain_mae`; the freezing rules keep the encoder frozen
-    afterwards. Returns the settings, the cloud count and the losses (first, last, every step).
+    afterwards. Then fits the model's ``point_feature_norm`` to the encoder's tokens on the same clouds and, when
+    the recipe matches the point tokens' scale, matches it again for the pre-trained encoder. Returns the settings,
+    the cloud count, the losses (first, last, every step) and the share of the tokens' energy that differs between
+    clouds before and after the standardisation.
     """
-    from ..model.baseline import pretrain_mae
+    from ..model.baseline import encoder_features, pretrain_mae
+    from ..model.modeling_enel import point_token_spread
 
     settings = dict(recipe.encoder_pretrain)
     want = min(int(settings.pop("clouds")), len(dataset))
@@ -380,9 +384,17 @@ def pretrain_point_encoder(recipe: Recipe, model, dataset, log=print) -> dict:
     losses = pretrain_mae(model.model.point_backbone, clouds, steps=steps, seed=recipe.train.seed, log=log, **settings)
     window = max(1, min(10, len(losses) // 4))
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    log(f"[enel] encoder pre-training done in {(time.time() - start) / 60:.1f} min: Chamfer-L2 {first:.5f} → {last:.5f}")
+    features = encoder_features(model.model.point_backbone, clouds)
+    norm = model.model.point_feature_norm
+    norm.fit(features)
+    spread = {"raw": float(point_token_spread(features)), "standardized": float(point_token_spread(norm(features)))}
+    if model.config.point.match_token_scale:
+        model.model.match_point_token_scale(seed=recipe.train.seed)
+    log(f"[enel] encoder pre-training done in {(time.time() - start) / 60:.1f} min: Chamfer-L2 {first:.5f} → {last:.5f}; "
+        f"tokens differing between clouds: {spread['raw']:.4f} of their energy, {spread['standardized']:.4f} standardized")
     return {"steps": steps, "clouds": len(clouds), "loss_first": round(first, 6), "loss_last": round(last, 6),
-            "minutes": round((time.time() - start) / 60, 2), "settings": settings, "losses": losses}
+            "minutes": round((time.time() - start) / 60, 2), "settings": settings, "token_spread": spread,
+            "losses": losses}
 
 
 def _start_step(checkpoint: str | None) -> int:
