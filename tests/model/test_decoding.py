@@ -54,7 +54,7 @@ def test_compiled_decoding_with_aggregation_and_beams_equals_the_eager_step():
     enc = encode(tok, model, QUESTIONS)
     clouds = make_clouds([0.3, 1.0])
     assert_compiled_equals_eager(model, enc, clouds)
-    assert_compiled_equals_eager(model, enc, clouds, num_beams=3, num_return_sequences=2)
+    assert_compiled_equals_eager(model, enc, clouds, num_beams=2, num_return_sequences=2)  # 4 rows
 
 
 def test_one_compiled_graph_serves_every_layer_and_step():
@@ -85,3 +85,15 @@ def test_compile_decoding_refuses_what_is_not_a_bool():
     model, _ = build()
     with pytest.raises(TypeError, match="True or False"):
         model.compile_decoding("yes")
+
+
+def test_a_batch_above_max_samples_decodes_with_the_eager_step(monkeypatch):
+    from enel.model import decoding
+
+    monkeypatch.setattr(decoding, "MAX_SAMPLES", 1)
+    model, tok = build()
+    enc = encode(tok, model, QUESTIONS)
+    calls = [0]
+    model.model.language_model.layers[0].register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    out = decode(model, enc, make_clouds([1.0, 0.5]), True)
+    assert calls[0] == out.sequences.shape[1] - enc["input_ids"].shape[1]  # the prompt and every step but the last

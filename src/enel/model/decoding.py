@@ -1,23 +1,24 @@
 """Compiled decoding steps: each decoder layer's work around its KV cache update, compiled for one new token.
 
-A decoding step reads every weight of the model once to produce one token. On a CPU the default matrix-vector
-products (``nn.Linear`` with one row) read the weights at about half the machine's memory rate, and the 30 layers'
-norms, rotary embeddings and element-wise ops are ~25 dispatched operators each. :class:`CompiledDecoding`
-replaces, for decoding steps only, each layer's forward by two compiled functions (``torch.compile``, inductor)
-around the eager cache update and attention:
+A decoding step reads every weight of the model once to make one token per sample, so on a CPU its time is the time
+to stream the weights from memory; the default one-row products (``nn.Linear``, a BLAS call) stream them well below
+the memory's rate, and each of the layers' norms, rotary embeddings and element-wise ops is an operator dispatched
+from Python. :class:`CompiledDecoding` replaces, for decoding steps of up to :data:`MAX_SAMPLES` samples, each
+layer's forward by two compiled functions (``torch.compile``, inductor) around the eager cache update and attention:
 
 * :func:`attention_inputs`: input norm, q / k / v products, rotary embedding → ``q (B, heads, t, D)``,
   ``k, v (B, kv_heads, t, D)``;
 * the cache update (:class:`~enel.model.layout.EnelCache`, a ``DynamicCache``: its length grows every step, so it
   stays out of the compiled code, which then never recompiles for a new length) and the backbone's attention
-  function with the layer's mask from :class:`~enel.model.layout.LayerPlan`;
+  function with the layer's key mask from :class:`~enel.model.layout.LayerPlan` (each layer's own, so aggregation
+  is covered);
 * :func:`layer_output`: output product, residual, post-attention norm, the gated MLP, residual.
 
-Each product is written as a multiply-and-sum over the weight's rows, which inductor turns into one loop that
-streams the weight; the ``lm_head`` product (:meth:`CompiledDecoding.logits`) likewise. The functions take the
-weights as arguments, so one compiled graph serves every layer (shapes and dtypes are the same), and a new batch
-size compiles once more. Same maths as the layers' own forward; the products sum in another order, so logits
-differ in the last bits (~1e-5) from the eager step's.
+Each product is a multiply-and-sum that inductor turns into one loop streaming the weight; the ``lm_head`` product
+(:meth:`CompiledDecoding.logits`) likewise. The functions take the weights as arguments, so one compiled graph
+serves every layer and step (a second batch size compiles one graph for all batch sizes). Same maths as the layers'
+own forward; the products sum in another order, so logits differ from the eager step's in the last bits (~1e-5).
+Measurements: docs/training.md, "Speed".
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CompiledDecoding", "attention_inputs", "layer_output"]
+__all__ = ["CompiledDecoding", "MAX_SAMPLES", "attention_inputs", "layer_output"]
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -34,6 +35,11 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     x32 = x.float()
     x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
     return weight * x32.to(x.dtype)
+
+
+#: the most samples a compiled step decodes: its products stream each weight once per sample, where a BLAS product
+#: of many rows reads it once for all, and from about eight samples on the eager step is faster (docs/training.md)
+MAX_SAMPLES = 4
 
 
 def _product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -114,6 +120,12 @@ class CompiledDecoding:
             if not all(isinstance(p, nn.Linear) for p in products) or any(p.bias is not None for p in products[4:]):
                 return False
         return True
+
+    @staticmethod
+    def covers(hidden: torch.Tensor) -> bool:
+        """Whether a pass on ``hidden (B, t, H)`` is one this step runs: one new token for at most
+        :data:`MAX_SAMPLES` samples, no gradients."""
+        return hidden.shape[1] == 1 and hidden.shape[0] <= MAX_SAMPLES and not torch.is_grad_enabled()
 
     def layer(self, i: int, hidden: torch.Tensor, cache, attention_mask: torch.Tensor,
               position_embeddings: tuple[torch.Tensor, torch.Tensor], **_) -> torch.Tensor:

@@ -473,13 +473,12 @@ class EnelModel(EnelPreTrainedModel):
 
     def _compiled_step(self, past: int, embeds: torch.Tensor, use_cache: bool, output_hidden_states, capture_layers
                        ) -> CompiledDecoding | None:
-        """The compiled decoding step when there is one and this pass is a decoding step it runs: one new token per
-        sample (``embeds (B, 1, H)``) after a cached sequence, no gradients, no per-layer outputs asked for."""
-        if self.compiled_decoding is None or past == 0 or embeds.shape[1] != 1 or not use_cache:
+        """The compiled decoding step when there is one and this pass is a decoding step it runs: new tokens after a
+        cached sequence (``embeds (B, t, H)``, :meth:`CompiledDecoding.covers`), no per-layer outputs asked for."""
+        step = self.compiled_decoding
+        if step is None or past == 0 or not use_cache or output_hidden_states or capture_layers:
             return None
-        if torch.is_grad_enabled() or output_hidden_states or capture_layers:
-            return None
-        return self.compiled_decoding
+        return step if step.covers(embeds) else None
 
     def _keep_prompt_masks(self, cache, plan: L.LayerPlan) -> None:
         if isinstance(cache, L.EnelCache):
@@ -658,13 +657,14 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
                                   loss_terms=terms, diagnostics=diagnostics)
 
     def compile_decoding(self, enabled: bool = True) -> bool:
-        """Run the decoding steps of ``generate()`` (and of any no-grad forward of one new token per sample after a
-        cached sequence) through compiled layer functions, :class:`~enel.model.decoding.CompiledDecoding`: about
-        twice the tokens/s on a CPU, the same maths with logits that differ from the eager step's in the last bits.
+        """Run the decoding steps of ``generate()`` (no-grad passes of one new token after a cached sequence, for up
+        to :data:`~enel.model.decoding.MAX_SAMPLES` samples) through compiled layer functions,
+        :class:`~enel.model.decoding.CompiledDecoding`: the same maths, faster on a CPU, with logits that differ
+        from the eager step's in the last bits.
 
-        The first decoding step after this call compiles (inductor; ~11 s on a 2-core CPU, ~2 s in a later process
-        that finds inductor's on-disk cache), so it pays off over long or many answers, not a single short one
-        (docs/training.md, "Speed"). Prompts, training and gradients keep the layers' own forward.
+        The first decoding step after this call compiles, once per process (inductor's on-disk cache shortens it in
+        a later process), so it pays off over long or many answers, not a single short one; docs/training.md
+        ("Speed") has the numbers. Prompts, training and larger batches keep the layers' own forward.
         ``enabled=False`` goes back to the eager step.
 
         Returns:
@@ -684,7 +684,7 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         else:
             hidden = hidden[:, logits_to_keep]
         step = self.model.compiled_decoding
-        if step is not None and hidden.shape[1] == 1 and not torch.is_grad_enabled():
+        if step is not None and step.covers(hidden):
             return step.logits(hidden)
         return self.lm_head(hidden)
 
