@@ -168,8 +168,13 @@ def compare(args) -> None:
         t0 = time.perf_counter()
         outputs[name] = runner(name, args.tokens)()
         first_call[name] = time.perf_counter() - t0
-    first = time_interleaved({name: runner(name, 1) for name in models}, warmup=1, repeats=args.repeats)
-    full = time_interleaved({name: runner(name, args.tokens) for name in models}, warmup=0, repeats=args.repeats)
+    # the first token and the whole answer in one round-robin, so that a load burst hits both (their difference is
+    # the decoding time)
+    lengths = {"first": 1, "full": args.tokens}
+    timed = time_interleaved({f"{name}/{part}": runner(name, n) for name in models for part, n in lengths.items()},
+                             warmup=0, repeats=args.repeats)
+    first = {name: timed[f"{name}/first"] for name in models}
+    full = {name: timed[f"{name}/full"] for name in models}
     tps = {name: (args.tokens - 1) / max(full[name].median - first[name].median, 1e-9) for name in models}
     rows, record = [], {}
     for name in models:
