@@ -14,8 +14,10 @@ token < 0.5 s.
 
 ``--compare`` times, round-robin in one run, today's decoding step against each change, on the same model and
 prompt: ``before`` (each of the 30 layers builds its own additive mask at every step, as before issue 20),
-``fp32`` (one mask per step shared by the layers that cached the same prompt), ``bf16`` (the same in bf16 weights),
-and says whether each one's greedy tokens equal ``before``'s.
+``fp32`` (one mask per step shared by the layers that cached the same prompt: the eager step, the default),
+``compiled`` (the same with ``EnelForCausalLM.compile_decoding()``), ``bf16`` and ``compiled bf16`` (both in bf16
+weights), and says whether each one's greedy tokens equal ``before``'s. A compiled variant's first call in the
+process compiles; its extra seconds are reported (inductor's on-disk cache makes a later process's shorter).
 
     python benchmarks/generation.py [--threads 2] [--tokens 64] [--dtype fp32|bf16] [--compare]
 """
@@ -45,7 +47,8 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=8192, help="points in the input cloud (before resampling)")
     ap.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--compare", action="store_true", help="before / fp32 / bf16 decoding, interleaved")
+    ap.add_argument("--compare", action="store_true",
+                    help="before / fp32 / compiled / bf16 / compiled bf16 decoding, interleaved")
     args = ap.parse_args()
     set_threads(args.threads)
     if args.compare:
@@ -131,7 +134,12 @@ def compare(args) -> None:
     torch.manual_seed(0)
     model, tok = EnelForCausalLM.from_backbone("smollm2", point_config="small")
     model = model.float().eval()
-    models = {"before": model, "fp32": model, "bf16": copy.deepcopy(model).to(torch.bfloat16)}
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    models = {"before": model, "fp32": model, "compiled": model, "bf16": bf16, "compiled bf16": bf16}
+    compiled = {}
+    for m in (model, bf16):
+        m.compile_decoding()
+        compiled[id(m)] = m.model.compiled_decoding
     raw = make_object("chair", 2, num_points=args.points).points
     n_model = model.config.point.num_points
     assistant = Assistant(model, tok, GenerationSettings(max_new_tokens=args.tokens))
@@ -143,31 +151,43 @@ def compare(args) -> None:
 
     def runner(name: str, new_tokens: int):
         def run():
+            m = models[name]
+            m.model.compiled_decoding = compiled[id(m)] if name.startswith("compiled") else None
             LayerKeyMasks.additive_masks = _per_layer_masks if name == "before" else shared
             kw = assistant._generate_kwargs(enc, prepare())
             kw.update(max_new_tokens=new_tokens, min_new_tokens=new_tokens, use_cache=True, do_sample=False)
             try:
                 with torch.no_grad():
-                    return models[name].generate(**kw)
+                    return m.generate(**kw)
             finally:
                 LayerKeyMasks.additive_masks = shared
         return run
 
-    outputs = {name: runner(name, args.tokens)() for name in models}
-    first = time_interleaved({name: runner(name, 1) for name in models}, warmup=1, repeats=args.repeats)
-    full = time_interleaved({name: runner(name, args.tokens) for name in models}, warmup=0, repeats=args.repeats)
+    outputs, first_call = {}, {}
+    for name in models:  # the compiled variants compile here
+        t0 = time.perf_counter()
+        outputs[name] = runner(name, args.tokens)()
+        first_call[name] = time.perf_counter() - t0
+    # the first token and the whole answer in one round-robin, so that a load burst hits both (their difference is
+    # the decoding time)
+    lengths = {"first": 1, "full": args.tokens}
+    timed = time_interleaved({f"{name}/{part}": runner(name, n) for name in models for part, n in lengths.items()},
+                             warmup=0, repeats=args.repeats)
+    first = {name: timed[f"{name}/first"] for name in models}
+    full = {name: timed[f"{name}/full"] for name in models}
+    tps = {name: (args.tokens - 1) / max(full[name].median - first[name].median, 1e-9) for name in models}
     rows, record = [], {}
-    base = None
     for name in models:
-        tps = (args.tokens - 1) / max(full[name].median - first[name].median, 1e-9)
-        base = base or tps
         same = torch.equal(outputs[name], outputs["before"])
         text = tok.decode(outputs[name][0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        compile_s = first_call[name] - full[name].median if name.startswith("compiled") else 0.0
         record[name] = {"first_token_s": first[name].to_dict(), "total_s": full[name].to_dict(),
-                        "decode_tokens_per_s": tps, "same_tokens_as_before": same, "text": text}
+                        "decode_tokens_per_s": tps[name], "same_tokens_as_before": same, "text": text,
+                        "first_call_extra_s": compile_s}
         rows.append({"variant": name, "first token (s)": round(first[name].median, 3),
-                     "decode tokens/s": round(tps, 2), "× before": round(tps / base, 2),
-                     "greedy tokens = before": same})
+                     "decode tokens/s": round(tps[name], 2), "× before": round(tps[name] / tps["before"], 2),
+                     "× fp32": round(tps[name] / tps["fp32"], 2), "greedy tokens = before": same,
+                     "compile (s)": round(compile_s, 1)})
     print_table(rows, title=f"decoding with the KV cache, {args.tokens} new tokens, {args.threads} threads, "
                             f"medians of {args.repeats} interleaved runs")
     for name in models:

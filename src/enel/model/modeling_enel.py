@@ -34,6 +34,7 @@ from . import layout as L
 from .aggregation import GatedGroupAttention, HierarchicalAggregation
 from .baseline import FeatureStandardizer, PointBertEncoder, PointLLMProjector
 from .configuration_enel import EnelConfig, PointBertConfig, PointEmbeddingConfig
+from .decoding import CompiledDecoding
 from .embedding import PointProjector, PointTokenEmbedding, PointTokens
 from .objectives import PointBlock, PointObjectives
 from .splice import (
@@ -254,6 +255,7 @@ class EnelModel(EnelPreTrainedModel):
         self.aggregation = (
             HierarchicalAggregation(agg, text.hidden_size, text.num_hidden_layers, eps) if agg.enabled else None
         )
+        self.compiled_decoding: CompiledDecoding | None = None  # EnelForCausalLM.compile_decoding
         self.post_init()
 
     # ---- helpers -----------------------------------------------------------------------------------------
@@ -449,11 +451,15 @@ class EnelModel(EnelPreTrainedModel):
         plan = self.layer_plan(points, full_mask, position_ids, cache, past, bool(output_layouts))
 
         hidden, all_hidden, captured = points.embeds, (), {}
+        step = self._compiled_step(past, points.embeds, use_cache, output_hidden_states, capture_layers)
         for i, layer in enumerate(self.language_model.layers):
             hidden, layer_inputs = plan.enter(i, hidden)
             if output_hidden_states:
                 all_hidden += (hidden,)
-            hidden = layer(hidden, cache=cache, use_cache=use_cache, **layer_inputs, **kwargs)
+            if step is not None:
+                hidden = step.layer(i, hidden, cache, **layer_inputs)
+            else:
+                hidden = layer(hidden, cache=cache, use_cache=use_cache, **layer_inputs, **kwargs)
             if capture_layers and (i + 1) in capture_layers:
                 captured[i + 1] = hidden
             hidden = plan.leave(i, hidden)
@@ -473,6 +479,15 @@ class EnelModel(EnelPreTrainedModel):
             captured=captured or None,
             layouts=tuple(plan.layouts) if plan.layouts is not None else None,
         )
+
+    def _compiled_step(self, past: int, embeds: torch.Tensor, use_cache: bool, output_hidden_states, capture_layers
+                       ) -> CompiledDecoding | None:
+        """The compiled decoding step when there is one and this pass is a decoding step it runs: new tokens after a
+        cached sequence (``embeds (B, t, H)``, :meth:`CompiledDecoding.covers`), no per-layer outputs asked for."""
+        step = self.compiled_decoding
+        if step is None or past == 0 or not use_cache or output_hidden_states or capture_layers:
+            return None
+        return step if step.covers(embeds) else None
 
     def _keep_prompt_masks(self, cache, plan: L.LayerPlan) -> None:
         if isinstance(cache, L.EnelCache):
@@ -650,10 +665,37 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         return EnelCausalLMOutput(loss=loss, logits=logits, cache=out.cache, hidden_states=out.hidden_states,
                                   loss_terms=terms, diagnostics=diagnostics)
 
+    def compile_decoding(self, enabled: bool = True) -> bool:
+        """Run the decoding steps of ``generate()`` (no-grad passes of one new token after a cached sequence, for up
+        to :data:`~enel.model.decoding.MAX_SAMPLES` samples) through compiled layer functions,
+        :class:`~enel.model.decoding.CompiledDecoding`: the same maths, faster on a CPU, with logits that differ
+        from the eager step's in the last bits.
+
+        The first decoding step after this call compiles, once per process (inductor's on-disk cache shortens it in
+        a later process), so it pays off over long or many answers, not a single short one; docs/training.md
+        ("Speed") has the numbers. Prompts, training and larger batches keep the layers' own forward.
+        ``enabled=False`` goes back to the eager step.
+
+        Returns:
+            Whether decoding is compiled now: False for a backbone whose layers are not the Llama-family structure
+            :meth:`CompiledDecoding.supports` checks (its decoding stays eager).
+        """
+        if not isinstance(enabled, bool):
+            raise TypeError(f"enabled must be True or False, not {enabled!r}")
+        lm = self.model.language_model
+        supported = enabled and CompiledDecoding.supports(lm, self.lm_head)
+        self.model.compiled_decoding = CompiledDecoding(lm, self.lm_head) if supported else None
+        return supported
+
     def _logits(self, hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
         if isinstance(logits_to_keep, int):
-            return self.lm_head(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-        return self.lm_head(hidden[:, logits_to_keep])
+            hidden = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        else:
+            hidden = hidden[:, logits_to_keep]
+        step = self.model.compiled_decoding
+        if step is not None and step.covers(hidden):
+            return step.logits(hidden)
+        return self.lm_head(hidden)
 
     def _sparse_cross_entropy(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The shifted mean cross-entropy over the labelled tokens, with logits only where a label is set.
