@@ -35,6 +35,18 @@ if [ ! -f /usr/share/wordnet/index.sense ]; then
   fi
 fi
 
+# a C++ compiler for torch.compile's CPU backend (inductor), which the compiled decoding step and its tests use
+if ! command -v g++ >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "[setup] installing Debian package g++ (for torch.compile on the CPU)"
+    $SUDO apt-get install -y -q --no-install-recommends g++ >/dev/null || {
+      $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q --no-install-recommends g++ >/dev/null; }
+  else
+    echo "[setup] warning: apt-get not found; compiled decoding (and its tests) need a C++ compiler, g++" >&2
+  fi
+fi
+
 # Debian's chromium for the demo's end-to-end test: Playwright cannot download its own browser builds offline,
 # so the test points Playwright at /usr/bin/chromium
 if [ ! -x /usr/bin/chromium ]; then
