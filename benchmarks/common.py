@@ -180,3 +180,11 @@ def training_optimiser(model: torch.nn.Module, recipe) -> tuple[list, torch.opti
     opt = torch.optim.AdamW(parameter_groups(model, lr_new=o.lr_new, lr_llm=o.lr_llm, weight_decay=o.weight_decay),
                             lr=o.lr_new)
     return params, opt, o.max_grad_norm
+
+
+def cycled_batch(dataset, collator, batch_size: int, index: int) -> dict:
+    """Batch ``index`` of ``dataset`` taken in order and wrapped around its end, collated into the model's inputs."""
+    from enel.data.collate import model_inputs
+
+    n = len(dataset)
+    return model_inputs(collator([dataset[(index * batch_size + k) % n] for k in range(batch_size)]))

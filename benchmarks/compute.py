@@ -50,7 +50,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from common import machine_info, print_table, set_threads, training_optimiser, write_json  # noqa: E402
+from common import (  # noqa: E402
+    cycled_batch, machine_info, print_table, set_threads, training_optimiser, write_json)
 from training import PeakRSS, _rss  # noqa: E402
 
 CONTENDERS = {  # name: (recipe, overrides)
@@ -78,12 +79,7 @@ class Contender:
         self.cursor = 0
 
     def batch(self, index: int | None = None):
-        from enel.data.collate import model_inputs
-
-        i = self.cursor if index is None else index
-        n = len(self.dataset)
-        items = [self.dataset[(i * self.batch_size + k) % n] for k in range(self.batch_size)]
-        return model_inputs(self.collator(items))
+        return cycled_batch(self.dataset, self.collator, self.batch_size, self.cursor if index is None else index)
 
     def step(self) -> float:
         batch = self.batch()

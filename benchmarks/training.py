@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from common import (  # noqa: E402
-    machine_info, matmul_gflops, print_table, set_threads, training_optimiser, write_json)
+    cycled_batch, machine_info, matmul_gflops, print_table, set_threads, training_optimiser, write_json)
 
 RECIPES = ("smollm2_stage1", "smollm2_stage2", "tiny_stage1", "tiny_stage2")
 VARIANTS = ("today", "+cloud cache", "+frozen bf16")
@@ -123,14 +123,9 @@ class Contender:
         self.cursor = 0
 
     def batch(self, index: int | None = None):
-        from enel.data.collate import model_inputs
-
-        i = self.cursor if index is None else index
         if not self.keep_clouds:
             self.dataset._cloud_cache.clear()  # today: every cloud prepared again
-        n = len(self.dataset)
-        items = [self.dataset[(i * self.batch_size + k) % n] for k in range(self.batch_size)]
-        return model_inputs(self.collator(items))
+        return cycled_batch(self.dataset, self.collator, self.batch_size, self.cursor if index is None else index)
 
     def step(self, profile: bool = False):
         rf = torch.profiler.record_function if profile else _null
