@@ -1,8 +1,11 @@
 """Conversation templates, tokenisation with the point block, and label masking.
 
-Two templates:
+Three templates:
 
 * ``"chat"`` — the backbone tokenizer's own chat template (ChatML for SmolLM2), the default;
+* ``"chat_no_system"`` — the same template with an empty system turn first, so a template that otherwise puts
+  its default system prompt in front of every conversation does not (SmolLM2's: "You are a helpful AI assistant
+  named SmolLM, trained by Hugging Face", 16 tokens of every training sample and every prompt);
 * ``"vicuna_v1_1"`` — PointLLM's template (``pointllm/conversation.py``): the Vicuna system prompt, roles
   ``USER`` / ``ASSISTANT``, separators ``" "`` and the tokenizer's end-of-sequence token (``</s>`` for Vicuna).
 
@@ -95,10 +98,19 @@ def _render_vicuna(messages: list[dict], eos: str, add_generation_prompt: bool) 
     return text, spans
 
 
-def _render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[str, list[tuple[int, int]]]:
+def _render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool,
+                 system: bool = True) -> tuple[str, list[tuple[int, int]]]:
     if not getattr(tokenizer, "chat_template", None):
         raise ConversationError("the tokenizer has no chat template; use conversation_template='vicuna_v1_1'")
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    if not system:
+        messages = [{"role": "system", "content": ""}, *messages]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as e:  # jinja2's TemplateError: the template raised (e.g. no system role)
+        if system:
+            raise
+        raise ConversationError(f"the backbone's chat template refuses an empty system turn ({e}); "
+                                "use conversation_template='chat'") from e
     eos = tokenizer.eos_token or ""
     spans, cursor = [], 0
     for m in messages:
@@ -121,9 +133,10 @@ def render(tokenizer, messages: list[dict], template: str, add_generation_prompt
     """Text of a conversation and the character spans of its assistant answers."""
     if template == "vicuna_v1_1":
         return _render_vicuna(messages, tokenizer.eos_token or "</s>", add_generation_prompt)
-    if template == "chat":
-        return _render_chat(tokenizer, messages, add_generation_prompt)
-    raise ConversationError(f"unknown conversation template {template!r}; use 'chat' or 'vicuna_v1_1'")
+    if template in ("chat", "chat_no_system"):
+        return _render_chat(tokenizer, messages, add_generation_prompt, system=template == "chat")
+    raise ConversationError(f"unknown conversation template {template!r}; use 'chat', 'chat_no_system' or "
+                            "'vicuna_v1_1'")
 
 
 def _is_target(start: int, end: int, text: str, spans: list[tuple[int, int]]) -> bool:

@@ -415,7 +415,8 @@ class PointLLMDataset(Dataset):
             (:meth:`enel.model.modeling_enel.EnelForCausalLM.from_backbone` returns one).
         num_point_tokens: patch tokens per point block (``config.num_point_tokens``: 129 for the paper's
             embedding).
-        template: conversation template, ``"chat"`` or ``"vicuna_v1_1"`` (``config.conversation_template``).
+        template: conversation template, ``"chat"``, ``"chat_no_system"`` or ``"vicuna_v1_1"``
+            (``config.conversation_template``).
         num_points: resample every cloud to this many points (``config.point.num_points``); ``None`` (default)
             keeps the stored points as PointLLM does.
         resample_method: ``"fps"`` (default, deterministic) or ``"random"`` (seeded per object).

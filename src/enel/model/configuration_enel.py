@@ -486,7 +486,7 @@ POINT_START_TOKEN = "<point_start>"
 POINT_END_TOKEN = "<point_end>"
 
 
-CONVERSATION_TEMPLATES = ("chat", "vicuna_v1_1")
+CONVERSATION_TEMPLATES = ("chat", "chat_no_system", "vicuna_v1_1")
 
 
 POINT_ENCODERS = ("embedding", "pointbert")
@@ -608,7 +608,8 @@ class EnelConfig(PreTrainedConfig):
         objective_config: :class:`ObjectiveConfig` as a dict (stage-1 self-supervised losses).
         aggregation_config: :class:`AggregationConfig` as a dict (stage-2 aggregation).
         point_patch_token_id, point_start_token_id, point_end_token_id: ids of the special tokens in the tokenizer.
-        conversation_template: ``"chat"`` (the backbone tokenizer's own chat template) or ``"vicuna_v1_1"``.
+        conversation_template: ``"chat"`` (the backbone tokenizer's own chat template), ``"chat_no_system"`` (the same
+            without the template's default system prompt) or ``"vicuna_v1_1"`` (:mod:`enel.data.conversation`).
         backbone: provenance, the backbone spec the model was built from.
         training_state: what training the weights have seen, e.g. ``{"stage": 1, "steps": 400}``; an empty dict
             marks a freshly initialised model whose text means nothing yet.

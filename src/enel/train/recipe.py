@@ -137,7 +137,7 @@ class Recipe:
         init_from: start from this ENEL model folder instead (stage 2: the stage-1 output).
         point_config: embedding preset (``small`` / ``paper``) or a dict of fields, where ``preset: small``
             starts from that preset (only for a new model).
-        conversation_template: ``chat`` or ``vicuna_v1_1`` (only for a new model).
+        conversation_template: ``chat``, ``chat_no_system`` or ``vicuna_v1_1`` (only for a new model).
         objective: stage-1 objective settings (``ObjectiveConfig`` fields).
         aggregation: stage-2 aggregation settings (``AggregationConfig`` fields).
         trainable_layers: stage 1: the first K decoder layers train (paper: 4).
