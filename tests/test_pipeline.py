@@ -49,6 +49,7 @@ def test_quickstart_trains_fixed_steps_evaluates_both_and_is_reproducible(tmp_pa
         assert [r["model_output"] for r in a["results"]] == [r["model_output"] for r in b["results"]], name
     report = (tmp_path / "a" / "report.md").read_text()
     assert "ModelNet40 `modelnet40_val`" in report and "mean per-class accuracy" in report
+    assert "split `unknown`" not in report and "split `val`" in report  # every results file says its split
     assert json.loads((tmp_path / "a" / "quickstart.json").read_text())["steps"] == {"1": 4, "2": 2}
 
 

@@ -270,7 +270,8 @@ def _evaluate_real(model: Path, eval_dir: Path, archive_path: Path, recipe, per_
     picked = select_objects(archive.labels, archive.class_names, val_fraction=mn["val_fraction"],
                             split_seed=mn["split_seed"], per_class=per_class)
     s = evaluate_modelnet(model, archive.points, archive.labels, archive.class_names, picked, eval_dir,
-                          object_ids=archive.object_ids, name="modelnet40_val", seed=seed, command=command, log=log)
+                          object_ids=archive.object_ids, name="modelnet40_val", seed=seed, command=command, split="val",
+                          log=log)
     return {"objects": s["objects"], **{k: {"overall_accuracy": v["overall_accuracy"],
                                             "mean_class_accuracy": v["mean_class_accuracy"]}
                                         for k, v in s["prompts"].items()}}

@@ -56,6 +56,7 @@ def test_eval_modelnet_command_on_the_overlap_classes(tmp_path, capsys):
     assert code == 0
     summary = json.loads((tmp_path / "ev" / "modelnet40_all_overlap_summary.json").read_text())
     assert summary["objects"] == 17 and set(summary["prompts"]) == {"what", "completion"}
+    assert summary["split"] == "all"  # the report's provenance line reads it
     assert list(summary["prompts"]["what"]["per_class"]) == list(PROCEDURAL_OVERLAP)
     records = json.loads((tmp_path / "ev" / "modelnet40_all_overlap_what.json").read_text())["results"]
     assert [r["label_name"] for r in records] == list(PROCEDURAL_OVERLAP)

@@ -82,7 +82,7 @@ def cmd_modelnet(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model).resolve().parent / "eval"
     summary = evaluate_modelnet(args.model, archive.points, archive.labels, archive.class_names, indices, out,
                                 object_ids=archive.object_ids, name=name, batch_size=args.batch_size,
-                                command="enel " + " ".join(sys.argv[1:]))
+                                command="enel " + " ".join(sys.argv[1:]), split=args.split)
     for key, v in summary["prompts"].items():
         print(f"{v['prompt']!r}: {v['overall_accuracy']:.1f} % overall, {v['mean_class_accuracy']:.1f} % mean per "
               f"class ({v['objects']} objects; the label named anywhere: {v['label_mentioned_rate']:.1f} %)")

@@ -102,13 +102,14 @@ def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_n
                       indices: Sequence[int], out_dir, *, object_ids: Sequence[str] | None = None,
                       prompts: Sequence[str] = ("what", "completion"), name: str = "modelnet40_val",
                       batch_size: int = 16, max_new_tokens: int = 16, seed: int = 0, command: str | None = None,
-                      log=print) -> dict:
+                      split: str | None = None, log=print) -> dict:
     """Answer ``prompts`` for the listed objects and score them; returns the summary dict.
 
     Args:
         points: ``(M, N, 3)`` z-up clouds; ``labels (M,)``; ``class_names``; ``indices``: the objects to ask.
         prompts: keys of :data:`enel.data.prompts.PROMPTS` (PointLLM's two classification prompts by default).
         name: file stem of the results (``{name}_{prompt}.json``) and the summary (``{name}_summary.json``).
+        split: how ``indices`` were chosen, recorded in the results' metadata (e.g. ``"val"``, ``"all"``).
 
     Writes a PointLLM-format results file per prompt (``ground_truth`` the integer label, ``label_name``,
     plus ``predicted`` and ``correct``) and the summary to ``out_dir``.
@@ -122,7 +123,7 @@ def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_n
     clouds = np.stack([with_zero_color(model_input(points[i], assistant.num_points)) for i in indices])
     truths = [class_names[int(labels[i])] for i in indices]
     ids = [object_ids[i] for i in indices] if object_ids is not None else [int(i) for i in indices]
-    meta = {"model": str(model_dir), "objects": len(indices), "seed": seed, "command": command,
+    meta = {"model": str(model_dir), "split": split, "objects": len(indices), "seed": seed, "command": command,
             "decoding": GenerationSettings(max_new_tokens=max_new_tokens, seed=seed).__dict__,
             "scoring": "first ModelNet40 class named (enel.data.labels)"}
     summary: dict = {**meta, "prompts": {}}

@@ -366,7 +366,7 @@ def _section_modelnet(doc: _Doc, eval_dir: Path, notes: list[str]) -> None:
             continue
         prompts = s["prompts"]
         doc.h(3, f"ModelNet40 `{path.name[:-len('_summary.json')]}` ({s.get('objects', '?')} real objects)")
-        doc.p(f"{_prov(s)}; scored by the first class the answer names", "prov")
+        doc.p(f"{_prov(s)} Each answer is scored by the first class it names.", "prov")
         doc.table(["prompt", "overall accuracy (%)", "mean per-class accuracy (%)", "label named anywhere (%)",
                    "no class named"],
                   [[f"“{v['prompt']}”", v["overall_accuracy"], v["mean_class_accuracy"], v["label_mentioned_rate"],
