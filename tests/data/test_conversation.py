@@ -97,3 +97,53 @@ def test_generation_prompt_ends_where_the_answer_starts(tok):
     prompt_ids = tok(prompt, add_special_tokens=False).input_ids
     first_label = next(i for i, lab in enumerate(enc.labels) if lab != IGNORE_INDEX)
     assert enc.input_ids[:first_label] == prompt_ids
+
+
+def test_chat_no_system_drops_the_templates_default_system_prompt(tok):
+    # the tiny tokenizer's ChatML template, as SmolLM2's, adds a default system prompt when there is none
+    with_default = tok.decode(encode_conversation(tok, CONV, template="chat", num_point_tokens=3).input_ids)
+    assert with_default.startswith("<|im_start|>system\nYou are a helpful AI assistant.<|im_end|>\n<|im_start|>user\n")
+    enc = encode_conversation(tok, CONV, template="chat_no_system", num_point_tokens=3)
+    text = tok.decode(enc.input_ids)
+    assert text == "<|im_start|>system\n<|im_end|>\n" + with_default[with_default.index("<|im_start|>user"):]
+    # the same answers are labelled, and nothing else
+    assert labelled(enc) == labelled(encode_conversation(tok, CONV, template="chat", num_point_tokens=3))
+    assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(enc.input_ids, enc.labels))
+
+
+def test_chat_no_system_generation_prompt_ends_where_the_answer_starts(tok):
+    prompt = build_prompt(tok, "What is this?", template="chat_no_system", num_point_tokens=5)
+    assert prompt.startswith("<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<point_start>")
+    enc = encode_conversation(tok, CONV[:2], template="chat_no_system", num_point_tokens=5)
+    first_label = next(i for i, lab in enumerate(enc.labels) if lab != IGNORE_INDEX)
+    assert enc.input_ids[:first_label] == tok(prompt, add_special_tokens=False).input_ids
+
+
+def test_chat_no_system_refused_clearly_by_a_template_without_a_system_role(tok):
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}")
+    assert encode_conversation(tok, CONV, template="chat", num_point_tokens=3).has_points  # the plain one still works
+    with pytest.raises(ConversationError, match="refuses an empty system turn.*conversation_template='chat'"):
+        encode_conversation(tok, CONV, template="chat_no_system", num_point_tokens=3)
+    with pytest.raises(ConversationError, match="'chat_no_system'"):
+        encode_conversation(tok, CONV, template="chatml", num_point_tokens=3)
+
+
+def test_cpu_default_grounding_sample_is_62_smollm2_tokens_without_the_system_prompt():
+    """The default recipe's samples per minute rest on this (docs/training.md, "Samples per minute")."""
+    from transformers import AutoTokenizer
+
+    from enel.model.backbones import resolve_backbone
+    from enel.model.configuration_enel import PointEmbeddingConfig
+    from enel.train.recipe import load_recipe
+
+    recipe = load_recipe("smollm2_stage1")
+    smollm2 = AutoTokenizer.from_pretrained(resolve_backbone(recipe.backbone))
+    add_point_tokens(smollm2)
+    n_tokens = PointEmbeddingConfig.from_spec(recipe.point_config).num_tokens
+    conv = [{"from": "human", "value": "<point>\nWhat is this?"}, {"from": "gpt", "value": "This is a night stand."}]
+    enc = encode_conversation(smollm2, conv, template=recipe.conversation_template, num_point_tokens=n_tokens)
+    assert "You are a helpful AI assistant" not in smollm2.decode(enc.input_ids)
+    assert len(enc.input_ids) == 62  # the point block (33 + 2), 27 of text
+    plain = encode_conversation(smollm2, conv, template="chat", num_point_tokens=n_tokens)
+    assert len(plain.input_ids) == 62 + 16  # SmolLM2's default system prompt

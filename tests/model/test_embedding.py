@@ -89,12 +89,12 @@ def test_spec_with_a_preset_overrides_only_the_given_fields():
         PointEmbeddingConfig.from_spec(65)
 
 
-def test_cpu_default_recipe_uses_65_point_tokens_and_the_color_skip_after_the_projector():
+def test_cpu_default_recipe_uses_33_point_tokens_and_the_color_skip_after_the_projector():
     from enel.train.recipe import load_recipe
 
     cfg = PointEmbeddingConfig.from_spec(load_recipe("smollm2_stage1").point_config)
-    assert cfg == PointEmbeddingConfig.small(input_points=512, color_skip=True)
-    assert cfg.num_tokens == 65
+    assert cfg == PointEmbeddingConfig.small(input_points=256, color_skip=True)
+    assert cfg.num_tokens == 33
 
 
 def test_paper_config_forward_bf16():
