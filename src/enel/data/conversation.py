@@ -104,9 +104,11 @@ def _render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool,
         raise ConversationError("the tokenizer has no chat template; use conversation_template='vicuna_v1_1'")
     if not system:
         messages = [{"role": "system", "content": ""}, *messages]
+    from jinja2 import TemplateError  # what a chat template raises (e.g. one without a system role)
+
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    except Exception as e:  # jinja2's TemplateError: the template raised (e.g. no system role)
+    except TemplateError as e:
         if system:
             raise
         raise ConversationError(f"the backbone's chat template refuses an empty system turn ({e}); "
