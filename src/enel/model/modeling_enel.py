@@ -608,16 +608,13 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         point_generator: torch.Generator | None = None,
         past_key_values=None,
-        point_words: torch.LongTensor | None = None,
         **kwargs,
     ) -> EnelCausalLMOutput:
         """Logits and, with ``labels``, the training loss: cross-entropy plus the active stage-1 objective.
 
         ``labels`` are ``(B, L)`` with -100 on everything that is not an assistant answer (see
         :mod:`enel.data.conversation`). ``loss_terms`` reports every term unweighted. In training mode with
-        labels, logits are computed only where a label is set and ``logits`` is returned as None. ``point_words``
-        ``(B, K)``: each sample's class-name token ids (-100: unknown) for the class-word alignment
-        (``ObjectiveConfig.word_align``); only training with labels reads them.
+        labels, logits are computed only where a label is set and ``logits`` is returned as None.
         """
         cache = cache if cache is not None else past_key_values
         kwargs.pop("return_dict", None)
@@ -625,11 +622,10 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         obj = self.model.objectives if self.training and labels is not None else None
         if obj is not None:  # the contrastive objective runs on a doubled batch
             batch = obj.training_batch(dict(input_ids=input_ids, attention_mask=attention_mask,
-                                            position_ids=position_ids, labels=labels, point_clouds=point_clouds,
-                                            point_words=point_words),
+                                            position_ids=position_ids, labels=labels, point_clouds=point_clouds),
                                        point_generator)
             input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-            labels, point_clouds, point_words = batch["labels"], batch["point_clouds"], batch["point_words"]
+            labels, point_clouds = batch["labels"], batch["point_clouds"]
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -659,8 +655,7 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
                                                    vocab_size=self.config.text_config.vocab_size)}
         if obj is not None and out.point_block is not None:
             terms.update(obj.loss_terms(hidden, out.captured, out.point_block, out.point_samples, out.point_starts,
-                                        point_clouds, teacher=self._teacher[0] if self._teacher else None,
-                                        words=point_words, embeddings=self.model.language_model.embed_tokens.weight))
+                                        point_clouds, teacher=self._teacher[0] if self._teacher else None))
         weights = obj.loss_weights() if obj is not None else {}
         loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
         diagnostics = None

@@ -12,11 +12,6 @@ them apart (``loss_ce`` comes from the model, the rest from here):
   mean-pooled point-token outputs → ``loss_contrast``.
 * ``distillation`` — MSE between the point-token outputs (through an alignment head) and a frozen teacher's
   per-token features → ``loss_distill``.
-* ``word_align`` (beside any of them, weight ``ObjectiveConfig.word_align``; ours, not the paper's) — class-word
-  alignment: where the data knows the object's class (the batch's ``point_words``), the projected point tokens are
-  read as words through the backbone's frozen token embeddings, and some visible geometric token must read as the
-  class name (:func:`word_alignment_loss`) → ``loss_align``. It gives the frozen LLM a token it already knows how to
-  name (docs/training.md, "Class-word alignment").
 * ``hybrid`` (the default of the stage-1 recipes) — the Hybrid Semantic Loss: masking as above (30 %, never the
   class token), masked positions regress the masked features (MSE), visible positions reconstruct their own
   patches (Chamfer-L2) → ``loss_mask`` + ``loss_recon``.
@@ -35,7 +30,6 @@ is the model's own module (``EnelModel.point_pos_embed``), not one of these head
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,7 +42,7 @@ from ..points import ops
 from .configuration_enel import ObjectiveConfig
 from .splice import point_token_index
 
-__all__ = ["PointObjectives", "PointBlock", "info_nce", "word_alignment_loss", "unit_rows", "EmbeddingTeacher"]
+__all__ = ["PointObjectives", "PointBlock", "info_nce", "EmbeddingTeacher"]
 
 @dataclass
 class PointBlock:
@@ -117,42 +111,6 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
 
 
-def word_alignment_loss(tokens: torch.Tensor, words: torch.Tensor, unit_vocab: torch.Tensor,
-                        temperature: float) -> torch.Tensor | None:
-    """Multiple-instance alignment of point tokens to class-name tokens, read through the word embeddings.
-
-    Each token is read as a distribution over the vocabulary, ``softmax(cos(token, embedding_v) / τ)``; a sample's
-    loss is ``-log mean_t p_t(w)`` for each of its class words ``w``, averaged over those words: some token must read
-    as the word, the others are free to carry local geometry.
-
-    Args:
-        tokens: ``(B, T, H)`` point tokens (the visible geometric ones).
-        words: ``(B, K)`` token ids of each sample's class name, -100 on padding; rows of -100 only are skipped.
-        unit_vocab: ``(V, H)`` the backbone's token embeddings scaled to unit length (:func:`unit_rows`), without
-            gradient.
-        temperature: τ > 0.
-
-    Returns:
-        A scalar fp32 tensor averaged over the samples that have words, or None when none has.
-    """
-    has = (words >= 0).any(dim=1)  # (B,)
-    if not bool(has.any()):
-        return None
-    toks = F.normalize(tokens[has].float(), dim=-1).to(unit_vocab.dtype)  # (B_w, T, H)
-    logp = torch.log_softmax((toks @ unit_vocab.t()).float() / temperature, dim=-1)  # (B_w, T, V)
-    w = words[has]  # (B_w, K)
-    valid = w >= 0
-    picked = logp.gather(2, w.clamp(min=0).unsqueeze(1).expand(-1, logp.shape[1], -1))  # (B_w, T, K)
-    per_word = torch.logsumexp(picked, dim=1) - math.log(logp.shape[1])  # (B_w, K): log mean_t p_t(w)
-    per_sample = -(per_word * valid).sum(1) / valid.sum(1)
-    return per_sample.mean()
-
-
-def unit_rows(embeddings: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(V, H)`` → the rows scaled to unit length (zero rows stay zero), detached, in ``dtype``."""
-    return F.normalize(embeddings.detach().float(), dim=-1).to(dtype)
-
-
 class PointObjectives(nn.Module):
     """Mask token, prediction heads and loss computation of the stage-1 objectives."""
 
@@ -168,7 +126,6 @@ class PointObjectives(nn.Module):
         )
         self.contrast_head = _mlp([hidden, hidden]) if cfg.name == "contrastive" else None
         self.distill_head = nn.Linear(hidden, cfg.teacher_dim) if cfg.name == "distillation" else None
-        self._vocab: tuple[tuple, torch.Tensor] | None = None  # the word-alignment table and what it was made from
 
     def _uses(self) -> set[str]:
         c = self.cfg
@@ -277,17 +234,6 @@ class PointObjectives(nn.Module):
         pred = self.distill_head(geometric_hidden).float()
         return F.mse_loss(pred, teacher_features.float())
 
-    def unit_vocabulary(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """:func:`unit_rows` of the token embeddings, in the autocast dtype when autocast is on, kept between steps
-        while the embeddings are unchanged (stage 1 freezes them): re-normalising and casting 49,152 × 576 weights
-        each step would cost more than the alignment's own products."""
-        dtype = torch.get_autocast_dtype(embeddings.device.type) if torch.is_autocast_enabled(
-            embeddings.device.type) else torch.float32
-        key = (embeddings.data_ptr(), embeddings._version, tuple(embeddings.shape), embeddings.dtype, dtype)
-        if self._vocab is None or self._vocab[0] != key:
-            self._vocab = (key, unit_rows(embeddings, dtype))
-        return self._vocab[1]
-
     # ---- what a training step asks of the objectives ---------------------------------------------------------
     @property
     def capture_layers(self) -> set[int] | None:
@@ -298,7 +244,7 @@ class PointObjectives(nn.Module):
         """Weight of every named loss term (``loss_ce`` included) in the training loss."""
         c = self.cfg
         return {"loss_ce": c.weight_ce, "loss_mask": c.weight_mask, "loss_recon": c.weight_recon,
-                "loss_contrast": c.weight_contrast, "loss_distill": c.weight_distill, "loss_align": c.word_align}
+                "loss_contrast": c.weight_contrast, "loss_distill": c.weight_distill}
 
     def training_batch(self, inputs: dict, generator: torch.Generator | None = None) -> dict:
         """The batch a training step runs on: the contrastive objective doubles it (two rigidly transformed views
@@ -319,9 +265,7 @@ class PointObjectives(nn.Module):
         return {**doubled, "point_clouds": torch.cat([view_a, view_b])}
 
     def loss_terms(self, hidden: torch.Tensor, captured: dict | None, block: PointBlock, samples: list[int],
-                   starts: torch.Tensor, point_clouds, teacher: nn.Module | None = None,
-                   words: torch.Tensor | None = None,
-                   embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   starts: torch.Tensor, point_clouds, teacher: nn.Module | None = None) -> dict[str, torch.Tensor]:
         """The objective's unweighted loss terms for one training step.
 
         Args:
@@ -330,8 +274,6 @@ class PointObjectives(nn.Module):
                 of ``<point_start>``.
             point_clouds: the clouds of the step (the distillation teacher encodes them).
             teacher: ``(points (B,N,C), centres (B,G,3)) → (B,G,D)`` for the distillation objective.
-            words: ``(B, K)`` class-name token ids (-100: none) and ``embeddings`` ``(V, H)`` the token embeddings,
-                for the class-word alignment.
         """
         c = self.cfg
         source = captured[c.head_layer] if c.head_layer > 0 else hidden
@@ -349,12 +291,6 @@ class PointObjectives(nn.Module):
             clouds = point_clouds if isinstance(point_clouds, torch.Tensor) else torch.stack(
                 [point_clouds[i] for i in samples])
             terms["loss_distill"] = self.distill_loss(geo, teacher(clouds, block.centres))
-        if c.word_align > 0 and words is not None:
-            visible = block.features[:, 1:1 + block.n_visible]  # (B_p, V, H) the spliced tokens, masks excluded
-            align = word_alignment_loss(visible, words[rows.to(words.device)], self.unit_vocabulary(embeddings),
-                                        c.word_align_temperature)
-            if align is not None:
-                terms["loss_align"] = align
         return terms
 
 
