@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from jinja2 import TemplateError  # what a chat template raises (e.g. one without a system role); torch requires jinja2
+
 from ..errors import EnelError
 from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..model.splice import expand_point_placeholder
@@ -104,8 +106,6 @@ def _render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool,
         raise ConversationError("the tokenizer has no chat template; use conversation_template='vicuna_v1_1'")
     if not system:
         messages = [{"role": "system", "content": ""}, *messages]
-    from jinja2 import TemplateError  # what a chat template raises (e.g. one without a system role)
-
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     except TemplateError as e:
