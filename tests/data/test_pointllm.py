@@ -463,3 +463,44 @@ def test_pack_per_object_must_be_a_positive_integer(layout, tok):
     for bad in (0, -2, 1.5, True):
         with pytest.raises(DatasetError, match="pack_per_object"):
             PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, pack_per_object=bad)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Heading augmentation
+# ----------------------------------------------------------------------------------------------------------
+def test_heading_augmentation_turns_each_item_about_z_and_keeps_colours(layout, tok):
+    plain = PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT)
+    aug = PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, augment=True)
+    ref = plain[1]["point_cloud"].numpy().astype(np.float64)
+    torch.manual_seed(3)
+    first = aug[1]["point_cloud"].numpy().astype(np.float64)
+    torch.manual_seed(3)
+    again = aug[1]["point_cloud"].numpy()
+    np.testing.assert_array_equal(first.astype(np.float32), again)  # the draw follows torch's generator
+    np.testing.assert_array_equal(first[:, 3:], ref[:, 3:])  # rgb untouched
+    np.testing.assert_allclose(first[:, 2], ref[:, 2], atol=1e-6)  # upright: z untouched
+    # one rotation about z maps every point: fit it (least squares) and check it is orthonormal and exact
+    rot, *_ = np.linalg.lstsq(ref[:, :2], first[:, :2], rcond=None)
+    np.testing.assert_allclose(rot.T @ rot, np.eye(2), atol=1e-5)
+    assert np.linalg.det(rot) == pytest.approx(1.0, abs=1e-5)
+    np.testing.assert_allclose(ref[:, :2] @ rot, first[:, :2], atol=1e-5)
+    angles = set()
+    for _ in range(8):
+        c = aug[1]["point_cloud"].numpy()
+        r, *_ = np.linalg.lstsq(ref[:, :2], c[:, :2].astype(np.float64), rcond=None)
+        angles.add(round(float(np.degrees(np.arctan2(r[0, 1], r[0, 0]))), 3))
+    assert len(angles) == 8  # a fresh heading for every item
+    np.testing.assert_allclose(plain[1]["point_cloud"].numpy(), ref.astype(np.float32))  # off: the same cloud
+
+
+def test_augmentation_settings_are_checked_with_messages_that_name_the_fix(layout, tok):
+    with pytest.raises(DatasetError, match=r"unknown augmentation setting\(s\) \['roll'\]"):
+        PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, augment={"roll": 3})
+    with pytest.raises(DatasetError, match=r"yaw_degrees must be a number in \[0, 180\]"):
+        PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, augment={"yaw_degrees": 270})
+    with pytest.raises(DatasetError, match="scale must be"):
+        PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, augment={"scale": [1.2, 0.8]})
+    with pytest.raises(DatasetError, match="true, false or a mapping"):
+        PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT, augment="yes")
+    assert P.resolve_augment(None, P.HEADING_AUGMENT) is None and P.resolve_augment(False, P.HEADING_AUGMENT) is None
+    assert P.resolve_augment({"yaw_degrees": 30}, P.HEADING_AUGMENT) == {**P.HEADING_AUGMENT, "yaw_degrees": 30}

@@ -32,7 +32,7 @@ from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..points.transforms import augment_cloud, model_input, random_resolution, with_zero_color
 from .conversation import encode_conversation
 from .errors import DatasetError
-from .pointllm import object_seed
+from .pointllm import object_seed, resolve_augment
 from .procedural.language import COMPLETION_PROMPT, IDENTIFY_PROMPTS
 
 __all__ = [
@@ -200,13 +200,7 @@ class ModelNetConversationDataset(Dataset):
         self.points, self.labels = points, np.asarray(labels)
         self.class_names, self.object_ids = tuple(class_names), tuple(object_ids)
         self.num_points = int(num_points)
-        self.augment = None
-        if augment:
-            extra = {} if augment is True else dict(augment)
-            bad = sorted(set(extra) - set(AUGMENT_DEFAULTS))
-            if bad:
-                raise DatasetError(f"unknown augmentation setting(s) {bad}; known: {sorted(AUGMENT_DEFAULTS)}")
-            self.augment = {**AUGMENT_DEFAULTS, **extra}
+        self.augment = resolve_augment(augment, AUGMENT_DEFAULTS)
         ids, labs, self._object = [], [], []
         for i in np.asarray(indices, dtype=np.int64):
             name = self.class_names[int(self.labels[i])]

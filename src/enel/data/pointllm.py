@@ -63,7 +63,7 @@ from torch.utils.data import Dataset
 
 from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..model.splice import SpliceError
-from ..points.transforms import RESAMPLE_METHODS, model_input
+from ..points.transforms import RESAMPLE_METHODS, augment_cloud, model_input, pc_norm
 from .conversation import ConversationError, encode_conversation
 from .errors import DatasetError, DatasetWarning
 
@@ -81,6 +81,8 @@ __all__ = [
     "read_point_array",
     "object_seed",
     "check_resample_args",
+    "HEADING_AUGMENT",
+    "resolve_augment",
 ]
 
 CONVERSATION_TYPES: tuple[str, ...] = ("simple_description", "detailed_description", "single_round", "multi_round")
@@ -116,6 +118,38 @@ def object_seed(seed: int, object_id: str) -> int:
     objects read): every loader that draws per-object randomness (resampling, mesh sampling, answer phrasing)
     seeds it with this."""
     return (zlib.crc32(object_id.encode("utf-8")) ^ (int(seed) * 0x9E3779B1)) & 0xFFFFFFFF
+
+
+HEADING_AUGMENT: dict = {"yaw_degrees": 180.0, "scale": (1.0, 1.0), "jitter": 0.0}
+"""Training augmentation of PointLLM-layout clouds when ``augment`` is on: any heading about the up axis, nothing
+else. Their captions state proportions ("a long bench", "a tall lamp"), so per-axis scale is off unless asked for."""
+
+
+def resolve_augment(augment, defaults: dict) -> dict | None:
+    """A dataset's ``augment`` argument as the full settings, or None when it is off.
+
+    ``augment``: ``True`` (``defaults``), a mapping overriding some of ``defaults``, or ``None`` / ``False`` (off).
+    An unknown key is a :class:`DatasetError` naming the known ones.
+    """
+    if not augment:
+        return None
+    if augment is True:
+        return dict(defaults)
+    if not isinstance(augment, dict):
+        raise DatasetError(f"augment must be true, false or a mapping of {sorted(defaults)}, got {augment!r}")
+    bad = sorted(set(augment) - set(defaults))
+    if bad:
+        raise DatasetError(f"unknown augmentation setting(s) {bad}; known: {sorted(defaults)}")
+    out = {**defaults, **augment}
+    yaw, scale, jitter = out.get("yaw_degrees", 0.0), out.get("scale", (1.0, 1.0)), out.get("jitter", 0.0)
+    if not isinstance(yaw, (int, float)) or not 0 <= yaw <= 180:
+        raise DatasetError(f"augment yaw_degrees must be a number in [0, 180] (180: any heading), got {yaw!r}")
+    if (not isinstance(scale, (list, tuple)) or len(scale) != 2
+            or not all(isinstance(v, (int, float)) for v in scale) or not 0 < scale[0] <= scale[1]):
+        raise DatasetError(f"augment scale must be [low, high] with 0 < low <= high ([1, 1]: off), got {scale!r}")
+    if not isinstance(jitter, (int, float)) or jitter < 0:
+        raise DatasetError(f"augment jitter must be a number >= 0 (0: off), got {jitter!r}")
+    return out
 
 
 def check_resample_args(num_points, resample_method) -> None:
@@ -435,6 +469,10 @@ class PointLLMDataset(Dataset):
             warning); ``False`` raises :class:`DatasetError` on the first one.
         pack_per_object: join up to this many conversations of one object into one multi-turn sample (see
             *Packing* above; 1, the default, keeps PointLLM's one conversation per sample).
+        augment: training augmentation of each item's cloud (:func:`resolve_augment`): ``True`` for
+            :data:`HEADING_AUGMENT` (a random heading about z, drawn anew for every item), a mapping overriding
+            some of it (``yaw_degrees``, ``scale``, ``jitter`` of :func:`enel.points.transforms.augment_cloud`),
+            or ``None`` / ``False`` (default): the prepared cloud as it is, the same in every epoch.
 
     Items (``dataset[i]``)::
 
@@ -466,8 +504,10 @@ class PointLLMDataset(Dataset):
         encode_upfront: bool = True,
         skip_invalid: bool = True,
         pack_per_object: int = 1,
+        augment=None,
     ):
         check_resample_args(num_points, resample_method)
+        self.augment = resolve_augment(augment, HEADING_AUGMENT)
         if isinstance(pack_per_object, bool) or not isinstance(pack_per_object, int) or pack_per_object < 1:
             raise DatasetError(f"pack_per_object must be an integer ≥ 1 (1: no packing), got {pack_per_object!r}")
         _check_pattern(point_file_pattern)
@@ -707,6 +747,20 @@ class PointLLMDataset(Dataset):
             labels = torch.tensor(enc.labels, dtype=torch.long)
         cloud = None
         if self._has_points[index]:
-            cloud = torch.from_numpy(self._cloud(index, object_id).copy())
+            cloud = torch.from_numpy(self._augmented(self._cloud(index, object_id)))
         return {"input_ids": ids, "labels": labels, "point_cloud": cloud, "object_id": object_id}
+
+    def _augmented(self, arr: np.ndarray) -> np.ndarray:
+        """A fresh ``(N, C)`` copy of a prepared cloud, augmented (then ``pc_norm`` again) when ``augment`` is on.
+
+        The draw comes from torch's global generator, which the ``Trainer`` checkpoints, so a resumed run draws
+        what an uninterrupted one would; rgb is untouched.
+        """
+        if self.augment is None:
+            return arr.copy()
+        a = self.augment
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+        out = augment_cloud(arr, rng, yaw_degrees=a["yaw_degrees"], scale=tuple(a["scale"]), jitter=a["jitter"])
+        out[:, :3] = pc_norm(out[:, :3])
+        return out.astype(np.float32, copy=False)
 

@@ -39,6 +39,9 @@ class DataSection:
         pack_per_object: join up to this many conversations of one object into one multi-turn sample, so the
             point block is processed once for several answers (1: PointLLM's one conversation per sample).
         weight: mixing weight of this PointLLM-layout source when other sources are mixed in.
+        augment: training augmentation of this source's clouds (``PointLLMDataset``'s ``augment``): ``true`` for
+            a random heading about the up axis, a mapping of ``yaw_degrees`` / ``scale`` / ``jitter``, or
+            ``false`` / ``null`` (the stored clouds as they are).
         modelnet40: a second source, ModelNet40 with grounded conversations
             (:mod:`enel.data.modelnet_conversations`), mixed in when its ``weight`` is above 0: ``path`` (an
             archive: ``enel data modelnet40`` output or the shared ``modelnet40_1024_train.npz``), ``weight``,
@@ -59,6 +62,7 @@ class DataSection:
     encode_upfront: bool = True
     pack_per_object: int = 1
     weight: float = 1.0
+    augment: bool | dict | None = None
     modelnet40: dict = field(default_factory=lambda: dict(MODELNET40_DEFAULTS))
     length: int | None = None
 
@@ -66,6 +70,16 @@ class DataSection:
         if not isinstance(self.modelnet40, dict):
             raise ConfigError(f"data.modelnet40 must be a mapping of {sorted(MODELNET40_DEFAULTS)}")
         self.modelnet40 = {**MODELNET40_DEFAULTS, **self.modelnet40}
+        from ..data.errors import DatasetError
+        from ..data.modelnet_conversations import AUGMENT_DEFAULTS
+        from ..data.pointllm import HEADING_AUGMENT, resolve_augment
+
+        for key, value, defaults in (("data.augment", self.augment, HEADING_AUGMENT),
+                                     ("data.modelnet40.augment", self.modelnet40["augment"], AUGMENT_DEFAULTS)):
+            try:
+                resolve_augment(value, defaults)
+            except DatasetError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
 
 
 ENCODER_PRETRAIN_DEFAULTS: dict = {"steps": 0, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.05, "mask_ratio": 0.6,

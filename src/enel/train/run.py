@@ -157,6 +157,7 @@ def _pointllm_source(recipe: Recipe, model, tokenizer, num_points: int):
         seed=recipe.train.seed,
         encode_upfront=recipe.data.encode_upfront,
         pack_per_object=recipe.data.pack_per_object,
+        augment=recipe.data.augment,
     )
 
 
