@@ -152,7 +152,7 @@ _SPECS = [
           ["climbing up to high places", "reaching high places such as roofs", "painting walls and ceilings"],
           ["in a garage", "against a wall", "on a construction site"]),
     _spec("lamp", ("lamp",),
-          [G("shade", ("shade",)), G("stand", ("pole", "base"), C.ANY, "metal"),
+          [G("shade", ("shade",)), G("stand", ("pole", "arm", "base"), C.ANY, "metal"),
            G("bulb", ("bulb",), ("yellow", "white"))],
           ["lighting a room", "providing light for reading", "brightening a dark corner"],
           ["in a living room", "in a reading corner", "in a bedroom corner"]),
@@ -164,7 +164,7 @@ _SPECS = [
            "on the go"], ["in an office", "in a backpack", "in a coffee shop"]),
     _spec("monitor", ("monitor", "computer monitor"),
           [G("screen", ("screen",), ("black", "blue", "cyan")),
-           G("frame", ("frame", "stand", "base"), ("black", "gray", "white", "red", "blue"))],
+           G("frame", ("frame", "back", "stand", "base"), ("black", "gray", "white", "red", "blue"))],
           ["displaying the output of a computer", "watching videos and reading documents", "showing images and "
            "text from a computer"], ["in an office", "in a study", "in a control room"]),
     _spec("mug", ("mug", "cup"),

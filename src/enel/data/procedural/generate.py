@@ -49,7 +49,8 @@ __all__ = [
     "load_objects",
 ]
 
-GENERATOR_VERSION = "1.2"  # 1.1: anno/grounding_{split}.json; 1.2: three identify records per object in it
+GENERATOR_VERSION = "1.3"  # 1.1: anno/grounding_{split}.json; 1.2: three identify records per object in it;
+# 1.3: lying guitars, table and desk lamps, deep (CRT) monitors, lower and wider sofas (issue 17, zero-shot)
 SPLITS = ("train", "val", "test")
 SINGLE_ROUND_PER_OBJECT = 3
 

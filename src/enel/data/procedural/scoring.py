@@ -42,7 +42,7 @@ CATEGORY_SYNONYMS: dict[str, tuple[str, ...]] = {
     "hammer": ("hammer", "sledgehammer", "mallet"),
     "house": ("house", "cottage", "hut"),
     "ladder": ("ladder", "stepladder"),
-    "lamp": ("lamp", "floor lamp"),
+    "lamp": ("lamp", "floor lamp", "table lamp", "desk lamp"),
     "laptop": ("laptop", "notebook computer"),
     "monitor": ("monitor", "computer monitor", "computer screen", "tv", "television"),
     "mug": ("mug", "coffee mug", "cup", "teacup"),

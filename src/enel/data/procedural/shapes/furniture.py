@@ -140,15 +140,15 @@ def build_bench(r: np.random.Generator) -> Geometry:
 
 
 def build_sofa(r: np.random.Generator) -> Geometry:
-    w, d = r.uniform(1.5, 2.4), r.uniform(0.8, 1.0)
-    foot, base_top = 0.1, r.uniform(0.38, 0.45)
-    arm_w, arm_h = r.uniform(0.14, 0.25), r.uniform(0.58, 0.72)
-    back_h, back_t = r.uniform(0.85, 1.0), r.uniform(0.18, 0.25)
+    w, d = r.uniform(1.6, 2.6), r.uniform(0.8, 1.0)
+    foot, base_top = 0.1, r.uniform(0.36, 0.45)
+    arm_w, arm_h = r.uniform(0.14, 0.25), r.uniform(0.55, 0.7)
+    back_h, back_t = r.uniform(0.72, 0.95), r.uniform(0.18, 0.25)
     n_cush = pick(r, (1, 2, 3), p=(0.2, 0.45, 0.35))
     inner = w - 2 * arm_w
     parts = [
         Part("backrest", [box((inner, back_t, back_h - foot), (0, d / 2 - back_t / 2, (back_h + foot) / 2))],
-             adjectives=("tall",) if back_h > 0.95 else (), where="at the back"),
+             adjectives=("tall",) if back_h > 0.9 else (), where="at the back"),
         Part("base", [box((inner, d - back_t, base_top - foot), (0, -back_t / 2, (base_top + foot) / 2))],
              where="under the seat cushions"),
         Part("armrest", [box((arm_w, d, arm_h - foot), (s * (w - arm_w) / 2, 0, (arm_h + foot) / 2))
@@ -162,7 +162,7 @@ def build_sofa(r: np.random.Generator) -> Geometry:
     legs = [cylinder(0.03, foot, (sx * (w / 2 - 0.08), sy * (d / 2 - 0.08), foot / 2), top_scale=1.3,
                      sections=12) for sx in (-1, 1) for sy in (-1, 1)]
     parts.append(Part("leg", legs, adjectives=("short",), where="under the base", countable=True))
-    return Geometry(parts, traits=("long",) if w > 2.1 else ())
+    return Geometry(parts, traits=("long",) if w > 2.2 else ())
 
 
 def build_bed(r: np.random.Generator) -> Geometry:

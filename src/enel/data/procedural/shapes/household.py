@@ -11,30 +11,61 @@ from .primitives import Geometry, Part, box, cylinder, ellipsoid, extrude, lathe
 
 
 def build_lamp(r: np.random.Generator) -> Geometry:
-    ph = r.uniform(1.2, 1.7)
+    """A floor lamp (tall pole), a table lamp (a short body under a wide shade) or a desk lamp (a jointed arm)."""
+    kind = pick(r, ("floor", "table", "desk"), p=(0.4, 0.35, 0.25))
+    if kind == "desk":
+        return _desk_lamp(r)
     square = r.random() < 0.3
-    br = r.uniform(0.13, 0.2)
+    if kind == "floor":
+        ph, br, pole_r = r.uniform(1.2, 1.7), r.uniform(0.13, 0.2), r.uniform(0.012, 0.02)
+        sh, scale = r.uniform(0.2, 0.3), 1.0
+    else:
+        ph, br, pole_r = r.uniform(0.3, 0.5), r.uniform(0.09, 0.14), r.uniform(0.025, 0.06)
+        sh, scale = r.uniform(0.22, 0.35), r.uniform(1.1, 1.4)
     base = box((2 * br, 2 * br, 0.03), (0, 0, 0.015)) if square else cylinder(br, 0.03, (0, 0, 0.015), sections=32)
     style = pick(r, ("conical", "cylindrical", "dome-shaped"))
-    sh = r.uniform(0.2, 0.3)
     z0 = ph - 0.6 * sh
     if style == "conical":
-        rb, rt = r.uniform(0.18, 0.25), r.uniform(0.07, 0.12)
+        rb, rt = r.uniform(0.18, 0.25) * scale, r.uniform(0.07, 0.12) * scale
         prof = [(rb, z0), (rt, z0 + sh)]
     elif style == "cylindrical":
-        rc = r.uniform(0.14, 0.2)
+        rc = r.uniform(0.14, 0.2) * scale
         prof = [(rc, z0), (rc, z0 + sh)]
     else:
-        rd = r.uniform(0.18, 0.25)
+        rd = r.uniform(0.18, 0.25) * scale
         a = np.linspace(0, np.pi / 2, 9)
         prof = [(max(rd * np.cos(x), 0.02), z0 + sh * np.sin(x)) for x in a]
+    pole_words = ("tall", "thin") if kind == "floor" else ("short",)
     parts = [Part("shade", [lathe(prof)], shape=style, where="at the top"),
-             Part("pole", [cylinder(r.uniform(0.012, 0.02), ph, (0, 0, ph / 2), sections=12)],
-                  adjectives=("tall", "thin"), where="in the middle"),
+             Part("pole", [cylinder(pole_r, ph, (0, 0, ph / 2), sections=12)],
+                  adjectives=pole_words, where="in the middle"),
              Part("base", [base], shape="square" if square else "round", where="at the bottom")]
     if r.random() < 0.5:
         parts.append(Part("bulb", [ellipsoid(0.05, (0, 0, z0 + 0.2 * sh))], where="inside the shade"))
-    return Geometry(parts, nouns=("floor lamp", "lamp"), traits=("tall",))
+    if kind == "floor":
+        return Geometry(parts, nouns=("floor lamp", "lamp"), traits=("tall",))
+    return Geometry(parts, nouns=("table lamp", "lamp"))
+
+
+def _desk_lamp(r: np.random.Generator) -> Geometry:
+    """A desk lamp: a round base, a lower and an upper arm meeting at an elbow, a conical head at the end."""
+    br = r.uniform(0.07, 0.11)
+    lower, upper = r.uniform(0.3, 0.45), r.uniform(0.25, 0.4)
+    tilt = np.deg2rad(r.uniform(10, 35))        # the lower arm leans back from vertical
+    reach = np.deg2rad(r.uniform(-25, 15))      # the upper arm's angle above horizontal, reaching forward
+    p0 = np.array([0.0, 0.0, 0.03])
+    p1 = p0 + lower * np.array([0.0, np.sin(tilt), np.cos(tilt)])
+    p2 = p1 + upper * np.array([0.0, -np.cos(reach), np.sin(reach)])
+    arm_r = r.uniform(0.008, 0.014)
+    hr, hh = r.uniform(0.06, 0.1), r.uniform(0.1, 0.16)
+    head = cylinder(hr, hh, (0.0, 0.0, 0.0), top_scale=r.uniform(0.3, 0.5), sections=24)
+    head = transform(head, rotation("x", np.pi), offset=(p2[0], p2[1], p2[2] - hh / 2 + 0.02))
+    parts = [Part("shade", [head], shape="conical", where="at the end of the arm"),
+             Part("arm", [rod(p0, p1, arm_r), rod(p1, p2, arm_r)], adjectives=("thin",),
+                  where="above the base"),
+             Part("base", [cylinder(br, 0.03, (0, 0, 0.015), sections=32)], shape="round",
+                  where="at the bottom")]
+    return Geometry(parts, nouns=("desk lamp", "lamp"))
 
 
 def build_umbrella(r: np.random.Generator) -> Geometry:
@@ -112,22 +143,30 @@ def build_clock(r: np.random.Generator) -> Geometry:
 
 
 def build_monitor(r: np.random.Generator) -> Geometry:
+    """A flat panel on a stand or, one time in three, a deep one (a CRT's housing behind the frame)."""
     wide = r.random() < 0.7
     w = r.uniform(0.5, 0.8)
     h = w * (9 / 16 if wide else 3 / 4)
     t = r.uniform(0.03, 0.05)
-    z0 = r.uniform(0.1, 0.2)
+    deep = r.random() < 1 / 3
+    z0 = r.uniform(0.02, 0.06) if deep else r.uniform(0.1, 0.2)
     zc = z0 + h / 2
     parts = [Part("screen", [box((w - 0.03, 0.008, h - 0.03), (0, -t / 2 - 0.001, zc))],
-                  shape="rectangular", adjectives=("flat",), where="at the front"),
+                  shape="rectangular", adjectives=() if deep else ("flat",), where="at the front"),
              Part("frame", [box((w, t, h), (0, 0, zc))], where="around the screen")]
-    neck = box((0.05, 0.03, zc), (0, t / 2 + 0.02, zc / 2))
-    parts.append(Part("stand", [neck], where="behind the screen"))
+    back_d = 0.0
+    if deep:
+        back_d = w * r.uniform(0.35, 0.7)
+        parts.append(Part("back", [box((0.8 * w, back_d, 0.8 * h), (0, t / 2 + back_d / 2, zc))],
+                          adjectives=("deep",), where="behind the screen"))
+    neck = box((0.05, 0.03, zc), (0, t / 2 + 0.02 + back_d * 0.4, zc / 2))
+    parts.append(Part("stand", [neck], where="behind the screen" if not deep else "under the back"))
+    bd = r.uniform(0.18, 0.3)
     if r.random() < 0.5:
-        base = box((0.25 * w + 0.1, 0.18, 0.02), (0, t / 2, 0.01))
+        base = box((0.25 * w + 0.1, bd, 0.02), (0, t / 2 + back_d * 0.4, 0.01))
         shape = "rectangular"
     else:
-        base = cylinder(0.12, 0.02, (0, t / 2, 0.01), sections=32, radius2=0.09)
+        base = cylinder(0.12, 0.02, (0, t / 2 + back_d * 0.4, 0.01), sections=32, radius2=bd / 2)
         shape = "oval"
     parts.append(Part("base", [base], shape=shape, where="at the bottom"))
     return Geometry(parts, traits=("widescreen",) if wide else ())
@@ -232,23 +271,34 @@ def build_bottle(r: np.random.Generator) -> Geometry:
 
 
 def build_guitar(r: np.random.Generator) -> Geometry:
+    """An acoustic guitar standing on its body or, one time in two, lying on its back (its front facing up)."""
     lb, ub = r.uniform(0.18, 0.22), r.uniform(0.13, 0.16)
     th = r.uniform(0.045, 0.06)
     neck_len = r.uniform(0.45, 0.55)
+    lying = r.random() < 0.5
     z_low, z_up = lb, lb * 2 + ub * 0.55
     body = [cylinder(lb, th, (0, 0, z_low), axis="y", radius2=1.05 * lb, sections=36),
             cylinder(ub, th, (0, 0, z_up), axis="y", sections=32)]
     top_body = z_up + ub * 0.8
-    parts = [Part("body", body, plural="bodies", shape="curved", where="at the bottom")]
+    parts = [Part("body", body, plural="bodies", shape="curved",
+                  where="at one end" if lying else "at the bottom")]
     parts.append(Part("neck", [box((0.05, 0.03, neck_len), (0, -0.01, top_body + neck_len / 2 - 0.05))],
-                      adjectives=("long", "thin"), where="above the body"))
+                      adjectives=("long", "thin"), where="attached to the body" if lying else "above the body"))
     zh = top_body + neck_len - 0.05
     head = box((0.08, 0.025, 0.18), (0, -0.005, zh + 0.09))
-    parts.append(Part("headstock", [head], where="at the top of the neck"))
+    parts.append(Part("headstock", [head], where="at the end of the neck"))
     pegs = [cylinder(0.007, 0.03, (s * 0.055, -0.005, zh + 0.035 + i * 0.05), axis="x", sections=8)
             for s in (-1, 1) for i in range(3)]
     parts.append(Part("tuning peg", pegs, where="on the headstock", countable=True))
     if r.random() < 0.75:
         parts.append(Part("sound hole", [cylinder(0.045, 0.006, (0, -th / 2 - 0.001, z_up - ub * 0.55), axis="y",
                                                   sections=24)], shape="round", where="on the front of the body"))
+    if lying:
+        # turn the front (-y) up: a rotation of -90 degrees about x, then back onto z = 0
+        rot = rotation("x", -np.pi / 2)
+        for p in parts:
+            p.meshes = [transform(m, rot) for m in p.meshes]
+        floor = min(float(v[:, 2].min()) for p in parts for v, _ in p.meshes)
+        for p in parts:
+            p.meshes = [transform(m, offset=(0.0, 0.0, -floor)) for m in p.meshes]
     return Geometry(parts, nouns=("acoustic guitar", "guitar") if len(parts) == 5 else ())
