@@ -21,3 +21,8 @@ class ConfigError(EnelError, ValueError):
 
 class ModelLoadError(EnelError, RuntimeError):
     """A model or backbone could not be loaded; the message says what is supported or what to run."""
+
+
+class StorageError(EnelError, OSError):
+    """Something could not be written (a full disk, a missing permission); the message names the path, the cause,
+    what was kept and how to continue."""

@@ -21,6 +21,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
 from ..data.collate import model_inputs
+from ..errors import StorageError
 
 __all__ = ["EnelTrainer", "point_reliance", "BudgetClock", "TimeBudgetCallback", "CaptionPreviewCallback", "is_complete_checkpoint"]
 
@@ -115,6 +116,9 @@ class EnelTrainer(Trainer):
         self.args.output_dir = staging
         try:
             super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)
+            raise StorageError(checkpoint_write_failure(name, staging, real_out, exc)) from exc
         finally:
             self.args.output_dir = real_out
         if self.args.world_size > 1 and torch.distributed.is_initialized():
@@ -128,6 +132,20 @@ class EnelTrainer(Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
         if self.args.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.barrier()
+
+
+def checkpoint_write_failure(name: str, staging: str, out_dir: str, exc: BaseException) -> str:
+    """The message for a checkpoint that could not be written: the cause, the disk's free space, what was kept."""
+    try:
+        free = f"{shutil.disk_usage(out_dir).free / 2**30:.1f} GiB free on that disk"
+    except OSError:
+        free = "the free space could not be read"
+    kept = sorted((p.name for p in Path(out_dir).glob("checkpoint-*") if (p / _COMPLETE).is_file()),
+                  key=lambda n: int(n.rsplit("-", 1)[1]))
+    resume = (f"the last complete checkpoint, {kept[-1]}, is kept: free some space (old runs' checkpoint-* "
+              "folders can go) and run the same command with --resume") if kept else (
+              "no complete checkpoint was written yet: free some space and run the same command again")
+    return f"could not write {name} into {staging} ({type(exc).__name__}: {exc}; {free}); {resume}"
 
 
 def answer_loss(outputs) -> torch.Tensor:
