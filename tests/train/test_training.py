@@ -102,6 +102,18 @@ def test_recipe_errors_are_clear(tiny_data, tmp_path):
         train(r, log=lambda *_: None)
 
 
+def test_augmentation_settings_are_checked_when_the_recipe_loads():
+    assert load_recipe("smollm2_stage1").data.augment is True  # the CPU default turns procedural clouds
+    assert load_recipe("tiny_stage1").data.augment is None
+    assert load_recipe("tiny_stage1", ["data.augment={yaw_degrees: 30}"]).data.augment == {"yaw_degrees": 30}
+    with pytest.raises(ConfigError, match=r"data.augment: unknown augmentation setting\(s\) \['yaw'\]"):
+        load_recipe("tiny_stage1", ["data.augment={yaw: 30}"])
+    with pytest.raises(ConfigError, match=r"data.augment: augment yaw_degrees must be a number in \[0, 180\]"):
+        load_recipe("tiny_stage1", ["data.augment={yaw_degrees: 360}"])
+    with pytest.raises(ConfigError, match="data.modelnet40.augment: augment jitter must be"):
+        load_recipe("tiny_stage1", ["data.modelnet40.augment={jitter: -0.1}"])
+
+
 def test_point_config_fields_are_overridable_on_a_preset_name_or_a_dict():
     r = load_recipe("tiny_stage1", ["point_config.color_skip=true", "point_config.group_size=8"])
     assert r.point_config == {"preset": "small", "color_skip": True, "group_size": 8}  # the recipe says "small"
@@ -165,6 +177,34 @@ def _assert_same_state(got, want, where: str = "") -> None:
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6, msg=lambda m: f"{where}: {m}")
     else:
         assert got == want, where
+
+
+def test_a_checkpoint_that_cannot_be_written_is_a_clear_error_that_keeps_the_last_one(tiny_data, tmp_path, monkeypatch):
+    """A full disk while saving (torch.save raises a RuntimeError) ends the run with a StorageError naming the
+    checkpoint, the free space and the one kept, and leaves no half-written folder behind."""
+    from transformers import Trainer
+
+    from enel.errors import StorageError
+
+    real_save = Trainer._save_checkpoint
+
+    def save(self, model, trial):
+        if self.state.global_step == 4:
+            os.makedirs(os.path.join(self.args.output_dir, "checkpoint-4"), exist_ok=True)  # a partial write
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 463485376")
+        return real_save(self, model, trial)
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    out = tmp_path / "full"
+    r = load_recipe("tiny_stage1", overrides(tiny_data, out, "train.max_steps=6", "train.save_steps=2"))
+    with pytest.raises(StorageError) as err:
+        train(r, log=lambda *_: None)
+    msg = str(err.value)
+    assert "could not write checkpoint-4" in msg and "GiB free on that disk" in msg and "unexpected pos" in msg
+    assert "checkpoint-2, is kept" in msg and "--resume" in msg
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
+    assert not (out / ".staging" / "checkpoint-4").exists()
+    assert last_checkpoint(out).endswith("checkpoint-2")
 
 
 @pytest.mark.slow
