@@ -140,9 +140,10 @@ def checkpoint_write_failure(name: str, staging: str, out_dir: str, exc: BaseExc
         free = f"{shutil.disk_usage(out_dir).free / 2**30:.1f} GiB free on that disk"
     except OSError:
         free = "the free space could not be read"
-    kept = sorted((p.name for p in Path(out_dir).glob("checkpoint-*") if (p / _COMPLETE).is_file()),
-                  key=lambda n: int(n.rsplit("-", 1)[1]))
-    resume = (f"the last complete checkpoint, {kept[-1]}, is kept: free some space (old runs' checkpoint-* "
+    from .run import last_checkpoint  # run imports this module
+
+    kept = last_checkpoint(out_dir)
+    resume = (f"the last complete checkpoint, {Path(kept).name}, is kept: free some space (old runs' checkpoint-* "
               "folders can go) and run the same command with --resume") if kept else (
               "no complete checkpoint was written yet: free some space and run the same command again")
     return f"could not write {name} into {staging} ({type(exc).__name__}: {exc}; {free}); {resume}"
