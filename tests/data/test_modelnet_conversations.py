@@ -6,7 +6,7 @@ import torch
 
 from enel.data.errors import DatasetError
 from enel.data.labels import MODELNET40_CLASSES, modelnet40_vocabulary
-from enel.data.mixing import MixedDataset, mixture_counts
+from enel.data.mixing import MixedDataset, balanced_order, mixture_counts
 from enel.data.modelnet_conversations import (NO_COLOR_ANSWER, ModelNetConversationDataset, conversations_for,
                                               measure, split_by_class)
 from enel.data.procedural.colors import COLOR_SYNONYMS
@@ -147,3 +147,38 @@ def test_mixing_weights_are_honoured_over_a_seeded_epoch():
     assert mixture_counts([1, 1, 1], 10) == [4, 3, 3]
     with pytest.raises(DatasetError, match="weights"):
         MixedDataset([_Range("a", 3)], [-1.0])
+
+
+def test_balanced_order_gives_every_class_an_equal_share():
+    groups = np.array([0] * 50 + [1] * 7 + [2] * 3)  # 60 items: a large class and two small ones
+    order = balanced_order(groups, seed=0)
+    assert order.shape == (60,)
+    assert np.bincount(groups[order]).tolist() == [20, 20, 20]
+    # the large class gives distinct items, the small ones are repeated evenly
+    assert len(set(order[groups[order] == 0].tolist())) == 20
+    small = np.bincount(order[groups[order] == 2], minlength=60)[57:]
+    assert small.min() >= 6 and small.max() <= 7
+    assert np.array_equal(order, balanced_order(groups, seed=0))
+    assert not np.array_equal(order, balanced_order(groups, seed=1))
+    assert np.bincount(groups[balanced_order(groups, length=10)]).tolist() == [4, 3, 3]
+    with pytest.raises(DatasetError, match="groups"):
+        balanced_order([])
+
+
+def test_a_balanced_dataset_gives_every_class_as_many_samples():
+    model, tok = _tiny_tokenizer()
+    points = np.stack([_box(0.4, 0.3, 1.0, n=200, seed=i) for i in range(6)])
+    labels = np.array([8, 8, 8, 8, 8, 33])  # five chairs, one table
+    kw = dict(template=model.config.conversation_template, num_point_tokens=model.config.num_point_tokens,
+              num_points=64)
+    ids = [str(i) for i in range(6)]
+    plain = ModelNetConversationDataset(points, labels, MODELNET40_CLASSES, ids, range(6), tok, **kw)
+    balanced = ModelNetConversationDataset(points, labels, MODELNET40_CLASSES, ids, range(6), tok, balance=True, **kw)
+    assert len(balanced) == len(plain) == 18
+
+    def classes(ds):
+        return [modelnet40_vocabulary().first(tok.decode(it["input_ids"][it["labels"] != -100])) for it in
+                (ds[i] for i in range(len(ds)))]
+
+    assert classes(plain).count("table") == 3
+    assert classes(balanced).count("table") == 9 and classes(balanced).count("chair") == 9

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from .errors import DatasetError
 
-__all__ = ["MixedDataset", "mixture_counts"]
+__all__ = ["MixedDataset", "balanced_order", "mixture_counts"]
 
 
 def mixture_counts(weights: Sequence[float], length: int) -> list[int]:
@@ -30,6 +30,38 @@ def mixture_counts(weights: Sequence[float], length: int) -> list[int]:
     order = np.argsort(-(exact - counts), kind="stable")
     counts[order[: length - int(counts.sum())]] += 1
     return counts.tolist()
+
+
+def _laps(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
+    """``(count,)`` indices into ``n`` items: seeded permutations of all of them, one after another, cut at ``count``."""
+    laps = -(-count // n)
+    return np.concatenate([rng.permutation(n) for _ in range(laps)])[:count].astype(np.int64)
+
+
+def balanced_order(groups: Sequence[int], length: int | None = None, seed: int = 0) -> np.ndarray:
+    """Item indices for an epoch in which every group (class) gives the same number of items: ``(length,)``.
+
+    Args:
+        groups: ``(n,)`` the group of each item.
+        length: items in the epoch (default ``n``, so the epoch keeps its size).
+        seed: seeds which items of each group are taken.
+
+    Each group's share is ``length / groups`` (largest-remainder rounding, :func:`mixture_counts`); its items come
+    in a seeded permutation, repeated when the share is larger than the group, so a small group is repeated
+    evenly and a large one gives distinct items. Returned grouped, group by group in sorted order.
+    """
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or not len(groups):
+        raise DatasetError(f"balanced_order needs a non-empty 1-D array of groups, got shape {groups.shape}")
+    length = len(groups) if length is None else int(length)
+    names = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    out = []
+    for g, count in zip(names, mixture_counts([1.0] * len(names), length)):
+        members = np.flatnonzero(groups == g)
+        if count:
+            out.append(members[_laps(rng, len(members), count)])
+    return np.concatenate(out)
 
 
 class MixedDataset(Dataset):
@@ -59,10 +91,8 @@ class MixedDataset(Dataset):
         for k, (d, c) in enumerate(zip(self.datasets, counts)):
             if not c:
                 continue
-            laps = -(-c // len(d))
-            order = np.concatenate([rng.permutation(len(d)) for _ in range(laps)])[:c]
             source.append(np.full(c, k, dtype=np.int32))
-            item.append(order.astype(np.int64))
+            item.append(_laps(rng, len(d), c))
         self._source = np.concatenate(source)
         self._item = np.concatenate(item)
         self.counts = dict(zip(self.names, counts))

@@ -32,6 +32,7 @@ from ..model.configuration_enel import POINT_PLACEHOLDER
 from ..points.transforms import augment_cloud, model_input, random_resolution, with_zero_color
 from .conversation import encode_conversation
 from .errors import DatasetError
+from .mixing import balanced_order
 from .pointllm import object_seed, resolve_augment
 from .procedural.language import COMPLETION_PROMPT, IDENTIFY_PROMPTS
 
@@ -184,7 +185,10 @@ class ModelNetConversationDataset(Dataset):
         identify: identify requests per object in ``grounding``.
         augment: ``True`` (:data:`AUGMENT_DEFAULTS`), a dict overriding some of them, or ``None`` / ``False``:
             clouds are then the FPS subset of the stored points, the same in every epoch.
-        seed: seeds the conversations' phrasing.
+        seed: seeds the conversations' phrasing (and the balanced order).
+        balance: every class gives the same number of items per epoch (:func:`enel.data.mixing.balanced_order`;
+            the epoch keeps its size: small classes are repeated, large ones give a seeded subset). ModelNet40's
+            classes hold 64 (bowl) to 889 (chair) training objects.
 
     Items: ``{"input_ids", "labels", "point_cloud" (num_points, 6) xyz + zero rgb, "object_id"}``, as
     :class:`~enel.data.pointllm.PointLLMDataset`. Augmentation draws its randomness from torch's global
@@ -194,7 +198,8 @@ class ModelNetConversationDataset(Dataset):
     def __init__(self, points: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                  object_ids: Sequence[str], indices: Sequence[int], tokenizer, *, template: str,
                  num_point_tokens: int, num_points: int, max_length: int | None = None,
-                 kinds: Sequence[str] = ("grounding",), identify: int = 2, augment=None, seed: int = 0):
+                 kinds: Sequence[str] = ("grounding",), identify: int = 2, augment=None, seed: int = 0,
+                 balance: bool = False):
         if not 1 <= identify <= len(IDENTIFY_PROMPTS):
             raise DatasetError(f"identify must be between 1 and {len(IDENTIFY_PROMPTS)}, got {identify}")
         self.points, self.labels = points, np.asarray(labels)
@@ -216,6 +221,7 @@ class ModelNetConversationDataset(Dataset):
             raise DatasetError("no ModelNet40 objects selected: the split is empty")
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in ids])])
         self._ids, self._labels = np.concatenate(ids), np.concatenate(labs)
+        self._order = balanced_order(self.labels[self._object], seed=seed) if balance else None
 
     def __len__(self) -> int:
         return len(self._object)
@@ -230,6 +236,8 @@ class ModelNetConversationDataset(Dataset):
         return with_zero_color(model_input(xyz, self.num_points))
 
     def __getitem__(self, index: int) -> dict:
+        if self._order is not None:
+            index = int(self._order[index])
         lo, hi = int(self._offsets[index]), int(self._offsets[index + 1])
         obj = self._object[index]
         rng = None

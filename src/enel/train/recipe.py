@@ -47,7 +47,8 @@ class DataSection:
             archive: ``enel data modelnet40`` output or the shared ``modelnet40_1024_train.npz``), ``weight``,
             ``kinds`` (conversation kinds), ``identify`` (identify requests per object), ``val_fraction`` and
             ``split_seed`` (the validation split carved out and never trained on), ``augment`` (yaw, scale,
-            jitter and input-resolution augmentation, or false).
+            jitter and input-resolution augmentation, or false), ``balance`` (every class gives the same number
+            of samples).
         length: samples per epoch of the mixture (None: the sources' sizes added up).
     """
 
@@ -87,7 +88,7 @@ ENCODER_PRETRAIN_DEFAULTS: dict = {"steps": 0, "batch_size": 8, "lr": 1e-3, "wei
 """``encoder_pretrain`` when a recipe does not say: no masked point modelling before stage 1."""
 
 MODELNET40_DEFAULTS: dict = {"path": None, "weight": 0.0, "kinds": ["grounding"], "identify": 2,
-                             "val_fraction": 0.1, "split_seed": 0, "augment": True}
+                             "val_fraction": 0.1, "split_seed": 0, "augment": True, "balance": False}
 """``data.modelnet40`` when a recipe does not say: no ModelNet40 in the mix."""
 
 
@@ -222,6 +223,8 @@ class Recipe:
             )
         if self.data.weight < 0 or float(mn.get("weight", 0)) < 0:
             raise ConfigError("data.weight and data.modelnet40.weight are mixing weights: non-negative numbers")
+        if not isinstance(mn["balance"], bool):
+            raise ConfigError(f"data.modelnet40.balance must be true or false, not {mn['balance']!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -179,7 +179,7 @@ def modelnet40_source(recipe: Recipe, model, tokenizer, num_points: int):
         archive.points, archive.labels, archive.class_names, archive.object_ids, train_idx, tokenizer,
         template=model.config.conversation_template, num_point_tokens=model.config.num_point_tokens,
         num_points=num_points, max_length=recipe.data.max_length, kinds=mn["kinds"], identify=mn["identify"],
-        augment=mn["augment"], seed=recipe.train.seed,
+        augment=mn["augment"], seed=recipe.train.seed, balance=bool(mn["balance"]),
     )
 
 
