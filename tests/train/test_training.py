@@ -114,6 +114,13 @@ def test_augmentation_settings_are_checked_when_the_recipe_loads():
         load_recipe("tiny_stage1", ["data.modelnet40.augment={jitter: -0.1}"])
 
 
+def test_modelnet40_class_balance_is_a_boolean_setting():
+    assert load_recipe("tiny_stage1").data.modelnet40["balance"] is False
+    assert load_recipe("tiny_stage1", ["data.modelnet40.balance=true"]).data.modelnet40["balance"] is True
+    with pytest.raises(ConfigError, match="data.modelnet40.balance must be true or false, not 'yes please'"):
+        load_recipe("tiny_stage1", ["data.modelnet40.balance=yes please"])
+
+
 def test_point_config_fields_are_overridable_on_a_preset_name_or_a_dict():
     r = load_recipe("tiny_stage1", ["point_config.color_skip=true", "point_config.group_size=8"])
     assert r.point_config == {"preset": "small", "color_skip": True, "group_size": 8}  # the recipe says "small"
