@@ -6,6 +6,9 @@ repeated when it must give more items than it has, so an over-weighted small sou
 under-weighted large one gives a seeded subset (the same in every epoch: raise ``length`` to see more of it).
 The schedule is fixed by ``seed``: item ``i`` is always the same sample, which keeps the ``Trainer``'s
 shuffling, resuming and distributed sharding exact.
+
+:func:`balanced_order` does the same within one source for its classes: every class an equal share of the epoch
+(``data.modelnet40.balance``).
 """
 
 from __future__ import annotations
@@ -46,9 +49,9 @@ def balanced_order(groups: Sequence[int], length: int | None = None, seed: int =
         length: items in the epoch (default ``n``, so the epoch keeps its size).
         seed: seeds which items of each group are taken.
 
-    Each group's share is ``length / groups`` (largest-remainder rounding, :func:`mixture_counts`); its items come
-    in a seeded permutation, repeated when the share is larger than the group, so a small group is repeated
-    evenly and a large one gives distinct items. Returned grouped, group by group in sorted order.
+    Each group's share is ``length`` over the number of groups (largest-remainder rounding, :func:`mixture_counts`);
+    its items come in a seeded permutation, repeated when the share is larger than the group, so a small group is
+    repeated evenly and a large one gives distinct items. Returned grouped, group by group in sorted order.
     """
     groups = np.asarray(groups)
     if groups.ndim != 1 or not len(groups):
