@@ -652,3 +652,36 @@ def test_word_align_runs_beside_no_objective_and_its_config_errors():
                         ({"word_align": 1.0, "word_align_temperature": 0.0}, "word_align_temperature")):
         with pytest.raises(ConfigError, match=match):
             ObjectiveConfig.from_dict(data)
+
+
+def test_word_align_reads_the_tokens_before_the_colour_skip_and_never_moves_it():
+    """A colourless cloud gives every token the same skip input, so an alignment through the skip would train the
+    skip's weights for real shapes and move every coloured object's colour signal (docs/training.md)."""
+    model, tok = make_model({"name": "hybrid", "word_align": 1.0, "word_align_temperature": 0.1},
+                            points={**POINTS_33, "color_skip": True})
+    projector = model.model.point_projector
+    with torch.no_grad():
+        projector.color.weight.normal_(0.0, 0.5)  # a loud skip, so reading after it would change the value
+        projector.color.bias.normal_(0.0, 0.5)
+    ids, mask, labels = make_batch(tok, 33, 2)
+    clouds = make_clouds(2, 256)
+    words = torch.tensor([[5, 6], [7, -100]])
+    model.train()
+    captured = {}
+    handle = model.model.register_forward_hook(lambda m, a, o: captured.update(block=o.point_block))
+    try:
+        torch.manual_seed(0)
+        out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels, point_words=words)
+    finally:
+        handle.remove()
+    block = captured["block"]
+    # the visible tokens before the skip, in slot order; the spliced ones differ from them by the skip
+    geometry = torch.gather(block.geometry, 1, block.visible_index[..., None].expand(-1, -1, block.geometry.shape[-1]))
+    skip = (block.features[:, 1:1 + block.n_visible] - geometry).detach()
+    assert float(skip.abs().mean()) > 0.05  # the skip is there, and the alignment does not read it
+    emb = model.model.language_model.embed_tokens.weight.detach()
+    want = _word_align_reference(geometry.detach().double().numpy(), words.numpy(), emb.double().numpy(), 0.1)
+    assert float(out.loss_terms["loss_align"]) == pytest.approx(want, rel=1e-4)
+    out.loss_terms["loss_align"].backward()
+    assert projector.color.weight.grad is None and projector.color.bias.grad is None
+    assert projector.net[0].weight.grad.abs().sum() > 0
