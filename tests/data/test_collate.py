@@ -44,6 +44,23 @@ def collate():
 # ----------------------------------------------------------------------------------------------------------
 # Text
 # ----------------------------------------------------------------------------------------------------------
+def test_class_words_become_point_words_padded_with_minus_100(collate):
+    a_ids, a_lab = with_block([5], [7])
+    b_ids, b_lab = with_block([5], [8])
+    a = {**item(a_ids, a_lab, cloud(), "a"), "class_words": torch.tensor([40, 41])}
+    b = item(b_ids, b_lab, cloud(seed=1), "b")  # a source that does not know the class
+    c = {**item(b_ids, b_lab, cloud(seed=2), "c"), "class_words": [42]}
+    batch = collate([a, b, c])
+    assert batch["point_words"].tolist() == [[40, 41], [-100, -100], [42, -100]]
+    assert "point_words" in model_inputs(batch)
+    assert "point_words" not in collate([b, b])  # no item knows its class: no key, the model's default
+    text_only = {**item([5, 6, 7]), "class_words": [40]}
+    with pytest.raises(DatasetError, match="class_words but no point block"):
+        collate([text_only])
+    with pytest.raises(DatasetError, match="non-empty, non-negative"):
+        collate([{**a, "class_words": []}])
+
+
 def test_right_padding_masks_and_labels(collate):
     a_ids, a_lab = with_block([5, 6], [7, PAD])  # the answer ends in the pad id (SmolLM2 pads with <|im_end|>)
     b_ids, b_lab = with_block([5], [8])
@@ -138,10 +155,11 @@ def test_model_inputs_keep_only_forward_arguments(collate):
     a_ids, a_lab = with_block([5], [7])
     batch = collate([item(a_ids, a_lab, cloud(), "a")])
     inputs = model_inputs(batch)
-    assert set(inputs) == {"input_ids", "attention_mask", "labels", "point_clouds"} == set(MODEL_INPUT_KEYS)
+    assert set(inputs) == {"input_ids", "attention_mask", "labels", "point_clouds"}
+    assert set(MODEL_INPUT_KEYS) == set(inputs) | {"point_words"}  # point_words: only items that know their class
     assert inputs["input_ids"] is batch["input_ids"]
     lean = EnelCollator(PAD, point_start_token_id=START, return_extras=False)([item(a_ids, a_lab, cloud())])
-    assert set(lean) == set(MODEL_INPUT_KEYS)
+    assert set(lean) == set(inputs)
 
 
 def test_constructor_checks():

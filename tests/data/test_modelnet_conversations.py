@@ -95,6 +95,20 @@ def test_dataset_items_are_colorless_normalised_clouds_with_the_class_as_the_ans
     assert torch.isclose(cloud[:, :3].norm(dim=1).max(), torch.tensor(1.0))
     answer = tok.decode(item["input_ids"][item["labels"] != -100])
     assert item["object_id"] == "b" and modelnet40_vocabulary().first(answer) == "table", answer
+    # the class words the alignment reads are the answer's class name, as tokens of the answer itself
+    assert tok.decode(item["class_words"]) == " table"
+    answer_ids = item["input_ids"][item["labels"] != -100].tolist()
+    words = item["class_words"].tolist()
+    assert any(answer_ids[i:i + len(words)] == words for i in range(len(answer_ids))), (answer_ids, words)
+
+
+def test_class_words_drop_the_article_and_keep_the_answers_spelling():
+    from enel.data.modelnet_conversations import class_word_ids
+
+    _, tok = _tiny_tokenizer()
+    for name, words in (("night stand", " night stand"), ("airplane", " airplane"), ("stairs", " flight of stairs"),
+                        ("xbox", " Xbox"), ("tv stand", " TV stand")):
+        assert tok.decode(class_word_ids(tok, name)) == words
 
 
 def test_augmented_items_follow_torch_s_seed():

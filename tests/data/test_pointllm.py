@@ -100,6 +100,31 @@ def test_items_match_the_files_and_the_conversation_encoder(layout, tok):
         ds[3]
 
 
+def test_class_names_give_the_listed_objects_the_tokens_of_their_name(layout, tok):
+    ds = PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT,
+                         class_names={"a1": "night stand", "c3": "box", "zz": "chair"})
+    want = {"a1": tok(" night stand", add_special_tokens=False)["input_ids"],
+            "c3": tok(" box", add_special_tokens=False)["input_ids"]}
+    for i in range(3):
+        item = ds[i]
+        if item["object_id"] in want:
+            assert item["class_words"].dtype == torch.long and item["class_words"].tolist() == want[item["object_id"]]
+        else:
+            assert "class_words" not in item  # b2's class is not known
+    ds[0]["class_words"][0] = -1
+    assert ds[0]["class_words"].tolist() == want["a1"]  # items are private copies
+
+
+def test_procedural_nouns_read_the_generated_objects(tmp_path):
+    from enel.train.run import _procedural_nouns
+
+    assert _procedural_nouns(tmp_path) is None  # not procedural data: no classes known
+    rows = [{"object_id": "proc_mug_00001", "category": "mug", "noun": "cup", "split": "train"},
+            {"object_id": "proc_fan_00002", "category": "fan", "noun": "desk fan", "split": "test"}]
+    (tmp_path / "objects.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _procedural_nouns(tmp_path) == {"proc_mug_00001": "cup", "proc_fan_00002": "desk fan"}
+
+
 def test_normalisation_centres_and_scales_xyz_and_keeps_rgb(layout, tok):
     ds = PointLLMDataset(layout["brief"], layout["pts"], tok, num_point_tokens=NPT)
     cloud = ds[1]["point_cloud"].numpy()

@@ -89,7 +89,7 @@ def test_the_rules_between_fields_are_checked_by_the_config():
 REMOVED = {"point_config": {"class_token", "color_skip_at", "color_token"}}
 ADDED = {
     "point_config": {"match_token_scale": True, "class_token_std": 1.0, "color_skip_std": 0.12},
-    "objective_config": {"mask_token_std": 0.0},
+    "objective_config": {"mask_token_std": 0.0, "word_align": 0.0, "word_align_temperature": 0.05},
     "aggregation_config": {"gate_init": 0.0},
 }
 

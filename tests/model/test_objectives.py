@@ -541,3 +541,147 @@ def test_objective_config_errors():
             ObjectiveConfig.from_dict(data)
     with pytest.raises(ConfigError, match="head_layer=9"):
         make_model({"name": "hybrid", "head_layer": 9})  # the tiny backbone has 4 layers
+
+
+# ---- class-word alignment ------------------------------------------------------------------------------------
+def _word_align_reference(tokens: np.ndarray, words: np.ndarray, emb: np.ndarray, tau: float) -> float:
+    """Brute force: each token's softmax over the vocabulary of cos / τ, -log mean_t p_t(w), one sample at a time."""
+    losses = []
+    for b in range(tokens.shape[0]):
+        ws = [w for w in words[b] if w >= 0]
+        if not ws:
+            continue
+        per_word = []
+        for w in ws:
+            probs = []
+            for t in tokens[b]:
+                # F.normalize's floor: a zero embedding row (a token added to the vocabulary) reads as cos 0
+                cos = emb @ t / (np.maximum(np.linalg.norm(emb, axis=1), 1e-12) * max(np.linalg.norm(t), 1e-12))
+                z = np.exp(cos / tau - np.max(cos / tau))
+                probs.append(z[w] / z.sum())
+            per_word.append(-np.log(np.mean(probs)))
+        losses.append(np.mean(per_word))
+    return float(np.mean(losses))
+
+
+def test_word_alignment_loss_matches_a_brute_force_reference_and_skips_rows_without_words():
+    from enel.model.objectives import unit_rows, word_alignment_loss
+
+    g = torch.Generator().manual_seed(0)
+    tokens, emb = torch.randn(3, 5, 8, generator=g, dtype=torch.float64), torch.randn(20, 8, generator=g,
+                                                                                    dtype=torch.float64)
+    words = torch.tensor([[4, 7], [-100, -100], [11, -100]])
+    got = word_alignment_loss(tokens, words, unit_rows(emb, torch.float64), 0.3)
+    want = _word_align_reference(tokens.numpy(), words.numpy(), emb.numpy(), 0.3)
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    assert word_alignment_loss(tokens, torch.full((3, 2), -100), unit_rows(emb), 0.3) is None
+
+
+def test_word_alignment_is_lower_when_one_token_is_the_word_and_leaves_the_embeddings_alone():
+    from enel.model.objectives import unit_rows, word_alignment_loss
+
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(50, 16, generator=g, requires_grad=True)
+    tokens = torch.randn(1, 6, 16, generator=g)
+    words = torch.tensor([[9]])
+    hit = tokens.clone()
+    hit[0, 3] = emb.detach()[9] * 2.0  # one token points at the word: the others may be anything
+    vocab = unit_rows(emb)
+    assert float(word_alignment_loss(hit, words, vocab, 0.05)) < float(word_alignment_loss(tokens, words, vocab, 0.05)) - 1
+    tokens.requires_grad_(True)
+    word_alignment_loss(tokens, words, vocab, 0.05).backward()
+    assert tokens.grad.abs().sum() > 0 and emb.grad is None
+
+
+def test_the_unit_vocabulary_is_kept_until_the_embeddings_change():
+    model, _ = make_model({"name": "none", "word_align": 1.0})
+    obj, emb = model.model.objectives, model.model.language_model.embed_tokens.weight
+    first = obj.unit_vocabulary(emb)
+    assert obj.unit_vocabulary(emb) is first  # frozen embeddings: no re-normalising each step
+    torch.testing.assert_close(first, torch.nn.functional.normalize(emb.detach().float(), dim=-1))
+    with torch.no_grad():
+        emb[3] *= 2.0
+        emb[4] += 1.0
+    again = obj.unit_vocabulary(emb)
+    assert again is not first
+    torch.testing.assert_close(again, torch.nn.functional.normalize(emb.detach().float(), dim=-1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert obj.unit_vocabulary(emb).dtype == torch.bfloat16
+
+
+def test_word_align_adds_a_weighted_term_on_the_visible_tokens_of_samples_with_words():
+    model, tok = make_model({"name": "hybrid", "word_align": 0.5, "word_align_temperature": 0.1})
+    ids, mask, labels = make_batch(tok, 33, 3)
+    clouds = make_clouds(3, 256)
+    words = torch.tensor([[5, 6], [-100, -100], [7, -100]])
+    model.train()
+    torch.manual_seed(0)
+    out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels, point_words=words)
+    assert set(out.loss_terms) == {"loss_ce", "loss_mask", "loss_recon", "loss_align"}
+    total = sum(out.loss_terms[k] for k in ("loss_ce", "loss_mask", "loss_recon")) + 0.5 * out.loss_terms["loss_align"]
+    assert float(out.loss.detach()) == pytest.approx(float(total.detach()), rel=1e-5)
+    # the same tokens the splice used, read by hand: rebuild the block with the same mask draw
+    torch.manual_seed(0)
+    captured = {}
+    handle = model.model.register_forward_hook(lambda m, a, o: captured.update(block=o.point_block))
+    try:
+        model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels, point_words=words)
+    finally:
+        handle.remove()
+    block = captured["block"]
+    emb = model.model.language_model.embed_tokens.weight.detach()
+    want = _word_align_reference(block.features[:, 1:1 + block.n_visible].detach().double().numpy(), words.numpy(),
+                                 emb.double().numpy(), 0.1)
+    assert float(out.loss_terms["loss_align"]) == pytest.approx(want, rel=1e-4)
+    # off by default, and without words
+    plain, _ = make_model({"name": "hybrid"})
+    plain.train()
+    assert "loss_align" not in plain(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels,
+                                     point_words=words).loss_terms
+    assert "loss_align" not in model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels).loss_terms
+
+
+def test_word_align_runs_beside_no_objective_and_its_config_errors():
+    model, tok = make_model({"name": "none", "word_align": 1.0})
+    ids, mask, labels = make_batch(tok, 33, 2)
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask, point_clouds=make_clouds(2, 256), labels=labels,
+                point_words=torch.tensor([[5], [6]]))
+    assert set(out.loss_terms) == {"loss_ce", "loss_align"}
+    for data, match in (({"word_align": -1.0}, "word_align is a loss weight"),
+                        ({"word_align": 1.0, "word_align_temperature": 0.0}, "word_align_temperature")):
+        with pytest.raises(ConfigError, match=match):
+            ObjectiveConfig.from_dict(data)
+
+
+def test_word_align_reads_the_tokens_before_the_colour_skip_and_never_moves_it():
+    """A colourless cloud gives every token the same skip input, so an alignment through the skip would train the
+    skip's weights for real shapes and move every coloured object's colour signal (docs/training.md)."""
+    model, tok = make_model({"name": "hybrid", "word_align": 1.0, "word_align_temperature": 0.1},
+                            points={**POINTS_33, "color_skip": True})
+    projector = model.model.point_projector
+    with torch.no_grad():
+        projector.color.weight.normal_(0.0, 0.5)  # a loud skip, so reading after it would change the value
+        projector.color.bias.normal_(0.0, 0.5)
+    ids, mask, labels = make_batch(tok, 33, 2)
+    clouds = make_clouds(2, 256)
+    words = torch.tensor([[5, 6], [7, -100]])
+    model.train()
+    captured = {}
+    handle = model.model.register_forward_hook(lambda m, a, o: captured.update(block=o.point_block))
+    try:
+        torch.manual_seed(0)
+        out = model(input_ids=ids, attention_mask=mask, point_clouds=clouds, labels=labels, point_words=words)
+    finally:
+        handle.remove()
+    block = captured["block"]
+    # the visible tokens before the skip, in slot order; the spliced ones differ from them by the skip
+    geometry = torch.gather(block.geometry, 1, block.visible_index[..., None].expand(-1, -1, block.geometry.shape[-1]))
+    skip = (block.features[:, 1:1 + block.n_visible] - geometry).detach()
+    assert float(skip.abs().mean()) > 0.05  # the skip is there, and the alignment does not read it
+    emb = model.model.language_model.embed_tokens.weight.detach()
+    want = _word_align_reference(geometry.detach().double().numpy(), words.numpy(), emb.double().numpy(), 0.1)
+    assert float(out.loss_terms["loss_align"]) == pytest.approx(want, rel=1e-4)
+    out.loss_terms["loss_align"].backward()
+    assert projector.color.weight.grad is None and projector.color.bias.grad is None
+    assert projector.net[0].weight.grad.abs().sum() > 0

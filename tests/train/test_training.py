@@ -97,6 +97,8 @@ def test_recipe_errors_are_clear(tiny_data, tmp_path):
         load_recipe("no_such_recipe")
     with pytest.raises(ConfigError, match="objective.name=none"):
         load_recipe("tiny_stage2", ["objective.name=hybrid"])
+    with pytest.raises(ConfigError, match="word_align out"):
+        load_recipe("tiny_stage2", ["objective.word_align=1.0"])
     r = load_recipe("tiny_stage1", overrides(tiny_data, tmp_path / "x", "data.anno=[anno/missing.json]"))
     with pytest.raises(ConfigError, match="enel data synth"):
         train(r, log=lambda *_: None)

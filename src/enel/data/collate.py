@@ -3,7 +3,8 @@
 :class:`EnelCollator` takes items shaped like :class:`~enel.data.pointllm.PointLLMDataset`'s::
 
     {"input_ids": LongTensor (L_i,), "labels": LongTensor (L_i,) (optional, all or none),
-     "point_cloud": FloatTensor (N_i, C) or None, "object_id": anything (optional)}
+     "point_cloud": FloatTensor (N_i, C) or None, "object_id": anything (optional),
+     "class_words": LongTensor (K_i,) (optional: the tokens of the object's class name)}
 
 and returns::
 
@@ -13,6 +14,9 @@ and returns::
     point_clouds    (B_p, N, C) float: the clouds of the B_p samples that have one, in batch order, when all
                     have the same shape; otherwise a list of length B with None for text-only samples;
                     None when no sample has a cloud (both forms are what the model's forward accepts)
+    point_words     (B, K) int64: the token ids of each sample's class name (an item's ``class_words``), -100 on
+                    padding and on the rows of items without one; present only when some item has them (they
+                    feed the stage-1 class-word alignment, ``ObjectiveConfig.word_align``)
     point_offsets   (B,) int64, index of <point_start> in each padded row, -1 without a point block
     object_ids      list of length B (the items' object_id, None where absent)
 
@@ -34,7 +38,7 @@ from .errors import DatasetError
 
 __all__ = ["MODEL_INPUT_KEYS", "EnelCollator", "model_inputs"]
 
-MODEL_INPUT_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "labels", "point_clouds")
+MODEL_INPUT_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "labels", "point_clouds", "point_words")
 """Batch keys that are arguments of :meth:`EnelForCausalLM.forward`."""
 
 
@@ -155,6 +159,9 @@ class EnelCollator:
         if labels is not None:
             out["labels"] = labels
         out["point_clouds"] = self._clouds(items, offsets, object_ids)
+        words = self._words(items, offsets, object_ids)
+        if words is not None:
+            out["point_words"] = words
         if self.return_extras:
             out["point_offsets"] = offsets
             out["object_ids"] = object_ids
@@ -176,6 +183,30 @@ class EnelCollator:
                 "its point block; encode the dataset with the same max_length (it never cuts a block)"
             )
         return ids[:keep], (lab[:keep] if lab is not None else None)
+
+    @staticmethod
+    def _words(items: list[dict], offsets: torch.Tensor, object_ids: list) -> torch.Tensor | None:
+        """``(B, K)`` class-name token ids padded with -100, or None when no item has ``class_words``."""
+        words = [it.get("class_words") for it in items]
+        if all(w is None for w in words):
+            return None
+        rows = []
+        for b, w in enumerate(words):
+            if w is None:
+                rows.append(torch.empty(0, dtype=torch.long))
+                continue
+            if int(offsets[b]) < 0:
+                raise DatasetError(f"item {b} (object {object_ids[b]!r}) has class_words but no point block")
+            t = torch.as_tensor(w)
+            t = _as_ids(t, "class_words", b) if t.numel() else t
+            if t.numel() == 0 or bool((t < 0).any()):
+                raise DatasetError(f"item {b} (object {object_ids[b]!r}): class_words must be non-empty, "
+                                   f"non-negative token ids, got {t.tolist()}")
+            rows.append(t)
+        out = torch.full((len(rows), max(r.numel() for r in rows)), IGNORE_INDEX, dtype=torch.long)
+        for b, r in enumerate(rows):
+            out[b, : r.numel()] = r
+        return out
 
     @staticmethod
     def _clouds(items: list[dict], offsets: torch.Tensor, object_ids: list):

@@ -41,6 +41,7 @@ __all__ = [
     "ShapeFacts",
     "measure",
     "object_phrase",
+    "class_word_ids",
     "conversations_for",
     "split_by_class",
     "AUGMENT_DEFAULTS",
@@ -68,6 +69,12 @@ def object_phrase(class_name: str) -> str:
     if class_name in _PHRASES:
         return _PHRASES[class_name]
     return ("an " if class_name[:1] in "aeiou" else "a ") + class_name
+
+
+def class_word_ids(tokenizer, class_name: str) -> list[int]:
+    """The tokens the answers use for the class, without its article: " chair", " night stand", " Xbox"."""
+    words = object_phrase(class_name).split(" ", 1)[1]
+    return list(tokenizer(" " + words, add_special_tokens=False)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -190,8 +197,9 @@ class ModelNetConversationDataset(Dataset):
             the epoch keeps its size: small classes are repeated, large ones give a seeded subset). ModelNet40's
             classes hold 64 (bowl) to 889 (chair) training objects.
 
-    Items: ``{"input_ids", "labels", "point_cloud" (num_points, 6) xyz + zero rgb, "object_id"}``, as
-    :class:`~enel.data.pointllm.PointLLMDataset`. Augmentation draws its randomness from torch's global
+    Items: ``{"input_ids", "labels", "point_cloud" (num_points, 6) xyz + zero rgb, "object_id", "class_words"}``,
+    as :class:`~enel.data.pointllm.PointLLMDataset`, plus the class name's tokens (:func:`class_word_ids`) for the
+    stage-1 class-word alignment. Augmentation draws its randomness from torch's global
     generator, which the ``Trainer`` checkpoints, so a resumed run draws what an uninterrupted one would.
     """
 
@@ -219,6 +227,8 @@ class ModelNetConversationDataset(Dataset):
                 self._object.append(int(i))
         if not ids:
             raise DatasetError("no ModelNet40 objects selected: the split is empty")
+        self._words = {c: torch.tensor(class_word_ids(tokenizer, name), dtype=torch.long)
+                       for c, name in enumerate(self.class_names)}
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in ids])])
         self._ids, self._labels = np.concatenate(ids), np.concatenate(labs)
         self._order = balanced_order(self.labels[self._object], seed=seed) if balance else None
@@ -245,4 +255,5 @@ class ModelNetConversationDataset(Dataset):
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         return {"input_ids": torch.from_numpy(self._ids[lo:hi].astype(np.int64)),
                 "labels": torch.from_numpy(self._labels[lo:hi].astype(np.int64)),
-                "point_cloud": torch.from_numpy(self.cloud(obj, rng)), "object_id": self.object_ids[obj]}
+                "point_cloud": torch.from_numpy(self.cloud(obj, rng)), "object_id": self.object_ids[obj],
+                "class_words": self._words[int(self.labels[obj])].clone()}

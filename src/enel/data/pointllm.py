@@ -53,7 +53,7 @@ import os
 import warnings
 import zlib
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -473,6 +473,9 @@ class PointLLMDataset(Dataset):
             :data:`HEADING_AUGMENT` (a random heading about z, drawn anew for every item), a mapping overriding
             some of it (``yaw_degrees``, ``scale``, ``jitter`` of :func:`enel.points.transforms.augment_cloud`),
             or ``None`` / ``False`` (default): the prepared cloud as it is, the same in every epoch.
+        class_names: ``{object_id: class name}`` for the objects whose class is known (the procedural data's
+            nouns); their items also carry ``"class_words"``, the name's tokens
+            (:func:`enel.data.modelnet_conversations.class_word_ids`), for the stage-1 class-word alignment.
 
     Items (``dataset[i]``)::
 
@@ -505,6 +508,7 @@ class PointLLMDataset(Dataset):
         skip_invalid: bool = True,
         pack_per_object: int = 1,
         augment=None,
+        class_names: Mapping[str, str] | None = None,
     ):
         check_resample_args(num_points, resample_method)
         self.augment = resolve_augment(augment, HEADING_AUGMENT)
@@ -532,6 +536,13 @@ class PointLLMDataset(Dataset):
                 )
         self.point_dir = Path(point_dir)
         self.tokenizer = tokenizer
+        self._class_words: dict[str, torch.Tensor] = {}
+        if class_names:
+            from .modelnet_conversations import class_word_ids
+
+            ids_of = {name: torch.tensor(class_word_ids(tokenizer, name), dtype=torch.long)
+                      for name in set(class_names.values())}
+            self._class_words = {str(oid): ids_of[name] for oid, name in class_names.items()}
         self.num_point_tokens = num_point_tokens
         self.template = template
         self.num_points = num_points
@@ -748,7 +759,11 @@ class PointLLMDataset(Dataset):
         cloud = None
         if self._has_points[index]:
             cloud = torch.from_numpy(self._augmented(self._cloud(index, object_id)))
-        return {"input_ids": ids, "labels": labels, "point_cloud": cloud, "object_id": object_id}
+        item = {"input_ids": ids, "labels": labels, "point_cloud": cloud, "object_id": object_id}
+        words = self._class_words.get(str(object_id)) if cloud is not None else None
+        if words is not None:
+            item["class_words"] = words.clone()
+        return item
 
     def _augmented(self, arr: np.ndarray) -> np.ndarray:
         """A fresh ``(N, C)`` copy of a prepared cloud, augmented (then ``pc_norm`` again) when ``augment`` is on.

@@ -295,6 +295,12 @@ class ObjectiveConfig(SubConfig):
         per_layer_pe: add a positional encoding of each point token's 3D centre before every decoder layer.
         teacher_dim: feature width of the distillation teacher.
         mask_token_std: a new model's mask token starts at N(0, mask_token_std²); 0 (the default) starts it at zeros.
+        word_align: weight of the class-word alignment (``loss_align``, our addition, not the paper's): for samples
+            whose data source knows the object's class (a batch's ``point_words``), the projected point tokens are
+            read as words through the backbone's own token embeddings, and some visible geometric token must read as
+            the class name (:func:`enel.model.objectives.word_alignment_loss`). 0 (the default) leaves it out. It runs
+            beside any objective, ``none`` included.
+        word_align_temperature: temperature of that reading (cosine similarity to every token embedding / τ).
     """
 
     kind: ClassVar[str] = "objective"
@@ -316,6 +322,8 @@ class ObjectiveConfig(SubConfig):
     per_layer_pe: bool = False
     teacher_dim: int = 0
     mask_token_std: float = 0.0
+    word_align: float = 0.0
+    word_align_temperature: float = 0.05
 
     def validate(self) -> None:
         if self.name not in OBJECTIVES:
@@ -333,6 +341,10 @@ class ObjectiveConfig(SubConfig):
             raise ConfigError("head_layer is -1 (final hidden states) or a 1-based decoder layer number")
         if self.mask_token_std < 0:
             raise ConfigError(f"mask_token_std is a standard deviation, 0 or more, not {self.mask_token_std}")
+        if self.word_align < 0:
+            raise ConfigError(f"word_align is a loss weight, 0 (off) or more, not {self.word_align}")
+        if self.word_align_temperature <= 0:
+            raise ConfigError(f"word_align_temperature must be positive, not {self.word_align_temperature}")
 
     @property
     def masks(self) -> bool:
@@ -340,7 +352,8 @@ class ObjectiveConfig(SubConfig):
 
     @property
     def active(self) -> bool:
-        return self.name != "none"
+        """Whether training adds anything to the cross-entropy (an objective or the class-word alignment)."""
+        return self.name != "none" or self.word_align > 0
 
 
 def _paper_schedule() -> list[dict]:
@@ -683,11 +696,11 @@ class EnelConfig(PreTrainedConfig):
         if objective.active and aggregation.enabled:
             raise ConfigError(
                 "stage-1 objectives and stage-2 aggregation cannot be combined: stage 2 turns the stage-1 "
-                "objectives off (set objective_config.name='none')"
+                "objectives off (set objective_config.name='none' and leave word_align at 0)"
             )
         if objective.active and self.point_encoder == "pointbert":
             raise ConfigError("the PointLLM-style encoder baseline trains with the caption loss alone, as PointLLM: "
-                              "set objective_config.name='none'")
+                              "set objective_config.name='none' (and word_align 0)")
         layers = getattr(self.text_config, "num_hidden_layers", None)
         if objective.active and layers is not None and objective.head_layer > layers:
             raise ConfigError(f"objective head_layer={objective.head_layer} but the backbone has {layers} "

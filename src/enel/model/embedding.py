@@ -309,11 +309,15 @@ class PointProjector(nn.Module):
     def forward(self, x: torch.Tensor, colors: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, 1 + G, output_dim)`` (or any ``(…, output_dim)``), ``colors (B, G, 3)`` or None
         → ``(…, hidden)``."""
-        y = self.net(x)
-        if colors is not None and self.color is not None:
-            skip = self.color(colors.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
-            y = torch.cat([y[:, :1], y[:, 1:] + skip], dim=1)
-        return y
+        return self.add_color(self.net(x), colors)
+
+    def add_color(self, y: torch.Tensor, colors: torch.Tensor | None) -> torch.Tensor:
+        """``y (B, 1 + G, hidden)`` projected tokens (class token first) plus the colour skip of ``colors (B, G, 3)``
+        on the geometric ones; ``y`` itself without a skip or colours."""
+        if colors is None or self.color is None:
+            return y
+        skip = self.color(colors.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
+        return torch.cat([y[:, :1], y[:, 1:] + skip], dim=1)
 
 
 def count_parameters(module: nn.Module) -> int:

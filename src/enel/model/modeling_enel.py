@@ -369,10 +369,18 @@ class EnelModel(EnelPreTrainedModel):
                 embeds = embeds + self._point_params_anchor().to(embeds.dtype)
             return PointInputs(embeds, None, samples, starts)
         tokens = self.embed_points(clouds, generator=point_generator)
-        feats = self.point_path()[1](tokens.features, tokens.colors)
+        projector = self.point_path()[1]
+        geometry = None
+        if self.objectives is not None and self.config.objective.word_align > 0 and isinstance(projector,
+                                                                                             PointProjector):
+            geometry = projector.net(tokens.features)  # (B, 1 + G, H): the class-word alignment reads these
+            feats = projector.add_color(geometry, tokens.colors)
+            geometry = geometry[:, 1:]
+        else:
+            feats = projector(tokens.features, tokens.colors)
         if self.objectives is not None:
             block = self.objectives.prepare_block(feats, tokens.centres, tokens.patches, self.training,
-                                                  point_generator)
+                                                  point_generator, geometry=geometry)
         else:
             block = PointBlock.unmasked(feats, tokens.centres, tokens.patches)
         return PointInputs(splice_point_block(embeds, starts, samples, block.features), block, samples, starts)
@@ -608,13 +616,16 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         output_hidden_states: bool | None = None,
         point_generator: torch.Generator | None = None,
         past_key_values=None,
+        point_words: torch.LongTensor | None = None,
         **kwargs,
     ) -> EnelCausalLMOutput:
         """Logits and, with ``labels``, the training loss: cross-entropy plus the active stage-1 objective.
 
         ``labels`` are ``(B, L)`` with -100 on everything that is not an assistant answer (see
         :mod:`enel.data.conversation`). ``loss_terms`` reports every term unweighted. In training mode with
-        labels, logits are computed only where a label is set and ``logits`` is returned as None.
+        labels, logits are computed only where a label is set and ``logits`` is returned as None. ``point_words``
+        ``(B, K)``: each sample's class-name token ids (-100: unknown) for the class-word alignment
+        (``ObjectiveConfig.word_align``); only training with labels reads them.
         """
         cache = cache if cache is not None else past_key_values
         kwargs.pop("return_dict", None)
@@ -622,10 +633,11 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
         obj = self.model.objectives if self.training and labels is not None else None
         if obj is not None:  # the contrastive objective runs on a doubled batch
             batch = obj.training_batch(dict(input_ids=input_ids, attention_mask=attention_mask,
-                                            position_ids=position_ids, labels=labels, point_clouds=point_clouds),
+                                            position_ids=position_ids, labels=labels, point_clouds=point_clouds,
+                                            point_words=point_words),
                                        point_generator)
             input_ids, attention_mask, position_ids = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-            labels, point_clouds = batch["labels"], batch["point_clouds"]
+            labels, point_clouds, point_words = batch["labels"], batch["point_clouds"], batch["point_words"]
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -655,7 +667,8 @@ class EnelForCausalLM(EnelPreTrainedModel, GenerationMixin):
                                                    vocab_size=self.config.text_config.vocab_size)}
         if obj is not None and out.point_block is not None:
             terms.update(obj.loss_terms(hidden, out.captured, out.point_block, out.point_samples, out.point_starts,
-                                        point_clouds, teacher=self._teacher[0] if self._teacher else None))
+                                        point_clouds, teacher=self._teacher[0] if self._teacher else None,
+                                        words=point_words, embeddings=self.model.language_model.embed_tokens.weight))
         weights = obj.loss_weights() if obj is not None else {}
         loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
         diagnostics = None

@@ -12,6 +12,11 @@ them apart (``loss_ce`` comes from the model, the rest from here):
   mean-pooled point-token outputs → ``loss_contrast``.
 * ``distillation`` — MSE between the point-token outputs (through an alignment head) and a frozen teacher's
   per-token features → ``loss_distill``.
+* ``word_align`` (beside any of them, weight ``ObjectiveConfig.word_align``; ours, not the paper's) — class-word
+  alignment: where the data knows the object's class (the batch's ``point_words``), the projected point tokens are
+  read as words through the backbone's frozen token embeddings, and some visible geometric token must read as the
+  class name (:func:`word_alignment_loss`) → ``loss_align``. It gives the frozen LLM a token it already knows how to
+  name (docs/training.md, "Class-word alignment").
 * ``hybrid`` (the default of the stage-1 recipes) — the Hybrid Semantic Loss: masking as above (30 %, never the
   class token), masked positions regress the masked features (MSE), visible positions reconstruct their own
   patches (Chamfer-L2) → ``loss_mask`` + ``loss_recon``.
@@ -30,6 +35,7 @@ is the model's own module (``EnelModel.point_pos_embed``), not one of these head
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,7 +48,7 @@ from ..points import ops
 from .configuration_enel import ObjectiveConfig
 from .splice import point_token_index
 
-__all__ = ["PointObjectives", "PointBlock", "info_nce", "EmbeddingTeacher"]
+__all__ = ["PointObjectives", "PointBlock", "info_nce", "word_alignment_loss", "unit_rows", "EmbeddingTeacher"]
 
 @dataclass
 class PointBlock:
@@ -57,6 +63,9 @@ class PointBlock:
         visible_index: ``(B, V)`` original indices of the visible tokens, in slot order.
         target_features: ``(B, 128, H)`` projected features of the geometric tokens (the feature targets).
         patches: ``(B, 128, k, 3)`` the geometric tokens' patches (the patch targets).
+        geometry: ``(B, 128, H)`` the geometric tokens before the colour skip, in original order, or None (no
+            skip, or nothing reads them): the class-word alignment reads the visible ones, so that it never moves
+            the skip (a colourless cloud gives every token the same skip input).
     """
 
     features: torch.Tensor
@@ -66,6 +75,7 @@ class PointBlock:
     visible_index: torch.Tensor
     target_features: torch.Tensor
     patches: torch.Tensor
+    geometry: torch.Tensor | None = None
 
     @classmethod
     def unmasked(cls, features: torch.Tensor, centres: torch.Tensor, patches: torch.Tensor,
@@ -111,6 +121,42 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return F.cross_entropy(logits, torch.arange(a.shape[0], device=a.device))
 
 
+def word_alignment_loss(tokens: torch.Tensor, words: torch.Tensor, unit_vocab: torch.Tensor,
+                        temperature: float) -> torch.Tensor | None:
+    """Multiple-instance alignment of point tokens to class-name tokens, read through the word embeddings.
+
+    Each token is read as a distribution over the vocabulary, ``softmax(cos(token, embedding_v) / τ)``; a sample's
+    loss is ``-log mean_t p_t(w)`` for each of its class words ``w``, averaged over those words: some token must read
+    as the word, the others are free to carry local geometry.
+
+    Args:
+        tokens: ``(B, T, H)`` point tokens (the visible geometric ones).
+        words: ``(B, K)`` token ids of each sample's class name, -100 on padding; rows of -100 only are skipped.
+        unit_vocab: ``(V, H)`` the backbone's token embeddings scaled to unit length (:func:`unit_rows`), without
+            gradient.
+        temperature: τ > 0.
+
+    Returns:
+        A scalar fp32 tensor averaged over the samples that have words, or None when none has.
+    """
+    has = (words >= 0).any(dim=1)  # (B,)
+    if not bool(has.any()):
+        return None
+    toks = F.normalize(tokens[has].float(), dim=-1).to(unit_vocab.dtype)  # (B_w, T, H)
+    logp = torch.log_softmax((toks @ unit_vocab.t()).float() / temperature, dim=-1)  # (B_w, T, V)
+    w = words[has]  # (B_w, K)
+    valid = w >= 0
+    picked = logp.gather(2, w.clamp(min=0).unsqueeze(1).expand(-1, logp.shape[1], -1))  # (B_w, T, K)
+    per_word = torch.logsumexp(picked, dim=1) - math.log(logp.shape[1])  # (B_w, K): log mean_t p_t(w)
+    per_sample = -(per_word * valid).sum(1) / valid.sum(1)
+    return per_sample.mean()
+
+
+def unit_rows(embeddings: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(V, H)`` → the rows scaled to unit length (zero rows stay zero), detached, in ``dtype``."""
+    return F.normalize(embeddings.detach().float(), dim=-1).to(dtype)
+
+
 class PointObjectives(nn.Module):
     """Mask token, prediction heads and loss computation of the stage-1 objectives."""
 
@@ -126,6 +172,7 @@ class PointObjectives(nn.Module):
         )
         self.contrast_head = _mlp([hidden, hidden]) if cfg.name == "contrastive" else None
         self.distill_head = nn.Linear(hidden, cfg.teacher_dim) if cfg.name == "distillation" else None
+        self._vocab: tuple[tuple, torch.Tensor] | None = None  # the word-alignment table and what it was made from
 
     def _uses(self) -> set[str]:
         c = self.cfg
@@ -162,15 +209,18 @@ class PointObjectives(nn.Module):
 
     def prepare_block(
         self, features: torch.Tensor, centres: torch.Tensor, patches: torch.Tensor, training: bool,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, geometry: torch.Tensor | None = None,
     ) -> PointBlock:
         """Arrange the projected tokens for the splice, masking them when training with a masking objective.
 
         Args:
             features: ``(B, 1 + G, H)`` projected point tokens (class token first).
             centres: ``(B, G, 3)``; patches: ``(B, G, k, 3)``.
+            geometry: ``(B, G, H)`` the geometric tokens before the colour skip, kept on the block
+                (:attr:`PointBlock.geometry`).
         """
         plain = PointBlock.unmasked(features, centres, patches, self.cfg.detach_targets)
+        plain.geometry = geometry
         if not (training and self.cfg.masks):
             return plain
         batch, t, h = features.shape
@@ -185,7 +235,7 @@ class PointObjectives(nn.Module):
         mask_tokens = self.mask_token.to(geo.dtype).expand(batch, n_mask, h)
         block = torch.cat([features[:, :1], visible, mask_tokens], dim=1)
         block_centres = ops.gather(centres, order)
-        return PointBlock(block, block_centres, g - n_mask, masked_index, visible_index, targets, patches)
+        return PointBlock(block, block_centres, g - n_mask, masked_index, visible_index, targets, patches, geometry)
 
     # ---- output side -------------------------------------------------------------------------------------
     def _predict(self, hidden: torch.Tensor, target: str, index: torch.Tensor, block: PointBlock):
@@ -234,6 +284,17 @@ class PointObjectives(nn.Module):
         pred = self.distill_head(geometric_hidden).float()
         return F.mse_loss(pred, teacher_features.float())
 
+    def unit_vocabulary(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """:func:`unit_rows` of the token embeddings, in the autocast dtype when autocast is on, kept between steps
+        while the embeddings are unchanged (stage 1 freezes them): re-normalising and casting 49,152 × 576 weights
+        each step would cost more than the alignment's own products."""
+        dtype = torch.get_autocast_dtype(embeddings.device.type) if torch.is_autocast_enabled(
+            embeddings.device.type) else torch.float32
+        key = (embeddings.data_ptr(), embeddings._version, tuple(embeddings.shape), embeddings.dtype, dtype)
+        if self._vocab is None or self._vocab[0] != key:
+            self._vocab = (key, unit_rows(embeddings, dtype))
+        return self._vocab[1]
+
     # ---- what a training step asks of the objectives ---------------------------------------------------------
     @property
     def capture_layers(self) -> set[int] | None:
@@ -244,7 +305,7 @@ class PointObjectives(nn.Module):
         """Weight of every named loss term (``loss_ce`` included) in the training loss."""
         c = self.cfg
         return {"loss_ce": c.weight_ce, "loss_mask": c.weight_mask, "loss_recon": c.weight_recon,
-                "loss_contrast": c.weight_contrast, "loss_distill": c.weight_distill}
+                "loss_contrast": c.weight_contrast, "loss_distill": c.weight_distill, "loss_align": c.word_align}
 
     def training_batch(self, inputs: dict, generator: torch.Generator | None = None) -> dict:
         """The batch a training step runs on: the contrastive objective doubles it (two rigidly transformed views
@@ -265,7 +326,9 @@ class PointObjectives(nn.Module):
         return {**doubled, "point_clouds": torch.cat([view_a, view_b])}
 
     def loss_terms(self, hidden: torch.Tensor, captured: dict | None, block: PointBlock, samples: list[int],
-                   starts: torch.Tensor, point_clouds, teacher: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                   starts: torch.Tensor, point_clouds, teacher: nn.Module | None = None,
+                   words: torch.Tensor | None = None,
+                   embeddings: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The objective's unweighted loss terms for one training step.
 
         Args:
@@ -274,6 +337,8 @@ class PointObjectives(nn.Module):
                 of ``<point_start>``.
             point_clouds: the clouds of the step (the distillation teacher encodes them).
             teacher: ``(points (B,N,C), centres (B,G,3)) → (B,G,D)`` for the distillation objective.
+            words: ``(B, K)`` class-name token ids (-100: none) and ``embeddings`` ``(V, H)`` the token embeddings,
+                for the class-word alignment.
         """
         c = self.cfg
         source = captured[c.head_layer] if c.head_layer > 0 else hidden
@@ -291,6 +356,14 @@ class PointObjectives(nn.Module):
             clouds = point_clouds if isinstance(point_clouds, torch.Tensor) else torch.stack(
                 [point_clouds[i] for i in samples])
             terms["loss_distill"] = self.distill_loss(geo, teacher(clouds, block.centres))
+        if c.word_align > 0 and words is not None:
+            # (B_p, V, H) the visible geometric tokens, before the colour skip when the block has them
+            visible = (ops.gather(block.geometry, block.visible_index) if block.geometry is not None
+                       else block.features[:, 1:1 + block.n_visible])
+            align = word_alignment_loss(visible, words[rows.to(words.device)], self.unit_vocabulary(embeddings),
+                                        c.word_align_temperature)
+            if align is not None:
+                terms["loss_align"] = align
         return terms
 
 

@@ -183,8 +183,9 @@ class Recipe:
     def validate(self) -> None:
         if self.stage not in (1, 2):
             raise ConfigError(f"recipe stage must be 1 or 2, not {self.stage!r}")
-        if self.stage == 2 and self.objective.get("name", "none") != "none":
-            raise ConfigError("stage 2 turns the stage-1 objectives off: set objective.name=none")
+        if self.stage == 2 and (self.objective.get("name", "none") != "none" or self.objective.get("word_align", 0)):
+            raise ConfigError("stage 2 turns the stage-1 objectives off: set objective.name=none and leave "
+                              "objective.word_align out")
         if self.point_encoder not in ("embedding", "pointbert"):
             raise ConfigError(f"point_encoder must be embedding or pointbert, not {self.point_encoder!r}")
         if self.point_encoder == "pointbert" and self.objective.get("name", "none") != "none":

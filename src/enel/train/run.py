@@ -158,7 +158,18 @@ def _pointllm_source(recipe: Recipe, model, tokenizer, num_points: int):
         encode_upfront=recipe.data.encode_upfront,
         pack_per_object=recipe.data.pack_per_object,
         augment=recipe.data.augment,
+        class_names=_procedural_nouns(root) if recipe.objective.get("word_align", 0) else None,
     )
+
+
+def _procedural_nouns(root: Path) -> dict[str, str] | None:
+    """``{object_id: noun}`` of a procedural data folder (its ``objects.jsonl``: the noun its answers use), or
+    None for other data (PointLLM's Objaverse files name no class)."""
+    if not (root / "objects.jsonl").is_file():
+        return None
+    from ..data.procedural.generate import load_objects
+
+    return {o["object_id"]: o["noun"] for o in load_objects(root)}
 
 
 def modelnet40_source(recipe: Recipe, model, tokenizer, num_points: int):
