@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..pipeline import STAGE_STEPS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("train", help="train one stage from a recipe (see configs/)")
@@ -19,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="real shapes to train and validate on: a ModelNet40 archive (npz, PointLLM's .dat, "
                         "Princeton's ModelNet40.zip); default: $ENEL_MODELNET40, else ../shared/data/modelnet40 "
                         "beside the checkout when it exists, else procedural data alone")
-    s.add_argument("--stage1-steps", type=int, default=None, help="stage-1 training steps (default 1300)")
-    s.add_argument("--stage2-steps", type=int, default=None, help="stage-2 training steps (default 100)")
+    s.add_argument("--stage1-steps", type=int, default=None, help=f"stage-1 training steps (default {STAGE_STEPS[1]})")
+    s.add_argument("--stage2-steps", type=int, default=None, help=f"stage-2 training steps (default {STAGE_STEPS[2]})")
     s.add_argument("--minutes", type=float, default=None,
                    help="optional cap on the training time of both stages; a stage that reaches it stops early "
                         "and the summary says how many steps it trained")
