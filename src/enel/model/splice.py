@@ -110,9 +110,12 @@ def find_point_blocks(input_ids: torch.Tensor, ids: PointTokenIds, num_tokens: i
 def embed_text(
     embed_tokens: torch.nn.Embedding, special: torch.Tensor, input_ids: torch.Tensor, ids: PointTokenIds
 ) -> torch.Tensor:
-    """Token embeddings with the point special tokens taken from ``special (3, H)`` (patch, start, end).
+    """Token embeddings ``(B, T, H)`` with the point special tokens taken from ``special (3, H)`` (patch, start, end).
 
-    Works whether or not the special ids fall inside the backbone's vocabulary matrix.
+    Works whether or not the special ids fall inside the backbone's vocabulary matrix. Each row of ``special`` is
+    placed by a ``torch.where``, not by indexing ``special[kinds]``: the backward of an index with repeated entries
+    accumulates into ``special`` with ``index_put_(accumulate=True)``, which on a multi-threaded CPU adds in a
+    different order each time, so the same seed trained a different model (docs/training.md, "Reproducibility").
     """
     vocab = embed_tokens.num_embeddings
     kinds = torch.full_like(input_ids, -1)
@@ -122,8 +125,9 @@ def embed_text(
     safe_ids = torch.where(is_special | (input_ids >= vocab) | (input_ids < 0), torch.zeros_like(input_ids), input_ids)
     embeds = embed_tokens(safe_ids)
     if bool(is_special.any()):
-        spec = special.to(embeds.dtype)[kinds.clamp(min=0)]
-        embeds = torch.where(is_special[..., None], spec, embeds)
+        special = special.to(embeds.dtype)
+        for k in range(special.shape[0]):
+            embeds = torch.where((kinds == k)[..., None], special[k], embeds)
     return embeds
 
 
