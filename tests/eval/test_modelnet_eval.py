@@ -63,3 +63,6 @@ def test_eval_modelnet_command_on_the_overlap_classes(tmp_path, capsys):
     assert main(["eval", "modelnet", "--model", str(tmp_path / "model"), "--archive", str(tmp_path / "mn_train.npz"),
                  "--per-class", "0"]) == 2
     assert "--per-class must be at least 1" in capsys.readouterr().err
+    assert main(["eval", "modelnet", "--model", str(tmp_path / "model"), "--archive", str(tmp_path / "mn_train.npz"),
+                 "--batch-size", "0", "--out", str(tmp_path / "ev0")]) == 2
+    assert "batch_size must be positive, got 0" in capsys.readouterr().err

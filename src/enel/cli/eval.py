@@ -56,7 +56,7 @@ def add_modelnet_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     s.add_argument("--classes", choices=["all", "overlap"], default="all",
                    help="overlap: only the 17 classes the procedural generator also builds (zero-shot sim-to-real)")
     s.add_argument("--per-class", type=int, default=None, help="at most N objects per class (default: all)")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=int, default=64, help="clouds per generate call (default %(default)s)")
     s.add_argument("--out", default=None, help="output folder (default: <model>/../eval)")
     s.add_argument("--name", default=None, help="file stem (default modelnet40_<split>[_overlap])")
     s.set_defaults(func=cmd_modelnet)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labels import modelnet40_vocabulary
+from ..errors import ConfigError
 from ..data.prompts import PROMPTS
 from ..inference import Assistant, GenerationSettings
 from .results import ResultsFile, atomic_write_json, write_results
@@ -101,7 +102,7 @@ def score_classification(answers: Sequence[str], truths: Sequence[str], class_na
 def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                       indices: Sequence[int], out_dir, *, object_ids: Sequence[str] | None = None,
                       prompts: Sequence[str] = ("what", "completion"), name: str = "modelnet40_val",
-                      batch_size: int = 16, max_new_tokens: int = 16, seed: int = 0, command: str | None = None,
+                      batch_size: int = 64, max_new_tokens: int = 16, seed: int = 0, command: str | None = None,
                       split: str | None = None, log=print) -> dict:
     """Answer ``prompts`` for the listed objects and score them; returns the summary dict.
 
@@ -110,12 +111,16 @@ def evaluate_modelnet(model_dir, points: np.ndarray, labels: np.ndarray, class_n
         prompts: keys of :data:`enel.data.prompts.PROMPTS` (PointLLM's two classification prompts by default).
         name: file stem of the results (``{name}_{prompt}.json``) and the summary (``{name}_summary.json``).
         split: how ``indices`` were chosen, recorded in the results' metadata (e.g. ``"val"``, ``"all"``).
+        batch_size: clouds per ``generate`` call; 64 asks 391 objects in 50 s where 16 took 60 s, with the same
+            answers (docs/evaluation.md).
 
     Writes a PointLLM-format results file per prompt (``ground_truth`` the integer label, ``label_name``,
     plus ``predicted`` and ``correct``) and the summary to ``out_dir``.
     """
     from ..points.transforms import model_input, with_zero_color
 
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     indices = np.asarray(indices, dtype=np.int64)

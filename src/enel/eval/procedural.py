@@ -43,7 +43,7 @@ def evaluate_procedural(
     *,
     split: str = "test",
     max_objects: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = 32,
     seed: int = 0,
     max_new_tokens: int = 48,
     command: str | None = None,
@@ -51,13 +51,19 @@ def evaluate_procedural(
 ) -> dict:
     """Answer the three prompts for every object of ``split`` and score them; returns the summary dict.
 
+    ``batch_size`` clouds go to each ``generate`` call: 32 answers the 180 test objects in 95 s where 8 took 128 s,
+    with the same answers (docs/evaluation.md).
+
     Writes ``procedural_{split}_{task}.json`` results files, the captioning metrics file and
     ``procedural_{split}_summary.json`` to ``out_dir``.
     """
     from ..data.procedural.generate import load_objects
     from ..data.procedural.scoring import match_category, match_color
+    from ..errors import ConfigError
     from .metrics import compute_metrics, write_metrics
 
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     objects = load_objects(data_dir, split)
