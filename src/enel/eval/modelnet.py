@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ..data.labels import modelnet40_vocabulary
-from ..errors import ConfigError
 from ..data.prompts import PROMPTS
+from ..errors import ConfigError
 from ..inference import Assistant, GenerationSettings
 from .results import ResultsFile, atomic_write_json, write_results
 
