@@ -113,21 +113,20 @@ def embed_text(
     """Token embeddings ``(B, T, H)`` with the point special tokens taken from ``special (3, H)`` (patch, start, end).
 
     Works whether or not the special ids fall inside the backbone's vocabulary matrix. Each row of ``special`` is
-    placed by a ``torch.where``, not by indexing ``special[kinds]``: the backward of an index with repeated entries
-    accumulates into ``special`` with ``index_put_(accumulate=True)``, which on a multi-threaded CPU adds in a
-    different order each time, so the same seed trained a different model (docs/training.md, "Reproducibility").
+    placed by a ``torch.where`` on its token's mask, not by indexing ``special`` with a per-position kind: the
+    backward of an index with repeated entries accumulates into ``special`` with ``index_put_(accumulate=True)``,
+    which on a multi-threaded CPU adds in a different order each time, so the same seed trained a different model
+    (docs/training.md, "Reproducibility").
     """
     vocab = embed_tokens.num_embeddings
-    kinds = torch.full_like(input_ids, -1)
-    for k, tid in enumerate(ids.as_tuple()):
-        kinds = torch.where(input_ids == tid, torch.full_like(kinds, k), kinds)
-    is_special = kinds >= 0
+    masks = [input_ids == tid for tid in ids.as_tuple()]  # (B, T) each: patch, start, end
+    is_special = masks[0] | masks[1] | masks[2]
     safe_ids = torch.where(is_special | (input_ids >= vocab) | (input_ids < 0), torch.zeros_like(input_ids), input_ids)
     embeds = embed_tokens(safe_ids)
     if bool(is_special.any()):
         special = special.to(embeds.dtype)
-        for k in range(special.shape[0]):
-            embeds = torch.where((kinds == k)[..., None], special[k], embeds)
+        for k, mask in enumerate(masks):
+            embeds = torch.where(mask[..., None], special[k], embeds)
     return embeds
 
 
