@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
@@ -102,6 +103,15 @@ class MixedDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
+
+    def class_words(self) -> list[torch.Tensor]:
+        """The distinct class names' token ids ``(K_i,)`` of the sources that have a share of the mix and carry
+        class words (a source without a ``class_words`` method carries none)."""
+        words = {}
+        for d, c in zip(self.datasets, np.bincount(self._source, minlength=len(self.datasets))):
+            if c and hasattr(d, "class_words"):
+                words.update({tuple(w.tolist()): w for w in d.class_words()})
+        return list(words.values())
 
     def source_of(self, index: int) -> str:
         return self.names[int(self._source[index])]

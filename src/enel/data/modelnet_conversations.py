@@ -236,6 +236,10 @@ class ModelNetConversationDataset(Dataset):
     def __len__(self) -> int:
         return len(self._object)
 
+    def class_words(self) -> list[torch.Tensor]:
+        """The token ids ``(K_i,)`` of the names of the classes this dataset's items come from."""
+        return [self._words[int(c)] for c in np.unique(self.labels[self._object])]
+
     def cloud(self, obj: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """``(num_points, 6)`` float32 model input of object ``obj`` (augmented when ``rng`` is given)."""
         xyz = np.asarray(self.points[obj], dtype=np.float32)

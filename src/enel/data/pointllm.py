@@ -765,6 +765,11 @@ class PointLLMDataset(Dataset):
             item["class_words"] = words.clone()
         return item
 
+    def class_words(self) -> list[torch.Tensor]:
+        """The distinct class names' token ids ``(K_i,)`` that this dataset's items carry (none without
+        ``class_names``)."""
+        return list({tuple(w.tolist()): w for w in self._class_words.values()}.values())
+
     def _augmented(self, arr: np.ndarray) -> np.ndarray:
         """A fresh ``(N, C)`` copy of a prepared cloud, augmented (then ``pc_norm`` again) when ``augment`` is on.
 
