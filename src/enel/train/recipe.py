@@ -87,6 +87,9 @@ ENCODER_PRETRAIN_DEFAULTS: dict = {"steps": 0, "batch_size": 8, "lr": 1e-3, "wei
                              "decoder_depth": 2, "clouds": 512}
 """``encoder_pretrain`` when a recipe does not say: no masked point modelling before stage 1."""
 
+PREALIGN_DEFAULTS: dict = {"steps": 0, "batch_size": 64, "lr": 2e-3, "warmup_steps": 20}
+"""``word_prealign`` when a recipe does not say: no class-word pre-alignment before stage 1."""
+
 MODELNET40_DEFAULTS: dict = {"path": None, "weight": 0.0, "kinds": ["grounding"], "identify": 2,
                              "val_fraction": 0.1, "split_seed": 0, "augment": True, "balance": False}
 """``data.modelnet40`` when a recipe does not say: no ModelNet40 in the mix."""
@@ -162,6 +165,8 @@ class Recipe:
         encoder_pretrain: masked point modelling of the baseline's encoder before stage 1, on clouds of the
             training data (:func:`enel.model.baseline.pretrain_mae`): ``steps`` (0: none), ``batch_size``, ``lr``,
             ``weight_decay``, ``mask_ratio``, ``decoder_depth``, ``clouds`` (how many training clouds it draws from).
+        word_prealign: the class-word alignment of the point embedding alone before stage 1
+            (:mod:`enel.train.prealign`): ``steps`` (0: none), ``batch_size``, ``lr``, ``warmup_steps``.
     """
 
     name: str = "recipe"
@@ -176,6 +181,7 @@ class Recipe:
     point_encoder: str = "embedding"
     encoder_config: str | dict = "small"
     encoder_pretrain: dict = field(default_factory=lambda: dict(ENCODER_PRETRAIN_DEFAULTS))
+    word_prealign: dict = field(default_factory=lambda: dict(PREALIGN_DEFAULTS))
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -199,6 +205,7 @@ class Recipe:
             raise ConfigError("encoder_pretrain.steps must be 0 or more and encoder_pretrain.clouds at least 1")
         if int(self.encoder_pretrain["steps"]) and self.point_encoder != "pointbert":
             raise ConfigError("encoder_pretrain pre-trains the baseline's encoder: set point_encoder=pointbert")
+        self._validate_prealign()
         if self.train.bf16 not in ("auto", "true", "false", True, False):
             raise ConfigError(f"train.bf16 must be auto, true or false, not {self.train.bf16!r}")
         if self.train.batch_size < 1 or self.train.grad_accum < 1:
@@ -226,6 +233,23 @@ class Recipe:
             raise ConfigError("data.weight and data.modelnet40.weight are mixing weights: non-negative numbers")
         if not isinstance(mn["balance"], bool):
             raise ConfigError(f"data.modelnet40.balance must be true or false, not {mn['balance']!r}")
+
+    def _validate_prealign(self) -> None:
+        p = self.word_prealign
+        if not isinstance(p, dict) or set(p) - set(PREALIGN_DEFAULTS):
+            raise ConfigError(f"word_prealign takes the keys {sorted(PREALIGN_DEFAULTS)}, not {p!r}")
+        p = self.word_prealign = {**PREALIGN_DEFAULTS, **p}
+        if int(p["steps"]) < 0 or int(p["batch_size"]) < 1 or int(p["warmup_steps"]) < 0 or float(p["lr"]) <= 0:
+            raise ConfigError("word_prealign: steps and warmup_steps must be 0 or more, batch_size at least 1 and lr "
+                              f"positive, not {p!r}")
+        if not int(p["steps"]):
+            return
+        if self.stage != 1 or self.point_encoder != "embedding":
+            raise ConfigError("word_prealign aligns ENEL's point embedding before stage 1: use it in a stage-1 recipe "
+                              "with point_encoder=embedding, or set word_prealign.steps=0")
+        if not float(self.objective.get("word_align", 0)):
+            raise ConfigError("word_prealign pre-trains for the class-word alignment: set objective.word_align > 0 "
+                              "(it also gives the procedural data its class words), or set word_prealign.steps=0")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,7 +23,8 @@ import torch
 from ..errors import ConfigError
 from .recipe import Recipe
 
-__all__ = ["train", "TrainOutcome", "build_model", "build_datasets", "pretrain_point_encoder", "training_arguments",
+__all__ = ["train", "TrainOutcome", "build_model", "build_datasets", "pretrain_point_encoder", "prealign_embedding",
+           "training_arguments",
            "last_checkpoint", "bf16_available"]
 
 
@@ -294,6 +295,10 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
     if recipe.encoder_pretrain["steps"] and recipe.stage == 1 and not recipe.init_from and not checkpoint:
         pretrained = pretrain_point_encoder(recipe, model, dataset, log)
         (out / "encoder_pretrain.json").write_text(json.dumps(pretrained, indent=1))
+    prealigned = None
+    if recipe.word_prealign["steps"] and not checkpoint:  # a checkpoint's weights already hold it
+        prealigned = prealign_embedding(recipe, model, dataset, log)
+        (out / "word_prealign.json").write_text(json.dumps(prealigned, indent=1))
 
     from ..data.collate import EnelCollator
 
@@ -349,6 +354,9 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         if pretrained or state.get("encoder_pretrain"):  # what the baseline's encoder saw before stage 1
             model.config.training_state["encoder_pretrain"] = state.get("encoder_pretrain") or {
                 k: pretrained[k] for k in ("steps", "clouds", "loss_first", "loss_last")}
+        if prealigned or state.get("word_prealign"):  # what the point embedding saw before stage 1
+            model.config.training_state["word_prealign"] = state.get("word_prealign") or {
+                k: prealigned[k] for k in ("steps", "samples", "vocabulary", "loss_first", "loss_last")}
         if recipe.train.attn_implementation:  # a training-time choice: the saved model keeps its own kernel
             model.set_attn_implementation(saved_attn)
         save_model(trainer.model if not hasattr(trainer.model, "module") else trainer.model.module, tokenizer, final)
@@ -407,6 +415,24 @@ def pretrain_point_encoder(recipe: Recipe, model, dataset, log=print) -> dict:
     return {"steps": steps, "clouds": len(clouds), "loss_first": round(first, 6), "loss_last": round(last, 6),
             "minutes": round((time.time() - start) / 60, 2), "settings": settings, "token_spread": spread,
             "losses": losses}
+
+
+def prealign_embedding(recipe: Recipe, model, dataset, log=print) -> dict:
+    """The recipe's ``word_prealign``: the class-word alignment of the point embedding alone, on the stage's
+    training data (:func:`enel.train.prealign.prealign_point_tokens`), before stage 1. Returns its summary."""
+    from .prealign import class_vocabulary, prealign_point_tokens
+
+    p = recipe.word_prealign
+    vocab = class_vocabulary(dataset.class_words() if hasattr(dataset, "class_words") else [])
+    log(f"[enel] class-word pre-alignment of the point embedding: {p['steps']} steps of {p['batch_size']} clouds, "
+        f"over the {vocab.numel()} tokens of the training data's class names")
+    result = prealign_point_tokens(
+        model, dataset, vocab, steps=int(p["steps"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
+        warmup_steps=int(p["warmup_steps"]), seed=recipe.train.seed,
+        bf16=_use_bf16(recipe.train.bf16) and not torch.cuda.is_available(), log=log)
+    log(f"[enel] pre-alignment done in {result['minutes']:.1f} min: loss {result['loss_first']:.3f} → "
+        f"{result['loss_last']:.3f}")
+    return result
 
 
 def _start_step(checkpoint: str | None) -> int:
