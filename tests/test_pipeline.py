@@ -7,6 +7,7 @@ import pytest
 
 from enel.data.labels import MODELNET40_CLASSES
 
+TINY_STAGE1 = ["word_prealign.steps=2", "word_prealign.batch_size=4"]  # the recipe's 350 x 64 clouds: minutes
 TINY_STAGE2 = ["aggregation.schedule=[{aggregate_after: [1], propagate_after: [3]}]", "aggregation.reference_layers=4"]
 
 
@@ -31,7 +32,7 @@ def _run(tmp_path, out):
     return quickstart(out=tmp_path / out, data_dir=tmp_path / "data", modelnet40=_archive(tmp_path / "mn.npz"),
                       modelnet40_dir=tmp_path / "modelnet40", steps={1: 4, 2: 2}, objects_per_category=3,
                       backbone="tiny-llama", eval_objects=6, modelnet_eval_per_class=1, threads=1,
-                      extra_overrides={2: TINY_STAGE2}, log=lambda *a: None)
+                      extra_overrides={1: TINY_STAGE1, 2: TINY_STAGE2}, log=lambda *a: None)
 
 
 @pytest.mark.slow
