@@ -37,6 +37,8 @@ def _run(tmp_path, out):
 
 @pytest.mark.slow
 def test_quickstart_trains_fixed_steps_evaluates_both_and_is_reproducible(tmp_path):
+    from enel import pipeline
+
     first, second = _run(tmp_path, "a"), _run(tmp_path, "b")
     for record in (first, second):
         assert {s: v["steps"] for s, v in record["stages"].items()} == {"stage1": 4, "stage2": 2}
@@ -52,6 +54,9 @@ def test_quickstart_trains_fixed_steps_evaluates_both_and_is_reproducible(tmp_pa
     assert "ModelNet40 `modelnet40_val`" in report and "mean per-class accuracy" in report
     assert "split `unknown`" not in report and "split `val`" in report  # every results file says its split
     assert json.loads((tmp_path / "a" / "quickstart.json").read_text())["steps"] == {"1": 4, "2": 2}
+    assert first["stages"]["stage1"]["word_prealign"]["steps"] == 2 and "word_prealign" not in first["stages"]["stage2"]
+    lines = pipeline._closing_lines(first)
+    assert lines[0].startswith("[quickstart] stage1: 4 steps in") and "after 2 pre-alignment steps in" in lines[0]
 
 
 def test_quickstart_without_real_data_says_how_to_add_it(tmp_path, monkeypatch):

@@ -173,6 +173,9 @@ def quickstart(
                                         "minutes": round(s["minutes"], 2),
                                         "seconds_per_step": round(s["seconds_per_step"], 2),
                                         "train_loss": s["train_loss"]}
+        if (d / "word_prealign.json").is_file():  # the class-word pre-alignment before stage 1's first step
+            pre = json.loads((d / "word_prealign.json").read_text())
+            stage_stats[f"stage{stage}"]["word_prealign"] = {"steps": pre["steps"], "minutes": pre["minutes"]}
     record = {
         "command": command,
         "model": str(out / "model"),
@@ -284,8 +287,10 @@ def _closing_lines(record: dict) -> list[str]:
     for name, s in record["stages"].items():
         early = (f" — stopped early by the {record['minutes_cap']:g}-minute cap at {s['steps']} of "
                  f"{s['planned_steps']} steps; the model is weaker than the default's") if s["stopped_early"] else ""
+        pre = s.get("word_prealign")
+        pre = f" after {pre['steps']} pre-alignment steps in {pre['minutes']:.1f} min" if pre else ""
         lines.append(f"[quickstart] {name}: {s['steps']} steps in {s['minutes']:.1f} min "
-                     f"({s['seconds_per_step']:.2f} s/step){early}")
+                     f"({s['seconds_per_step']:.2f} s/step){pre}{early}")
     p = record["evaluation"]["procedural"]
     lines.append(f"[quickstart] procedural held-out ({p['objects']} objects): category {p['category_accuracy']:.1f} %, "
                  f"colour {p['colour_accuracy']:.1f} %, caption SBERT {p['caption_sbert'] or 0:.1f}")
