@@ -164,7 +164,8 @@ def test_bad_ablate_input_gets_one_line_and_exit_status_2(argv, message, tmp_pat
     assert not any(tmp_path.iterdir())
 
 
-TINY_STAGE1 = ["train.batch_size=2", "train.save_steps=100", "data.max_length=256"]
+TINY_STAGE1 = ["train.batch_size=2", "train.save_steps=100", "data.max_length=256",
+               "word_prealign.steps=2", "word_prealign.batch_size=4"]  # the recipe's 350 x 64 clouds: minutes
 
 
 @pytest.mark.slow
