@@ -124,10 +124,15 @@ def test_too_few_items_with_class_words_is_a_clear_error():
 
 def test_recipe_settings_are_checked_with_the_fix():
     assert load_recipe("smollm2_stage1").word_prealign["steps"] >= 0
+    assert load_recipe("smollm2_stage1", ["word_prealign.lr=1e-3"]).word_prealign["lr"] == 1e-3  # YAML: a string
     for over, match in ((["word_prealign.steps=-1"], "steps and warmup_steps must be 0 or more"),
                         (["word_prealign={steps: 5, epochs: 2}"], "word_prealign takes the keys"),
                         (["word_prealign.steps=5", "objective.word_align=0"], "set objective.word_align > 0"),
-                        (["word_prealign.steps=5", "word_prealign.lr=0"], "lr positive")):
+                        (["word_prealign.steps=5", "word_prealign.lr=0"], "lr positive"),
+                        (["word_prealign.steps=abc"], "whole numbers and lr a number"),
+                        (["word_prealign.lr=fast"], "whole numbers and lr a number"),
+                        (["word_prealign.steps=2.5"], "whole numbers"),
+                        (["word_prealign.steps=.inf"], "whole numbers"), (["word_prealign.lr=.nan"], "lr a number")):
         with pytest.raises(ConfigError, match=match):
             load_recipe("smollm2_stage1", over)
     with pytest.raises(ConfigError, match="stage-1 recipe with point_encoder=embedding"):

@@ -30,6 +30,7 @@ from ..model.objectives import unit_rows, word_alignment_loss
 
 __all__ = ["class_vocabulary", "restrict_words", "geometry_tokens", "prealign_point_tokens"]
 
+
 def class_vocabulary(words: Iterable[torch.Tensor]) -> torch.Tensor:
     """``(V',)`` the sorted distinct token ids of the class names ``words`` (each ``(K_i,)``)."""
     ids = sorted({int(t) for w in words for t in w.reshape(-1).tolist()})

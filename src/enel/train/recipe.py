@@ -8,6 +8,7 @@ Bundled recipes live in ``configs/`` (``enel train --recipe smollm2_stage1``); a
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -238,11 +239,20 @@ class Recipe:
         p = self.word_prealign
         if not isinstance(p, dict) or set(p) - set(PREALIGN_DEFAULTS):
             raise ConfigError(f"word_prealign takes the keys {sorted(PREALIGN_DEFAULTS)}, not {p!r}")
-        p = self.word_prealign = {**PREALIGN_DEFAULTS, **p}
-        if int(p["steps"]) < 0 or int(p["batch_size"]) < 1 or int(p["warmup_steps"]) < 0 or float(p["lr"]) <= 0:
+        p = {**PREALIGN_DEFAULTS, **p}
+        try:  # YAML reads 1e-3 (no dot) as a string
+            numbers = {k: float(v) for k, v in p.items() if not isinstance(v, bool)}
+        except (TypeError, ValueError):
+            numbers = {}
+        if (len(numbers) != len(p) or not all(math.isfinite(v) for v in numbers.values())
+                or any(numbers[k] != int(numbers[k]) for k in ("steps", "batch_size", "warmup_steps"))):
+            raise ConfigError(f"word_prealign: steps, batch_size and warmup_steps are whole numbers and lr a number, "
+                              f"not {p!r}")
+        p = self.word_prealign = {k: numbers[k] if k == "lr" else int(numbers[k]) for k in p}
+        if p["steps"] < 0 or p["batch_size"] < 1 or p["warmup_steps"] < 0 or p["lr"] <= 0:
             raise ConfigError("word_prealign: steps and warmup_steps must be 0 or more, batch_size at least 1 and lr "
                               f"positive, not {p!r}")
-        if not int(p["steps"]):
+        if not p["steps"]:
             return
         if self.stage != 1 or self.point_encoder != "embedding":
             raise ConfigError("word_prealign aligns ENEL's point embedding before stage 1: use it in a stage-1 recipe "
