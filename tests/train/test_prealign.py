@@ -186,3 +186,91 @@ def _words(out, noun: str) -> list[int]:
     from enel.data.modelnet_conversations import class_word_ids
 
     return class_word_ids(AutoTokenizer.from_pretrained(out.model_dir), noun)
+
+
+PALETTE3 = torch.tensor([[0.85, 0.10, 0.10], [0.12, 0.30, 0.85], [0.50, 0.50, 0.50]])  # red, blue, gray
+
+
+def test_palette_targets_name_the_nearest_colour_within_the_radius_and_skip_colourless_clouds():
+    from enel.train.prealign import COLOUR_RADIUS, palette_targets
+
+    g = torch.Generator().manual_seed(0)
+    near = PALETTE3[torch.randint(0, 3, (2, 5), generator=g)] + (torch.rand(2, 5, 3, generator=g) - 0.5) * 0.08
+    between = ((PALETTE3[0] + PALETTE3[1]) / 2).expand(2, 2, 3)  # a patch straddling red and blue
+    rgb = torch.cat([near, between, torch.rand(2, 4, 3, generator=g)], dim=1)  # (2, 11, 3)
+    clouds = torch.cat([torch.rand(3, 20, 3, generator=g), torch.rand(3, 20, 3, generator=g)], dim=2)
+    clouds[2, :, 3:] = 0.0  # colourless: PointLLM's zero rgb
+    colors = torch.cat([rgb, rgb[:1]]) - 0.5  # (3, 11, 3) centred, as the skip receives them
+    got = palette_targets(clouds, colors, PALETTE3)
+
+    want = np.full((3, 11), -100)
+    pal = PALETTE3.double().numpy()
+    for b in range(2):  # brute force
+        for t in range(11):
+            d = [math.dist(colors[b, t].double().numpy() + 0.5, p) for p in pal]
+            if min(d) <= COLOUR_RADIUS:
+                want[b, t] = int(np.argmin(d))
+    assert got.tolist() == want.tolist()
+    assert (got[:, :5] >= 0)[:2].all() and (got[:, 5:7] == -100).all()  # jittered colours named, mixtures not
+
+
+def test_colour_alignment_loss_is_the_cross_entropy_over_the_colour_names():
+    from enel.model.objectives import unit_rows
+    from enel.train.prealign import colour_alignment_loss
+
+    g = torch.Generator().manual_seed(0)
+    skip, emb = torch.randn(2, 4, 6, generator=g), torch.randn(3, 6, generator=g)
+    targets = torch.tensor([[0, -100, 2, 1], [-100, -100, 1, 0]])
+    got = colour_alignment_loss(skip, targets, unit_rows(emb), 0.1)
+    s, e = skip.double().numpy(), emb.double().numpy()
+    e = e / np.linalg.norm(e, axis=1, keepdims=True)
+    losses = []
+    for b, t in zip(*np.nonzero(targets.numpy() >= 0)):
+        z = s[b, t] / np.linalg.norm(s[b, t]) @ e.T / 0.1
+        losses.append(-(z[targets[b, t]] - np.log(np.exp(z).sum())))
+    assert float(got) == pytest.approx(float(np.mean(losses)), rel=1e-5)
+    assert colour_alignment_loss(skip, torch.full((2, 4), -100), unit_rows(emb), 0.1) is None
+
+
+class _Coloured(_Items):
+    """The same two kinds of cloud, each painted one palette colour (with a little jitter); every colour among the
+    items with class words."""
+
+    def __init__(self, n: int, words: dict[int, list[int]]):
+        super().__init__(n, words)
+        g = torch.Generator().manual_seed(2)
+        for i, item in enumerate(self.items):
+            colour = PALETTE3[(i // 3) % 3] + (torch.rand(3, generator=g) - 0.5) * 0.06
+            item["point_cloud"][:, 3:] = colour
+
+
+def test_prealignment_names_each_palette_colour_through_the_skip_at_the_word_scale_and_leaves_the_rest_alone():
+    words = {0: [21, 5], 1: [33]}
+    data = _Coloured(24, words)
+    vocab = class_vocabulary([torch.tensor(w) for w in words.values()])
+    colour_ids = torch.tensor([40, 41, 42])
+    run = dict(steps=40, batch_size=6, lr=1e-2, warmup_steps=5, seed=0, bf16=False, log=lambda *_: None)
+    model, plain = _tiny(), _tiny()
+    emb = model.model.language_model.embed_tokens.weight.detach()
+    skip = model.model.point_projector.color
+
+    def named() -> list[int]:  # the colour name each palette colour's term reads as
+        with torch.no_grad():
+            terms = torch.nn.functional.normalize(skip(PALETTE3 - 0.5), dim=-1)
+        return (terms @ torch.nn.functional.normalize(emb[colour_ids], dim=-1).t()).argmax(1).tolist()
+
+    assert named() != [0, 1, 2]  # not by construction
+    out = prealign_point_tokens(model, data, vocab, colours=(colour_ids, PALETTE3), **run)
+    assert named() == [0, 1, 2]
+    assert out["colour"]["vocabulary"] == 3 and out["colour"]["labelled"] == 1.0
+    assert out["colour"]["loss_last"] < out["colour"]["loss_first"]
+    with torch.no_grad():
+        rms = skip(PALETTE3 - 0.5).pow(2).mean().sqrt()
+    assert float(rms) == pytest.approx(float(emb.pow(2).mean().sqrt()), rel=1e-4)
+
+    # the colour skip's parameters are its own: the rest trains exactly as without it
+    prealign_point_tokens(plain, data, vocab, **run)
+    for (n, p), q in zip(model.named_parameters(), plain.parameters()):
+        if not n.startswith("model.point_projector.color."):
+            assert torch.equal(p, q), n
+    assert not torch.equal(skip.weight, plain.model.point_projector.color.weight)

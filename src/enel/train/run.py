@@ -297,7 +297,7 @@ def train(recipe: Recipe, *, resume: bool = False, max_steps: int | None = None,
         (out / "encoder_pretrain.json").write_text(json.dumps(pretrained, indent=1))
     prealigned = None
     if recipe.word_prealign["steps"] and not checkpoint:  # a checkpoint's weights already hold it
-        prealigned = prealign_embedding(recipe, model, dataset, log)
+        prealigned = prealign_embedding(recipe, model, dataset, tokenizer, log)
         (out / "word_prealign.json").write_text(json.dumps(prealigned, indent=1))
 
     from ..data.collate import EnelCollator
@@ -417,21 +417,26 @@ def pretrain_point_encoder(recipe: Recipe, model, dataset, log=print) -> dict:
             "losses": losses}
 
 
-def prealign_embedding(recipe: Recipe, model, dataset, log=print) -> dict:
-    """The recipe's ``word_prealign``: the class-word alignment of the point embedding alone, on the stage's
-    training data (:func:`enel.train.prealign.prealign_point_tokens`), before stage 1. Returns its summary."""
-    from .prealign import class_vocabulary, prealign_point_tokens
+def prealign_embedding(recipe: Recipe, model, dataset, tokenizer, log=print) -> dict:
+    """The recipe's ``word_prealign``: the class-word alignment of the point embedding alone, and the colour-word
+    alignment of its colour skip when it has one, on the stage's training data
+    (:func:`enel.train.prealign.prealign_point_tokens`), before stage 1. Returns its summary."""
+    from .prealign import class_vocabulary, colour_vocabulary, prealign_point_tokens
 
     p = recipe.word_prealign
     vocab = class_vocabulary(dataset.class_words() if hasattr(dataset, "class_words") else [])
+    colours = colour_vocabulary(tokenizer) if getattr(model.config.point, "color_skip", False) else None
     log(f"[enel] class-word pre-alignment of the point embedding: {p['steps']} steps of {p['batch_size']} clouds, "
-        f"over the {vocab.numel()} tokens of the training data's class names")
+        f"over the {vocab.numel()} tokens of the training data's class names"
+        + (f"; its colour skip over {colours[0].numel()} colour names" if colours is not None else ""))
     result = prealign_point_tokens(
         model, dataset, vocab, steps=int(p["steps"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
         warmup_steps=int(p["warmup_steps"]), seed=recipe.train.seed,
-        bf16=_use_bf16(recipe.train.bf16) and not torch.cuda.is_available(), log=log)
+        bf16=_use_bf16(recipe.train.bf16) and not torch.cuda.is_available(), colours=colours, log=log)
+    colour = result["colour"]
     log(f"[enel] pre-alignment done in {result['minutes']:.1f} min: loss {result['loss_first']:.3f} → "
-        f"{result['loss_last']:.3f}")
+        f"{result['loss_last']:.3f}" + (f"; colour {colour['loss_first']:.3f} → {colour['loss_last']:.3f} on "
+                                        f"{100 * colour['labelled']:.0f} % of the tokens" if colour else ""))
     return result
 
 
