@@ -1,4 +1,5 @@
-"""Class-word pre-alignment of the point embedding before stage 1 (``word_prealign``, enel.train.prealign)."""
+"""Class-word pre-alignment of the point embedding before stage 1 (``word_prealign``, enel.train.prealign), and the
+colour-word alignment of the colour skip it runs alongside."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from enel.data.procedural.colors import PALETTE
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
 from enel.train.prealign import class_vocabulary, geometry_tokens, prealign_point_tokens, restrict_words
@@ -17,6 +19,7 @@ from enel.train.recipe import load_recipe
 
 POINTS = {"embed_dim": 12, "group_size": 8, "projector_hidden": [64], "num_points": 256, "input_points": 256,
           "color_skip": True}
+PALETTE3 = torch.tensor([[0.85, 0.10, 0.10], [0.12, 0.30, 0.85], [0.50, 0.50, 0.50]])  # red, blue, gray
 
 
 def test_restrict_words_gives_positions_in_the_vocabulary_and_keeps_padding():
@@ -155,7 +158,8 @@ def test_mixed_sources_report_the_class_words_of_the_sources_in_the_mix():
     assert sorted(tuple(w.tolist()) for w in mixed.class_words()) == [(4, 5)]  # b has no share; _Items no method
 
 
-def test_train_prealigns_once_and_records_it_and_a_resumed_run_does_not_redo_it(tmp_path):
+def test_train_prealigns_once_and_records_it_and_a_resumed_run_does_not_redo_it(tmp_path, monkeypatch):
+    import enel.train.prealign as prealign
     from enel.data.procedural import synthesize
     from enel.train.run import _procedural_nouns, train
 
@@ -166,8 +170,13 @@ def test_train_prealigns_once_and_records_it_and_a_resumed_run_does_not_redo_it(
             "point_config.color_skip=true", "word_prealign.steps=3", "word_prealign.batch_size=4",
             "train.max_steps=2", "train.save_steps=1"]
     lines = []
+    # the tiny tokenizer spells no colour name as one token: twelve of its tokens stand for the palette's names
+    palette = torch.tensor(list(PALETTE.values()))
+    monkeypatch.setattr(prealign, "colour_vocabulary", lambda tokenizer: (torch.arange(40, 52), palette))
     out = train(load_recipe("tiny_stage1", over), log=lines.append)
     summary = json.loads((tmp_path / "run" / "word_prealign.json").read_text())
+    assert summary["colour"]["vocabulary"] == 12 and 0 < summary["colour"]["labelled"] <= 1
+    assert any("its colour skip over the 12 colour names" in line for line in lines)
     assert summary["steps"] == 3 and summary["samples"] == 12 and len(summary["losses"]) == 3
     assert summary["vocabulary"] == len({t for w in set(_procedural_nouns(data).values()) for t in _words(out, w)})
     assert any("pre-alignment done" in line for line in lines)
@@ -187,8 +196,6 @@ def _words(out, noun: str) -> list[int]:
 
     return class_word_ids(AutoTokenizer.from_pretrained(out.model_dir), noun)
 
-
-PALETTE3 = torch.tensor([[0.85, 0.10, 0.10], [0.12, 0.30, 0.85], [0.50, 0.50, 0.50]])  # red, blue, gray
 
 
 def test_palette_targets_name_the_nearest_colour_within_the_radius_and_skip_colourless_clouds():

@@ -426,9 +426,13 @@ def prealign_embedding(recipe: Recipe, model, dataset, tokenizer, log=print) -> 
     p = recipe.word_prealign
     vocab = class_vocabulary(dataset.class_words() if hasattr(dataset, "class_words") else [])
     colours = colour_vocabulary(tokenizer) if getattr(model.config.point, "color_skip", False) else None
+    note = ""
+    if colours is not None and not colours[0].numel():
+        colours, note = None, "; no colour name is one token of this tokenizer, so the colour skip is not aligned"
+    elif colours is not None:
+        note = f"; its colour skip over the {colours[0].numel()} colour names that are one token"
     log(f"[enel] class-word pre-alignment of the point embedding: {p['steps']} steps of {p['batch_size']} clouds, "
-        f"over the {vocab.numel()} tokens of the training data's class names"
-        + (f"; its colour skip over {colours[0].numel()} colour names" if colours is not None else ""))
+        f"over the {vocab.numel()} tokens of the training data's class names{note}")
     result = prealign_point_tokens(
         model, dataset, vocab, steps=int(p["steps"]), batch_size=int(p["batch_size"]), lr=float(p["lr"]),
         warmup_steps=int(p["warmup_steps"]), seed=recipe.train.seed,
