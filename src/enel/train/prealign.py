@@ -162,8 +162,8 @@ def _stack_words(items: Sequence[dict]) -> torch.Tensor:
 
 
 def prealign_point_tokens(model, dataset, vocab: torch.Tensor, *, steps: int, batch_size: int, lr: float,
-                          warmup_steps: int, seed: int, bf16: bool, colours: tuple[torch.Tensor, torch.Tensor] | None = None,
-                          log=print) -> dict:
+                          warmup_steps: int, seed: int, bf16: bool,
+                          colours: tuple[torch.Tensor, torch.Tensor] | None = None, log=print) -> dict:
     """Train the point embedding and the projector's MLP on the class-word alignment alone, and the colour skip on
     the colour-word alignment when ``colours`` is given.
 
@@ -249,7 +249,8 @@ def prealign_point_tokens(model, dataset, vocab: torch.Tensor, *, steps: int, ba
 def _ends(losses: list[float]) -> dict:
     """The mean of the first and of the last quarter's losses (at most 25 steps each)."""
     window = max(1, min(25, len(losses) // 4))
-    return {"loss_first": round(sum(losses[:window]) / window, 4), "loss_last": round(sum(losses[-window:]) / window, 4)}
+    return {"loss_first": round(sum(losses[:window]) / window, 4),
+            "loss_last": round(sum(losses[-window:]) / window, 4)}
 
 
 @torch.no_grad()
