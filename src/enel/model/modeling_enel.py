@@ -298,6 +298,12 @@ class EnelModel(EnelPreTrainedModel):
         return tokens
 
     @torch.no_grad()
+    def word_embedding_rms(self) -> torch.Tensor:
+        """The RMS of the backbone's word embeddings over every entry (0.136 for SmolLM2), a 0-d fp32 tensor: the
+        scale new point tokens and the aligned colour skip are brought to."""
+        return self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
+
+    @torch.no_grad()
     def match_point_token_scale(self, batch: int = 4, seed: int = 0) -> float:
         """Scale the projector's last layer so new point tokens start at the RMS of the word embeddings.
 
@@ -320,8 +326,7 @@ class EnelModel(EnelPreTrainedModel):
             feats = projector(tokens.features.float(), tokens.colors)
         finally:
             self.train(was_training)
-        target = self.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
-        ratio = float(target / feats.pow(2).mean().sqrt().clamp(min=1e-12))
+        ratio = float(self.word_embedding_rms() / feats.pow(2).mean().sqrt().clamp(min=1e-12))
         last = projector.net[-1]
         last.weight.mul_(ratio)
         if last.bias is not None:

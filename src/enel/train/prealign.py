@@ -257,9 +257,8 @@ def _ends(losses: list[float]) -> dict:
 def _to_word_scale(model, skip: torch.nn.Linear, palette: torch.Tensor) -> float:
     """Scale the colour skip so its terms for the palette's colours have the RMS of the word embeddings; returns
     the factor."""
-    words = model.model.language_model.embed_tokens.weight.float().pow(2).mean().sqrt()
     terms = skip((palette - 0.5).to(skip.weight.dtype)).float()  # (P, H)
-    factor = float(words / terms.pow(2).mean().sqrt().clamp(min=1e-12))
+    factor = float(model.model.word_embedding_rms() / terms.pow(2).mean().sqrt().clamp(min=1e-12))
     skip.weight.mul_(factor)
     if skip.bias is not None:
         skip.bias.mul_(factor)
