@@ -311,12 +311,17 @@ class PointProjector(nn.Module):
         → ``(…, hidden)``."""
         return self.add_color(self.net(x), colors)
 
+    def color_terms(self, colors: torch.Tensor) -> torch.Tensor:
+        """``colors (B, G, 3)`` centred patch colours → ``(B, G, hidden)`` the colour skip's terms, in its weights'
+        dtype (needs ``color=True``)."""
+        return self.color(colors.to(self.color.weight.dtype))
+
     def add_color(self, y: torch.Tensor, colors: torch.Tensor | None) -> torch.Tensor:
         """``y (B, 1 + G, hidden)`` projected tokens (class token first) plus the colour skip of ``colors (B, G, 3)``
         on the geometric ones; ``y`` itself without a skip or colours."""
         if colors is None or self.color is None:
             return y
-        skip = self.color(colors.to(self.color.weight.dtype)).to(y.dtype)  # (B, G, hidden)
+        skip = self.color_terms(colors).to(y.dtype)  # (B, G, hidden)
         return torch.cat([y[:, :1], y[:, 1:] + skip], dim=1)
 
 

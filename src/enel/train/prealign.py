@@ -220,7 +220,7 @@ def prealign_point_tokens(model, dataset, vocab: torch.Tensor, *, steps: int, ba
                 if skip is not None and patch_colours is not None:
                     targets = palette_targets(clouds, patch_colours, palette)
                     labelled.append(float((targets >= 0).float().mean()))
-                    colour_loss = colour_alignment_loss(skip(patch_colours.to(skip.weight.dtype)), targets,
+                    colour_loss = colour_alignment_loss(projector.color_terms(patch_colours), targets,
                                                         unit_colours, tau)
             optimizer.zero_grad(set_to_none=True)
             (loss if colour_loss is None else loss + colour_loss).backward()
@@ -240,7 +240,7 @@ def prealign_point_tokens(model, dataset, vocab: torch.Tensor, *, steps: int, ba
     colour = None
     if colour_losses:
         colour = {"vocabulary": int(colours[0].numel()), "labelled": round(sum(labelled) / len(labelled), 4),
-                  **_ends(colour_losses), "scale": round(_to_word_scale(model, skip, palette), 4)}
+                  **_ends(colour_losses), "scale": round(_to_word_scale(model, palette), 4)}
     return {"steps": steps, "samples": steps * batch_size, "vocabulary": int(vocab.numel()), **_ends(losses),
             "minutes": round((time.time() - start) / 60, 2), "losses": [round(x, 4) for x in losses],
             "colour": colour}
@@ -254,11 +254,13 @@ def _ends(losses: list[float]) -> dict:
 
 
 @torch.no_grad()
-def _to_word_scale(model, skip: torch.nn.Linear, palette: torch.Tensor) -> float:
-    """Scale the colour skip so its terms for the palette's colours have the RMS of the word embeddings; returns
-    the factor."""
-    terms = skip((palette - 0.5).to(skip.weight.dtype)).float()  # (P, H)
+def _to_word_scale(model, palette: torch.Tensor) -> float:
+    """Scale the colour skip so its terms for the palette's colours ``(P, 3)`` have the RMS of the word embeddings;
+    returns the factor."""
+    projector = model.model.point_path()[1]
+    terms = projector.color_terms(palette - 0.5).float()  # (P, H)
     factor = float(model.model.word_embedding_rms() / terms.pow(2).mean().sqrt().clamp(min=1e-12))
+    skip = projector.color
     skip.weight.mul_(factor)
     if skip.bias is not None:
         skip.bias.mul_(factor)
