@@ -14,7 +14,7 @@ import torch
 from enel.data.procedural.colors import PALETTE
 from enel.errors import ConfigError
 from enel.model import EnelForCausalLM
-from enel.train.prealign import class_vocabulary, geometry_tokens, prealign_point_tokens, restrict_words
+from enel.train.prealign import class_vocabulary, point_terms, prealign_point_tokens, restrict_words
 from enel.train.recipe import load_recipe
 
 POINTS = {"embed_dim": 12, "group_size": 8, "projector_hidden": [64], "num_points": 256, "input_points": 256,
@@ -83,7 +83,7 @@ def test_the_loss_it_trains_is_the_alignment_over_the_names_vocabulary():
     items = [data[i] for i in (1, 2, 4)]
     clouds = torch.stack([it["point_cloud"] for it in items])
     with torch.no_grad():
-        tokens = geometry_tokens(model, clouds)
+        tokens = point_terms(model, clouds)[0]
     from enel.model.objectives import unit_rows, word_alignment_loss
 
     padded = torch.tensor([[33, -100], [21, 5], [33, -100]])

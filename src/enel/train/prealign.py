@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..model.objectives import unit_rows, word_alignment_loss
 
-__all__ = ["class_vocabulary", "restrict_words", "geometry_tokens", "colour_vocabulary", "palette_targets",
+__all__ = ["class_vocabulary", "restrict_words", "point_terms", "colour_vocabulary", "palette_targets",
            "colour_alignment_loss", "prealign_point_tokens", "COLOUR_RADIUS"]
 
 COLOUR_RADIUS = 0.1
@@ -67,14 +67,9 @@ def restrict_words(words: torch.Tensor, vocab: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, pos, torch.full_like(words, -100))
 
 
-def geometry_tokens(model, clouds: torch.Tensor) -> torch.Tensor:
+def point_terms(model, clouds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(B, N, C)`` clouds → ``(B, G, H)`` the geometric point tokens as the projector's MLP leaves them, before
-    the colour skip (the class token dropped): what stage 1's class-word alignment reads."""
-    return _point_terms(model, clouds)[0]
-
-
-def _point_terms(model, clouds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(B, N, C)`` clouds → ``(B, G, H)`` the geometric tokens before the colour skip and ``(B, G, 3)`` their
+    the colour skip (the class token dropped: what stage 1's class-word alignment reads), and ``(B, G, 3)`` their
     centred patch colours (None without a colour skip)."""
     inner = model.model
     projector = inner.point_path()[1]
@@ -214,7 +209,7 @@ def prealign_point_tokens(model, dataset, vocab: torch.Tensor, *, steps: int, ba
             clouds = torch.stack([it["point_cloud"] for it in items]).to(dtype)
             words = restrict_words(_stack_words(items), vocab)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                geometry, patch_colours = _point_terms(model, clouds)
+                geometry, patch_colours = point_terms(model, clouds)
                 loss = word_alignment_loss(geometry, words, unit_vocab, tau)
                 colour_loss = None
                 if skip is not None and patch_colours is not None:
