@@ -197,7 +197,6 @@ def _words(out, noun: str) -> list[int]:
     return class_word_ids(AutoTokenizer.from_pretrained(out.model_dir), noun)
 
 
-
 def test_palette_targets_name_the_nearest_colour_within_the_radius_and_skip_colourless_clouds():
     from enel.train.prealign import COLOUR_RADIUS, palette_targets
 
