@@ -172,6 +172,27 @@ def test_npy_normals_are_not_taken_for_colors(tmp_path, xyz):
     assert cloud.color_source == "default (file has normals, no colour)"
 
 
+def test_npy_normals_with_placeholder_rows_are_still_normals(tmp_path):
+    """ModelNet40's normal_resampled files write a face without a normal as (1, 1, 1); a few such rows among unit
+    normals must not turn the normals into (negative) colours."""
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(-1, 1, (1000, 3))
+    normals = rng.normal(size=(1000, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    normals[[7, 300, 301, 999]] = 1.0
+    path = tmp_path / "glass_box_0160.npy"
+    np.save(path, np.hstack([pts, normals]).astype(np.float32))
+    cloud = load_point_cloud(path)
+    np.testing.assert_array_equal(cloud.rgb, np.zeros((1000, 3), np.float32))
+    assert cloud.color_source == "default (file has normals, no colour)"
+    assert any("4 of the 1000 normals are not unit vectors" in note for note in cloud.notes)
+
+    normals[:20] = rng.uniform(-1, 1, (20, 3)) * 3  # 2 % of the rows not unit: not normals, and negative colours
+    np.save(path, np.hstack([pts, normals]).astype(np.float32))
+    with pytest.raises(PointCloudError, match="negative"):
+        load_point_cloud(path)
+
+
 def test_npz_single_array_named_key_and_separate_color(tmp_path, xyz, rgb8):
     single = tmp_path / "single.npz"
     np.savez(single, arr_0=np.hstack([xyz, rgb8 / 255.0]))
