@@ -30,6 +30,22 @@ def test_pick_per_class_keeps_index_order():
     assert pick_per_class(labels, [5, 3], None).tolist() == [5, 3]
 
 
+def test_train_and_val_selections_partition_the_archive():
+    from enel.errors import ConfigError
+    from enel.eval.modelnet import select_objects
+
+    labels = np.repeat(np.arange(40), 10)
+    val = select_objects(labels, MODELNET40_CLASSES, split="val")
+    train = select_objects(labels, MODELNET40_CLASSES, split="train")
+    assert len(val) == 40 and len(train) == 360  # one of every class's ten held out
+    assert sorted(set(val.tolist()) | set(train.tolist())) == list(range(400)) and not set(val) & set(train)
+    assert np.bincount(labels[train], minlength=40).tolist() == [9] * 40
+    assert select_objects(labels, MODELNET40_CLASSES, split="train", per_class=2).tolist() == \
+        pick_per_class(labels, train, 2).tolist()
+    with pytest.raises(ConfigError, match="choose val, train or all"):
+        select_objects(labels, MODELNET40_CLASSES, split="test")
+
+
 def test_the_overlap_classes_are_modelnet_classes_the_generator_builds():
     from enel.data.procedural.scoring import CATEGORY_SYNONYMS
 

@@ -48,9 +48,10 @@ def add_modelnet_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPar
     s.add_argument("--archive", default=None,
                    help="a ModelNet40 archive (enel data modelnet40 output or the shared npz; default: "
                         "$ENEL_MODELNET40, data/modelnet40/modelnet40_train.npz, or the shared folder)")
-    s.add_argument("--split", choices=["val", "all"], default="val",
-                   help="val: the validation split the recipes carve out (10 %% per class, seed 0); all: every "
-                        "object (for a test archive or a model that never saw this one)")
+    s.add_argument("--split", choices=["val", "train", "all"], default="val",
+                   help="val: the validation split the recipes carve out (10 %% per class, seed 0); train: the rest, "
+                        "what the recipes train on (does the model fit what it saw?); all: every object (for a test "
+                        "archive or a model that never saw this one)")
     s.add_argument("--val-fraction", type=float, default=0.1)
     s.add_argument("--split-seed", type=int, default=0)
     s.add_argument("--classes", choices=["all", "overlap"], default="all",

@@ -58,16 +58,20 @@ def select_objects(labels: np.ndarray, class_names: Sequence[str], *, split: str
     Args:
         labels: ``(M,)`` class indices into ``class_names``.
         split: ``"val"`` — the validation split the recipes carve out (:func:`~enel.data.modelnet_conversations.
-            split_by_class` with ``val_fraction`` and ``split_seed``); ``"all"`` — every object.
+            split_by_class` with ``val_fraction`` and ``split_seed``); ``"train"`` — the rest of the archive, what
+            the recipes train on (how well a model fits what it saw, against ``"val"``); ``"all"`` — every object.
         classes: ``"all"``, or ``"overlap"`` — only the classes of :data:`PROCEDURAL_OVERLAP`.
         per_class: at most this many objects of every class (:func:`pick_per_class`; ``None``: all).
     """
     from ..data.modelnet_conversations import split_by_class
 
-    if split == "val":
-        _, indices = split_by_class(labels, val_fraction, split_seed)
-    else:
+    if split not in ("val", "train", "all"):
+        raise ConfigError(f"unknown ModelNet40 split {split!r}; choose val, train or all")
+    if split == "all":
         indices = np.arange(len(labels))
+    else:
+        train, val = split_by_class(labels, val_fraction, split_seed)
+        indices = val if split == "val" else train
     if classes == "overlap":
         keep = {list(class_names).index(c) for c in PROCEDURAL_OVERLAP}
         indices = np.asarray([i for i in indices if int(labels[i]) in keep], dtype=np.int64)
