@@ -188,13 +188,13 @@ def raw_from_array(array, label: object, source: str) -> RawCloud:
         raw.notes.append(f"columns 7-{arr.shape[1]} ignored: only x, y, z, r, g, b (the first six) are used")
     if arr.shape[1] >= 6:
         extra = np.asarray(arr[:, 3:6], dtype=np.float64)
-        if _looks_like_normals(extra):
+        unit = _normal_rows(extra)
+        if unit is not None:
             raw.missing = f"{source} has normals, no colour"
             raw.notes.append("columns 4-6 are unit normals, not colours: ignored")
-            odd = int((np.abs(np.linalg.norm(extra, axis=1) - 1.0) >= _NORMAL_TOLERANCE).sum())
-            if odd:
-                raw.notes.append(f"{odd} of the {len(extra)} normals are not unit vectors (a mesh face without a "
-                                 "normal, e.g. (1, 1, 1)): ignored with the rest")
+            if not unit.all():
+                raw.notes.append(f"{int((~unit).sum())} of the {len(extra)} normals are not unit vectors (a mesh "
+                                 "face without a normal, e.g. (1, 1, 1)): ignored with the rest")
         else:
             raw.rgb = extra
     return raw
@@ -210,13 +210,13 @@ def _shape_hint(shape: tuple[int, ...]) -> str:
     return ""
 
 
-def _looks_like_normals(extra: np.ndarray) -> bool:
-    """True when ``extra (N, 3)`` has a negative entry (colours are never negative) and at least
-    :data:`_NORMAL_SHARE` of its rows are unit vectors."""
+def _normal_rows(extra: np.ndarray) -> np.ndarray | None:
+    """``(N,)`` which rows of ``extra (N, 3)`` are unit vectors, when the columns are normals: a negative entry
+    (colours are never negative) and at least :data:`_NORMAL_SHARE` of the rows unit vectors; None otherwise."""
     if not np.isfinite(extra).all() or not (extra < 0).any():
-        return False
+        return None
     unit = np.abs(np.linalg.norm(extra, axis=1) - 1.0) < _NORMAL_TOLERANCE
-    return bool(unit.mean() >= _NORMAL_SHARE)
+    return unit if unit.mean() >= _NORMAL_SHARE else None
 
 
 def raw_from_fields(fields: dict[str, np.ndarray], label: object, source: str = "file") -> RawCloud:
